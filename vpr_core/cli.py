@@ -1,0 +1,182 @@
+"""The ``vpr`` command: map building, evaluation, the demo world.
+
+Every user-facing failure is a :class:`VprError` and ends as one ``error:`` line on
+stderr with exit status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import VprError
+
+log = logging.getLogger("vpr")
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` pairs; values parsed as JSON when they are JSON (numbers, lists, bools)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise VprError(f"--set expects key=value, got '{item}'")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _geoset(args: argparse.Namespace, folder: str | None, zone=None):
+    from .dataset import load_geoset
+
+    return load_geoset(folder, getattr(args, "csv", None), zone)
+
+
+def cmd_map_build(args: argparse.Namespace) -> int:
+    from .mapping import build_and_save
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
+    geo = _geoset(args, args.images)
+    m = build_and_save(geo, out, model_name=args.model, model_conf=parse_sets(args.set), device=args.device, source=str(args.images or args.csv))
+    print(f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), UTM zone {m.zone.number}{m.zone.letter}")
+    return 0
+
+
+def cmd_map_info(args: argparse.Namespace) -> int:
+    from .mapdb import load_map
+
+    m = load_map(args.map)
+    info = {
+        "images": len(m),
+        "model": m.model,
+        "dim": int(m.descriptors.shape[1]),
+        "fingerprint": m.fingerprint,
+        "zone": f"{m.zone.number}{m.zone.letter}",
+        "model_conf": m.model_conf,
+        "model_state": {k: list(v.shape) for k, v in m.model_state.items()},
+        "extras": sorted(m.extras),
+        **m.info,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, plot_report, write_json
+    from .localizer import Localizer
+    from .mapdb import load_map
+
+    vmap = load_map(args.map)
+    queries = _geoset(args, args.queries, vmap.zone)
+    loc = Localizer(vmap, device=args.device, top_k=args.top_k, model_overrides=parse_sets(args.set))
+    report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
+    print_report(report)
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
+    if args.plot:
+        plot_report(report, estimates, queries.xy, vmap.xy, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    rec = "  ".join(f"R@{k.split('@')[1]} {v:5.1f}" for k, v in report.items() if k.startswith("recall@"))
+    print(f"{report.get('model', '')} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
+    print(f"  {rec}")
+    print(f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence {report['mean_confidence']:.2f}")
+    lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
+    print(f"  latency ms p50/p95: {lat}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), seed=args.seed, device=args.device)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import GLOBAL_MODELS
+
+    for name in GLOBAL_MODELS.names():
+        cls = GLOBAL_MODELS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:12s} {doc}")
+        print(f"{'':12s} defaults: {json.dumps(cls.default_conf)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vpr", description="Visual place recognition: build geotagged image maps, localize and evaluate.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def device_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+
+    def geo_args(sp: argparse.ArgumentParser, folder: str, what: str) -> None:
+        g = sp.add_mutually_exclusive_group(required=True)
+        g.add_argument(folder, metavar="DIR", help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)")
+        g.add_argument("--csv", metavar="FILE", help="CSV with columns image,lat,lon[,alt,heading]; image paths relative to the CSV")
+
+    mp = sub.add_parser("map", help="build or inspect a map").add_subparsers(dest="map_command", required=True)
+    b = mp.add_parser("build", help="describe geotagged images into a map file", description="Build a map: one global descriptor and geotag per image, plus the model's map-specific parts (e.g. the VLAD vocabulary).")
+    geo_args(b, "--images", "database images")
+    b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
+    b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256")
+    device_arg(b)
+    b.set_defaults(func=cmd_map_build)
+    i = mp.add_parser("info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON.")
+    i.add_argument("map", metavar="MAP")
+    i.set_defaults(func=cmd_map_info)
+
+    e = sub.add_parser("eval", help="localize a labelled query set and report Recall@N", description="Localize each query image against MAP and report Recall@1/5/10/20, top-1 error and per-stage latency.")
+    e.add_argument("--map", required=True, metavar="MAP")
+    geo_args(e, "--queries", "query images")
+    e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
+    e.add_argument("--top-k", type=int, default=10, help="retrieval depth for the estimate (recalls always use 20)")
+    e.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    e.add_argument("--plot", metavar="OUT.png", help="write a trajectory/recall plot")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option override, e.g. --set weights=PATH")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    device_arg(e)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="generate a synthetic street, build a map, evaluate", description="Self-contained demo: renders a synthetic street (mapping run + query run with offset, yaw jitter, lighting change, occluders), builds a map and evaluates it. Real accuracy comes from real data.")
+    d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    d.add_argument("--seed", type=int, default=7)
+    device_arg(d)
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        return int(args.func(args) or 0)
+    except VprError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Geotagged image lists from the public VPR folder convention or from a CSV.
+
+The VPR convention (gmberton's VPR-datasets-downloader) encodes the geotag in the
+file name: ``@utm_east@utm_north@zone@letter@lat@lon@pano@tile@heading@pitch@roll@height@...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VprError
+from .geodesy import UtmZone, to_utm, valid_latlon, zone_of
+from .images import list_images
+
+
+@dataclass
+class GeoImage:
+    path: Path
+    lat: float
+    lon: float
+    alt: float = math.nan
+    heading: float = math.nan
+    #: UTM from the file name, when the name carries it (exact ground truth of the benchmarks).
+    utm: tuple[float, float, int, str] | None = None
+
+
+@dataclass
+class GeoSet:
+    """Images with positions expressed in one UTM zone."""
+
+    images: list[GeoImage]
+    zone: UtmZone
+    east: np.ndarray
+    north: np.ndarray
+
+    @property
+    def paths(self) -> list[Path]:
+        return [g.path for g in self.images]
+
+    @property
+    def lat(self) -> np.ndarray:
+        return np.array([g.lat for g in self.images])
+
+    @property
+    def lon(self) -> np.ndarray:
+        return np.array([g.lon for g in self.images])
+
+    @property
+    def alt(self) -> np.ndarray:
+        return np.array([g.alt for g in self.images])
+
+    @property
+    def xy(self) -> np.ndarray:
+        return np.stack([self.east, self.north], axis=1)
+
+
+def _float(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        return math.nan
+
+
+def parse_vpr_name(path: Path) -> GeoImage:
+    """Geotag of one file named in the VPR convention, or a VprError naming the file."""
+    parts = path.stem.split("@")
+    if len(parts) < 7 or parts[0] != "":
+        raise VprError(
+            f"{path}: file name carries no coordinates; expected '@utm_east@utm_north@zone@letter@lat@lon@...' "
+            "(VPR convention) or use --csv FILE with image,lat,lon columns"
+        )
+    east, north, lat, lon = (_float(parts[i]) for i in (1, 2, 5, 6))
+    if not valid_latlon(lat, lon):
+        raise VprError(f"{path}: invalid latitude/longitude '{parts[5]}', '{parts[6]}' in the file name; fix or remove the file")
+    heading = _float(parts[9]) if len(parts) > 9 else math.nan
+    alt = _float(parts[12]) if len(parts) > 12 else math.nan
+    utm_tag = None
+    if math.isfinite(east) and math.isfinite(north) and parts[3].isdigit() and parts[4].isalpha():
+        utm_tag = (east, north, int(parts[3]), parts[4].upper())
+    return GeoImage(path, lat, lon, alt, heading, utm_tag)
+
+
+def read_folder(folder: str | Path) -> list[GeoImage]:
+    return [parse_vpr_name(p) for p in list_images(folder)]
+
+
+REQUIRED_COLUMNS = ("image", "lat", "lon")
+
+
+def read_csv(csv_path: str | Path, image_root: str | Path | None = None) -> list[GeoImage]:
+    """Rows ``image,lat,lon[,alt,heading]``; image paths are relative to ``image_root`` (default: the CSV's folder)."""
+    csv_path = Path(csv_path)
+    root = Path(image_root) if image_root else csv_path.parent
+    try:
+        with csv_path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+            if missing:
+                raise VprError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must have image,lat,lon[,alt,heading]")
+            out = []
+            for lineno, row in enumerate(reader, start=2):
+                row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+                lat, lon = _float(row["lat"]), _float(row["lon"])
+                if not valid_latlon(lat, lon):
+                    raise VprError(f"{csv_path}:{lineno}: invalid lat/lon '{row['lat']}', '{row['lon']}'; fix or drop the row")
+                p = Path(row["image"])
+                out.append(GeoImage(p if p.is_absolute() else root / p, lat, lon, _float(row.get("alt", "")), _float(row.get("heading", ""))))
+    except OSError as e:
+        raise VprError(f"{csv_path}: cannot read ({e.strerror or e})") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise VprError(f"{csv_path}: not a valid CSV ({e})") from None
+    if not out:
+        raise VprError(f"{csv_path}: no rows; add image,lat,lon rows")
+    return out
+
+
+def make_geoset(images: list[GeoImage], zone: UtmZone | None = None) -> GeoSet:
+    """Express all positions in ``zone`` (default: the zone of the first image)."""
+    if not images:
+        raise VprError("no images to geotag")
+    if zone is None:
+        first = images[0]
+        zone = UtmZone(first.utm[2], first.utm[3]) if first.utm else zone_of(first.lat, first.lon)
+    east, north = to_utm(np.array([g.lat for g in images]), np.array([g.lon for g in images]), zone)
+    for i, g in enumerate(images):  # the file name's UTM is the benchmark's exact ground truth
+        if g.utm and g.utm[2] == zone.number and g.utm[3] == zone.letter:
+            east[i], north[i] = g.utm[0], g.utm[1]
+    return GeoSet(images, zone, east, north)
+
+
+def load_geoset(images_dir: str | Path | None = None, csv_path: str | Path | None = None, zone: UtmZone | None = None) -> GeoSet:
+    if csv_path:
+        return make_geoset(read_csv(csv_path, images_dir), zone)
+    if images_dir:
+        return make_geoset(read_folder(images_dir), zone)
+    raise VprError("give an image folder (--images/--queries) or a CSV (--csv)")

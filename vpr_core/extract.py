@@ -1,0 +1,98 @@
+"""Run a global model over images: device choice, fp16 on CUDA, batching, prefetching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import VprError
+from .images import load_image, resize
+from .models import GlobalModel
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> cuda when available, else cpu; an explicit 'cuda' without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VprError(f"device '{device}' requested but CUDA is not available; use device: auto or cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise VprError(f"device '{device}' unknown; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class Extractor:
+    """Wraps a GlobalModel for inference on numpy RGB images."""
+
+    def __init__(self, model: GlobalModel, device: str = "auto", fp16: bool | None = None) -> None:
+        self.device = resolve_device(device)
+        self.fp16 = (self.device.type == "cuda") if fp16 is None else (fp16 and self.device.type == "cuda")
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(model.conf.get("batch_size", 8))
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """(width, height) fed to the network for an image of this size.
+
+        With ``keep_aspect`` the image keeps its aspect ratio and gets the pixel budget
+        of ``input_size`` (sides rounded to multiples of 8): a 16:9 camera is not
+        squeezed into 4:3, which measurably helps retrieval across cameras.
+        """
+        w, h = self.model.input_size
+        if not self.model.conf.get("keep_aspect", False):
+            return w, h
+        s = (w * h / (width * height)) ** 0.5
+        return max(32, round(width * s / 8) * 8), max(32, round(height * s / 8) * 8)
+
+    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Resize for the network; -> float32 (B, 3, H, W) in [0, 1] on the device (one size per call)."""
+        sizes = {self.target_size(*im.shape[:2]) for im in images}
+        if len(sizes) != 1:
+            raise ValueError("to_tensor needs images that map to one network size; use to_tensors")
+        size = sizes.pop()
+        arr = np.stack([resize(im, size) for im in images])
+        return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def to_tensors(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Batches of consecutive images that share a network size (order kept)."""
+        out: list[torch.Tensor] = []
+        run: list[np.ndarray] = []
+        for im in images:
+            if run and self.target_size(*im.shape[:2]) != self.target_size(*run[-1].shape[:2]):
+                out.append(self.to_tensor(run))
+                run = []
+            run.append(im)
+        if run:
+            out.append(self.to_tensor(run))
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            d = self.model(x)
+        return d.float().cpu().numpy()
+
+    def describe(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self(x) for x in self.to_tensors(images)])
+
+    def tensor_batches(self, paths: Sequence[Path], desc: str | None = None) -> Iterator[torch.Tensor]:
+        """Decode files on a small thread pool while the model runs; yields device tensors."""
+        chunks = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(lambda c=c: [load_image(p) for p in c]) for c in chunks[:2]]
+            bar = tqdm(total=len(paths), desc=desc, unit="img", disable=desc is None, leave=False)
+            for i in range(len(chunks)):
+                images = futures[i].result()
+                if i + 2 < len(chunks):
+                    futures.append(pool.submit(lambda c=chunks[i + 2]: [load_image(p) for p in c]))
+                bar.update(len(images))
+                yield from self.to_tensors(images)
+            bar.close()
+
+    def describe_paths(self, paths: Sequence[Path], desc: str | None = "descriptors") -> np.ndarray:
+        out = [self(x) for x in self.tensor_batches(paths, desc)]
+        return np.concatenate(out) if out else np.zeros((0, self.model.dim), np.float32)

@@ -1,0 +1,158 @@
+"""The map file: descriptors + geotags + model identity, as safetensors (never pickle).
+
+One file, arrays in the safetensors container and every non-array field as JSON in
+its header metadata. Loading a map cannot execute code; saving writes a temporary
+file beside the target and renames it, so a crash never leaves a half-written map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from .errors import MapError
+from .geodesy import UtmZone
+
+FORMAT = "vpr_ros.map"
+FORMAT_VERSION = 1
+_GEO = ("lat", "lon", "alt", "east", "north")
+
+
+@dataclass
+class VprMap:
+    descriptors: np.ndarray  # (N, D) float32, L2-normalised
+    lat: np.ndarray
+    lon: np.ndarray
+    alt: np.ndarray  # NaN where unknown
+    east: np.ndarray  # UTM in ``zone``
+    north: np.ndarray
+    zone: UtmZone
+    names: list[str]
+    model: str
+    model_conf: dict[str, Any]
+    fingerprint: str
+    model_state: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # provenance: source, created, counts
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. calibration tables
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+    @property
+    def xy(self) -> np.ndarray:
+        return np.stack([self.east, self.north], axis=1)
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """ENU origin (UTM east, north, alt) for pose output: the first map image, altitude 0 when unknown."""
+        a = float(self.alt[0]) if len(self.alt) and np.isfinite(self.alt[0]) else 0.0
+        return float(self.east[0]), float(self.north[0]), a
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``; the temp file is removed on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_map(m: VprMap, path: str | Path) -> None:
+    path = Path(path)
+    n = len(m)
+    tensors = {"descriptors": np.ascontiguousarray(m.descriptors, dtype=np.float32)}
+    for k in _GEO:
+        arr = np.ascontiguousarray(getattr(m, k), dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"{k} has shape {arr.shape}, expected ({n},)")
+        tensors[f"geo.{k}"] = arr
+    tensors |= {f"model.{k}": np.ascontiguousarray(v) for k, v in m.model_state.items()}
+    tensors |= {f"extra.{k}": np.ascontiguousarray(v) for k, v in m.extras.items()}
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "model": m.model,
+        "model_conf": m.model_conf,
+        "fingerprint": m.fingerprint,
+        "zone": [m.zone.number, m.zone.letter],
+        "names": m.names,
+        "info": m.info,
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"vpr_map": json.dumps(meta)}))
+
+
+def _read_header_meta(path: Path) -> dict[str, str]:
+    """Parse only the safetensors JSON header (8-byte little-endian length + JSON)."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise MapError(f"{path}: file too short to be a map (truncated?); rebuild it with 'vpr map build'")
+        size = int.from_bytes(head, "little")
+        if size <= 0 or size > 100_000_000 or size > path.stat().st_size - 8:
+            raise MapError(f"{path}: not a vpr map (bad header; a pickle or other file?); rebuild it with 'vpr map build'")
+        try:
+            header = json.loads(f.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MapError(f"{path}: not a vpr map (header is not JSON); rebuild it with 'vpr map build'") from None
+    if not isinstance(header, dict):
+        raise MapError(f"{path}: not a vpr map; rebuild it with 'vpr map build'")
+    return header.get("__metadata__") or {}
+
+
+def load_map(path: str | Path) -> VprMap:
+    path = Path(path)
+    if not path.is_file():
+        raise MapError(f"{path}: map not found; build one with 'vpr map build --images DIR --out {path}'")
+    raw = _read_header_meta(path).get("vpr_map")
+    if raw is None:
+        raise MapError(f"{path}: a safetensors file but not a vpr map (no 'vpr_map' metadata); rebuild it")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise MapError(f"{path}: map metadata is corrupt; rebuild it") from None
+    if meta.get("format") != FORMAT:
+        raise MapError(f"{path}: not a vpr map (format {meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise MapError(f"{path}: map format version {meta.get('version')} but this vpr_ros reads version {FORMAT_VERSION}; rebuild the map")
+    try:
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MapError(f"{path}: map data is corrupt or truncated ({str(e).splitlines()[0][:120]}); rebuild it") from None
+    try:
+        desc = arrays["descriptors"]
+        geo = {k: arrays[f"geo.{k}"] for k in _GEO}
+    except KeyError as e:
+        raise MapError(f"{path}: map lacks array {e}; rebuild it") from None
+    n = len(desc)
+    names = meta.get("names", [])
+    if desc.ndim != 2 or any(v.shape != (n,) for v in geo.values()) or len(names) != n:
+        raise MapError(f"{path}: map arrays disagree in length ({n} descriptors, {len(names)} names); rebuild it")
+    if n == 0:
+        raise MapError(f"{path}: map is empty; rebuild it from a folder with images")
+    if not np.isfinite(desc).all():
+        raise MapError(f"{path}: map descriptors contain NaN/Inf; rebuild it")
+    return VprMap(
+        descriptors=desc.astype(np.float32, copy=False),
+        zone=UtmZone(int(meta["zone"][0]), str(meta["zone"][1])),
+        names=list(names),
+        model=str(meta["model"]),
+        model_conf=dict(meta["model_conf"]),
+        fingerprint=str(meta["fingerprint"]),
+        model_state={k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
+        extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
+        info=dict(meta.get("info", {})),
+        **geo,
+    )

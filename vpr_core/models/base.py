@@ -1,0 +1,123 @@
+"""Global descriptor models: the common interface and the registry.
+
+A model maps a batch of RGB images (float32 NCHW in [0, 1] at ``input_size``) to
+L2-normalised descriptors. Models with map-specific parts (a VLAD vocabulary, a PCA)
+learn them in :meth:`fit` from the database images and round-trip them through
+:meth:`map_state` / :meth:`load_map_state`, so the map file carries them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import VprError
+from ..registry import Registry
+
+GLOBAL_MODELS: Registry[type[GlobalModel]] = Registry("global model")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GlobalModel(nn.Module):
+    name: ClassVar[str] = ""
+    default_conf: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        unknown = set(conf or {}) - set(self.default_conf)
+        if unknown:
+            raise VprError(f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}")
+        self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
+        self.trained = True  # False when running on random weights; reported, never hidden
+
+    # ---- geometry -----------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) every image is resized to before the network."""
+        w, h = self.conf["input_size"]
+        return int(w), int(h)
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    # ---- map-specific state ------------------------------------------------------
+    @property
+    def needs_fit(self) -> bool:
+        return False
+
+    def fit(self, batches: Callable[[], Iterable[torch.Tensor]], num_images: int) -> None:
+        """Learn map-specific parts from database images (no-op for most models)."""
+
+    def map_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_map_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            raise VprError(f"global model '{self.name}' takes no map state, but the map carries {sorted(arrays)}")
+
+    # ---- identity -----------------------------------------------------------------
+    def network_state(self) -> dict[str, torch.Tensor]:
+        """Weights that define the descriptor (excludes map state); hashed into the fingerprint."""
+        return self.state_dict()
+
+    def fingerprint(self) -> str:
+        """Hash of name, descriptor-relevant config and weights: a map only serves the model that built it."""
+        h = hashlib.sha256(self.name.encode())
+        conf = {k: v for k, v in self.conf.items() if k not in ("weights", "batch_size")}
+        h.update(json.dumps(conf, sort_keys=True).encode())
+        for k, v in sorted(self.network_state().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def load_checkpoint_state(path: str, source: str) -> dict[str, torch.Tensor]:
+    """Read a plain state_dict without unpickling arbitrary objects."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise VprError(f"{path}: checkpoint not found; pass the path to the {source} weights") from None
+    except Exception as e:  # torch raises many types for corrupt/unsafe files
+        raise VprError(f"{path}: not a loadable {source} checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if isinstance(sd, dict) and "model_state_dict" in sd:
+        sd = sd["model_state_dict"]
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise VprError(f"{path}: expected a state_dict, found {type(sd).__name__}")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: str, source: str) -> None:
+    """load_state_dict(strict=True) with a one-line error listing the first offending keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if shape:
+            parts.append(f"shape mismatch {[(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in shape[:2]]}")
+        raise VprError(f"{path}: does not match the {source} layout ({'; '.join(parts)}); check the backbone/dimension options")
+    module.load_state_dict(sd, strict=True)
+
+
+def build_global_model(name: str, conf: dict[str, Any] | None = None) -> GlobalModel:
+    return GLOBAL_MODELS.get(name)(conf)

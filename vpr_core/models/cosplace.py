@@ -1,0 +1,65 @@
+"""CosPlace (Berton et al., CVPR 2022): CNN trunk + L2Norm + GeM + FC + L2Norm.
+
+The module tree mirrors the official ``GeoLocalizationNet`` so that the released
+``{backbone}_{dim}_cosplace.pth`` files load strictly: ``backbone.N.*``,
+``aggregation.1.p``, ``aggregation.3.weight/bias``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import VprError
+from .backbones import resnet_trunk, vgg16_features
+from .base import GLOBAL_MODELS, IMAGENET_MEAN, IMAGENET_STD, GlobalModel, load_checkpoint_state, load_strict
+from .layers import GeM, L2Norm, Flatten
+
+BACKBONES = ("ResNet18", "ResNet50", "ResNet101", "ResNet152", "VGG16")
+#: Descriptor dimensions of the release files for each backbone.
+RELEASED_DIMS = {"ResNet18": (32, 64, 128, 256, 512), "VGG16": (64, 128, 256, 512)}
+
+
+def make_trunk(backbone: str) -> tuple[nn.Sequential, int]:
+    if backbone == "VGG16":
+        return vgg16_features(drop_last=2)
+    if backbone.startswith("ResNet") and backbone[6:].isdigit():
+        return resnet_trunk(int(backbone[6:]))
+    raise VprError(f"cosplace: backbone '{backbone}' unknown; choose one of {', '.join(BACKBONES)}")
+
+
+@GLOBAL_MODELS.register("cosplace")
+class CosPlace(GlobalModel):
+    name = "cosplace"
+    default_conf: dict[str, Any] = {
+        "backbone": "ResNet50",
+        "fc_output_dim": 2048,
+        "weights": None,  # path to {backbone}_{dim}_cosplace.pth; None = random (labelled untrained)
+        "input_size": [512, 384],
+        "keep_aspect": True,
+        "batch_size": 8,
+    }
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        super().__init__(conf)
+        if self.conf["backbone"] not in BACKBONES:
+            raise VprError(f"cosplace: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}")
+        self.backbone, channels = make_trunk(self.conf["backbone"])
+        self.aggregation = nn.Sequential(L2Norm(), GeM(), Flatten(), nn.Linear(channels, int(self.conf["fc_output_dim"])), L2Norm())
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if self.conf["weights"]:
+            path = str(self.conf["weights"])
+            load_strict(self, load_checkpoint_state(path, "CosPlace"), path, f"CosPlace {self.conf['backbone']}/{self.conf['fc_output_dim']}")
+        else:
+            self.trained = False
+        self.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.conf["fc_output_dim"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aggregation(self.backbone((x - self.mean) / self.std))
