@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     vmap = load_map(args.map)
     queries = _geoset(args, args.queries, vmap.zone)
-    loc = Localizer(vmap, device=args.device, top_k=args.top_k, model_overrides=parse_sets(args.set))
+    loc = Localizer(vmap, device=args.device, top_k=args.top_k, global_model=args.model, model_overrides=parse_sets(args.set))
     report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
     print_report(report)
     if args.json:
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="localize a labelled query set and report Recall@N", description="Localize each query image against MAP and report Recall@1/5/10/20, top-1 error and per-stage latency.")
     e.add_argument("--map", required=True, metavar="MAP")
     geo_args(e, "--queries", "query images")
+    e.add_argument("--model", help="expected global model; fails clearly if the map was built with another")
     e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
     e.add_argument("--top-k", type=int, default=10, help="retrieval depth for the estimate (recalls always use 20)")
     e.add_argument("--json", metavar="OUT", help="write the report as JSON")

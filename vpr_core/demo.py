@@ -156,7 +156,7 @@ def generate(out: str | Path, seed: int = 7, n_map: int = 60, n_query: int = 30,
     ):
         folder = out / name
         images = []
-        for i, ((x, y), psi) in enumerate(zip(xy, yaw)):
+        for (x, y), psi in zip(xy, yaw):
             img = render(panels, x, y, psi)
             if fx is not None:
                 img = fx(img, rng)

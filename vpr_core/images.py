@@ -67,10 +67,9 @@ def load_image(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    img = decode_image(data, str(path))
     if _looks_truncated(data, path):
         raise ImageError(f"{path}: truncated JPEG (no end-of-image marker); re-copy the file")
-    return img
+    return decode_image(data, str(path))
 
 
 def _looks_truncated(data: bytes, path: Path) -> bool:

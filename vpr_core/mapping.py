@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import GeoSet
+from .errors import VprError
 from .extract import Extractor
 from .mapdb import VprMap, save_map
 from .models import build_global_model
@@ -25,6 +26,9 @@ def build_map(geo: GeoSet, model_name: str = "xfeat-vlad", model_conf: dict[str,
     if model.needs_fit:
         model.fit(lambda: ex.tensor_batches(paths, desc="vocabulary"), len(paths))
     desc = ex.describe_paths(paths, desc="map descriptors")
+    bad = ~np.isfinite(desc).all(axis=1)
+    if bad.any():
+        raise VprError(f"{paths[int(np.argmax(bad))]}: model '{model_name}' produced NaN/Inf descriptors ({int(bad.sum())} images); check the weights")
     info = {
         "source": source,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import VprError
 from .backbones import resnet_trunk, vgg16_features
 from .base import GLOBAL_MODELS, IMAGENET_MEAN, IMAGENET_STD, GlobalModel, load_checkpoint_state, load_strict
-from .layers import GeM, L2Norm, Flatten
+from .layers import Flatten, GeM, L2Norm
 
 BACKBONES = ("ResNet18", "ResNet50", "ResNet101", "ResNet152", "VGG16")
 #: Descriptor dimensions of the release files for each backbone.

@@ -1,0 +1,128 @@
+"""The ``vpr`` console command end to end, and its handling of bad input (one line, exit 2, no file)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+VPR = Path(sys.executable).with_name("vpr")
+
+
+def vpr(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(VPR)] if VPR.exists() else [sys.executable, "-m", "vpr_core.cli"]
+    r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def fails_with(r: subprocess.CompletedProcess, pattern: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_help():
+    for sub in ([], ["map", "build"], ["map", "info"], ["eval"], ["demo"], ["models"]):
+        r = vpr(*sub, "--help")
+        assert "usage: vpr" in r.stdout
+    assert "xfeat-vlad" in vpr("models").stdout
+
+
+def test_build_and_eval(street, tmp_path):
+    out = tmp_path / "m.vprmap"
+    r = vpr("map", "build", "--images", street / "database", "--out", out, "--device", "cpu")
+    assert "24 images, model xfeat-vlad" in r.stdout
+    info = json.loads(vpr("map", "info", out).stdout)
+    assert info["images"] == 24 and info["dim"] == 2048
+    rep, png = tmp_path / "r.json", tmp_path / "r.png"
+    r = vpr("eval", "--map", out, "--queries", street / "queries", "--threshold", 5, "--json", rep, "--plot", png, "-q")
+    report = json.loads(rep.read_text())
+    for key in ("recall@1", "recall@5", "recall@10", "recall@20", "median_error_m", "num_queries", "latency_ms"):
+        assert key in report
+    assert report["num_queries"] == 10 and report["recall@5"] >= 90
+    assert {"p50", "p95"} <= set(report["latency_ms"]["global"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "R@1" in r.stdout
+
+
+def test_csv_build(street, tmp_path):
+    from vpr_core.dataset import read_folder
+
+    rows = read_folder(street / "database")[:6]
+    csv = tmp_path / "db.csv"
+    csv.write_text("image,lat,lon,alt\n" + "".join(f"{g.path},{g.lat},{g.lon},500\n" for g in rows))
+    out = tmp_path / "csv.vprmap"
+    vpr("map", "build", "--csv", csv, "--out", out)
+    info = json.loads(vpr("map", "info", out).stdout)
+    assert info["images"] == 6
+
+
+def copy_db(street: Path, dst: Path, n: int = 6) -> list[Path]:
+    dst.mkdir()
+    files = sorted((street / "database").glob("*.jpg"))[:n]
+    return [Path(shutil.copy(f, dst)) for f in files]
+
+
+@pytest.mark.parametrize(
+    "case,pattern",
+    [
+        ("garbage", "cannot decode image"),
+        ("truncated", "truncated JPEG"),
+        ("nocoords", "carries no coordinates"),
+        ("nan", "invalid latitude"),
+        ("empty", "no images found"),
+    ],
+)
+def test_bad_image_folders(street, tmp_path, case, pattern):
+    d = tmp_path / "db"
+    files = copy_db(street, d)
+    if case == "garbage":
+        files[2].write_bytes(b"\x00" * 300)
+    elif case == "truncated":
+        files[2].write_bytes(files[2].read_bytes()[: files[2].stat().st_size // 2])
+    elif case == "nocoords":
+        files[2].rename(d / "IMG_0042.jpg")
+    elif case == "nan":
+        files[2].rename(d / "@1.0@2.0@32@U@nan@11.5@x@@@@@@@@.jpg")
+    elif case == "empty":
+        for f in files:
+            f.unlink()
+    out = tmp_path / "m.vprmap"
+    fails_with(vpr("map", "build", "--images", d, "--out", out, ok=False), pattern)
+    assert not out.exists() and not list(tmp_path.glob(".m.vprmap*")), "half-written output left behind"
+
+
+def test_huge_photo_is_downscaled(street, tmp_path):
+    d = tmp_path / "db"
+    files = copy_db(street, d)
+    img = cv2.resize(cv2.imread(str(files[0])), (4000, 3000))
+    img = (img.astype(np.int16) + np.random.default_rng(0).integers(-3, 3, img.shape)).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(files[0]), img)  # 12 megapixels
+    vpr("map", "build", "--images", d, "--out", tmp_path / "m.vprmap")
+
+
+def test_bad_csv(tmp_path):
+    csv = tmp_path / "db.csv"
+    csv.write_text("image,latitude,longitude\na.jpg,1,2\n")
+    fails_with(vpr("map", "build", "--csv", csv, "--out", tmp_path / "m.vprmap", ok=False), "missing column(s) lat, lon")
+
+
+def test_bad_maps(street, street_map, tmp_path):
+    q = street / "queries"
+    fails_with(vpr("eval", "--map", street_map, "--queries", q, "--model", "cosplace", ok=False), "built with global model 'xfeat-vlad'")
+    cut = tmp_path / "cut.vprmap"
+    cut.write_bytes(street_map.read_bytes()[:5000])
+    fails_with(vpr("eval", "--map", cut, "--queries", q, ok=False), "cut.vprmap")
+    evil = tmp_path / "evil.vprmap"
+    evil.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch pwned'\ntR." * 3)
+    fails_with(vpr("eval", "--map", evil, "--queries", q, ok=False), "not a vpr map")
+    fails_with(vpr("eval", "--map", tmp_path / "nope.vprmap", "--queries", q, ok=False), "map not found")

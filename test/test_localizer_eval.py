@@ -1,0 +1,64 @@
+"""Localizer estimates and the evaluation protocol."""
+
+import numpy as np
+import pytest
+
+from vpr_core.dataset import load_geoset
+from vpr_core.errors import MapError, VprError
+from vpr_core.estimate import estimate_position, margin_confidence, spatial_margin
+from vpr_core.evaluation import evaluate, recalls
+from vpr_core.images import load_image
+from vpr_core.localizer import Localizer
+
+
+def test_recall_protocol_by_hand():
+    true = np.array([[0.0, 0.0], [100.0, 0.0]])
+    ranked = [np.array([[50.0, 0], [3.0, 0], [1.0, 0]]), np.array([[0.0, 0], [200.0, 0]])]
+    r = recalls(ranked, true, threshold=5.0, ns=(1, 2, 3))
+    assert r == {"recall@1": 0.0, "recall@2": 50.0, "recall@3": 50.0}
+
+
+def test_confidence_uses_rivals_elsewhere():
+    xy = np.array([[0.0, 0], [2.0, 0], [100.0, 0]])
+    # neighbours of the same place score alike: margin is against the far rival only
+    assert spatial_margin(np.array([0.9, 0.89, 0.5]), xy, 10.0) == pytest.approx(0.4)
+    assert margin_confidence(0.4, 0.05) > 0.99
+    doubtful = estimate_position(np.arange(3), np.array([0.9, 0.6, 0.89]), xy, {})
+    sure = estimate_position(np.arange(3), np.array([0.9, 0.89, 0.5]), xy, {})
+    assert doubtful.confidence < 0.3 < 0.9 < sure.confidence
+    assert np.trace(doubtful.cov_xy) > 10 * np.trace(sure.cov_xy)
+
+
+def test_localize_street(street, street_map):
+    loc = Localizer.from_file(street_map, device="cpu", top_k=5)
+    q = load_geoset(street / "queries", zone=loc.map.zone)
+    est = loc.localize(load_image(q.paths[3]))
+    assert len(est.matches) == 5 and 0.0 <= est.confidence <= 1.0
+    assert np.all(np.linalg.eigvalsh(est.covariance) > 0)
+    assert set(est.timings) == {"preprocess", "global", "search", "estimate", "total"}
+    assert np.hypot(est.east - q.east[3], est.north - q.north[3]) < 5.0
+    assert est.enu[0] == pytest.approx(est.east - loc.map.east[0])
+    # gray, RGBA and a 12-megapixel frame are accepted (the huge one downscaled)
+    img = load_image(q.paths[3])
+    gray = img.mean(axis=2).round().astype(np.uint8)
+    for variant in (gray, np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])):
+        assert loc.localize(variant).matches[0].index == est.matches[0].index
+    big = np.ascontiguousarray(np.kron(img, np.ones((13, 13, 1), np.uint8)))  # 4160 x 3120
+    assert loc.localize(big).matches[0].index == est.matches[0].index
+
+
+def test_evaluate_street(street, street_map):
+    loc = Localizer.from_file(street_map, device="cpu")
+    q = load_geoset(street / "queries", zone=loc.map.zone)
+    report, est = evaluate(loc, q, threshold=5.0, progress=False)
+    assert report["num_queries"] == 10 and len(est) == 10
+    assert report["recall@1"] >= 70.0 and report["recall@5"] >= 90.0
+    assert report["recall@1"] <= report["recall@5"] <= report["recall@10"] <= report["recall@20"]
+    assert report["latency_ms"]["global"]["p50"] > 0
+
+
+def test_wrong_model_or_top_k(street_map):
+    with pytest.raises(MapError, match="built with global model 'xfeat-vlad' but 'cosplace'"):
+        Localizer.from_file(street_map, device="cpu", global_model="cosplace")
+    with pytest.raises(VprError, match="top_k"):
+        Localizer.from_file(street_map, device="cpu", top_k=0)

