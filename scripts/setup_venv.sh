@@ -20,8 +20,9 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     "${PIP[@]}" install "$TORCH"
   else
-    # A local wheel (pip find-links) first; then the CPU index of pytorch.org; then plain PyPI.
-    "${PIP[@]}" install -q --no-index "$TORCH" 2>/dev/null \
+    # A local wheel (pip find-links) first, its dependencies come with the project below;
+    # then the CPU index of pytorch.org; then plain PyPI.
+    "${PIP[@]}" install -q --no-index --no-deps "$TORCH" 2>/dev/null \
       || "${PIP[@]}" install "$TORCH" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
       || "${PIP[@]}" install "$TORCH"
   fi

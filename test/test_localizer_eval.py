@@ -35,7 +35,7 @@ def test_localize_street(street, street_map):
     est = loc.localize(load_image(q.paths[3]))
     assert len(est.matches) == 5 and 0.0 <= est.confidence <= 1.0
     assert np.all(np.linalg.eigvalsh(est.covariance) > 0)
-    assert set(est.timings) == {"preprocess", "global", "search", "estimate", "total"}
+    assert set(est.timings) == {"preprocess", "global", "search", "rerank", "estimate", "total"}
     assert np.hypot(est.east - q.east[3], est.north - q.north[3]) < 5.0
     assert est.enu[0] == pytest.approx(est.east - loc.map.east[0])
     # gray, RGBA and a 12-megapixel frame are accepted (the huge one downscaled)

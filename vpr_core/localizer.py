@@ -21,6 +21,7 @@ from .geodesy import UtmZone, from_utm
 from .images import to_rgb
 from .mapdb import VprMap, load_map
 from .models import build_global_model
+from .rerank import RERANKERS
 from .retrieval import Index
 
 
@@ -58,6 +59,7 @@ class Localizer:
         global_model: str | None = None,
         model_overrides: dict[str, Any] | None = None,
         estimate: dict[str, float] | None = None,
+        reranker: str = "none",
     ) -> None:
         if global_model and global_model != vmap.model:
             raise MapError(
@@ -68,6 +70,7 @@ class Localizer:
             raise VprError(f"top_k must be >= 1, got {top_k}")
         self.map = vmap
         self.top_k = top_k
+        self.reranker = RERANKERS.get(reranker)()
         model = build_global_model(vmap.model, {**vmap.model_conf, **(model_overrides or {})})
         model.load_map_state(vmap.model_state)
         fp = model.fingerprint()
@@ -100,13 +103,16 @@ class Localizer:
         t2 = time.perf_counter()
         scores, ids = self.index.search(desc, k or self.top_k)
         t3 = time.perf_counter()
-        est = self._estimate(ids[0], scores[0])
+        s, i = self.reranker.rerank(scores[0], ids[0])
+        t3b = time.perf_counter()
+        est = self._estimate(i, s)
         t4 = time.perf_counter()
         est.timings = {
             "preprocess": (t1 - t0) * 1e3,
             "global": (t2 - t1) * 1e3,
             "search": (t3 - t2) * 1e3,
-            "estimate": (t4 - t3) * 1e3,
+            "rerank": (t3b - t3) * 1e3,
+            "estimate": (t4 - t3b) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
         return est
