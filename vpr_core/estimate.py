@@ -22,6 +22,7 @@ import numpy as np
 ESTIMATE_DEFAULTS = {
     "confidence_radius_m": 10.0,
     "confidence_tau": 0.05,
+    "inlier_tau": 8.0,  # with a geometric re-ranker: confidence = 1 - exp(-inlier margin / inlier_tau)
     "sigma_floor_m": 2.0,
     "spread_temperature": 0.02,
     "unknown_alt_var": 1.0e6,

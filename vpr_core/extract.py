@@ -76,6 +76,13 @@ class Extractor:
             d = self.model(x)
         return d.float().cpu().numpy()
 
+    @torch.inference_mode()
+    def describe_local(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """(global descriptors (B, D) numpy, local grids (B, C, gh, gw) float32 tensor on CPU)."""
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            g, loc = self.model.describe(x)
+        return g.float().cpu().numpy(), loc.float().cpu()
+
     def describe(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.concatenate([self(x) for x in self.to_tensors(images)])
 
@@ -93,6 +100,15 @@ class Extractor:
                 yield from self.to_tensors(images)
             bar.close()
 
-    def describe_paths(self, paths: Sequence[Path], desc: str | None = "descriptors") -> np.ndarray:
-        out = [self(x) for x in self.tensor_batches(paths, desc)]
-        return np.concatenate(out) if out else np.zeros((0, self.model.dim), np.float32)
+    def describe_paths(self, paths: Sequence[Path], desc: str | None = "descriptors", local: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Global descriptors of the files, and their local grids as float16 when ``local``."""
+        gs, ls = [], []
+        for x in self.tensor_batches(paths, desc):
+            if local:
+                g, loc = self.describe_local(x)
+                ls.append(loc.half().numpy())
+            else:
+                g = self(x)
+            gs.append(g)
+        g = np.concatenate(gs) if gs else np.zeros((0, self.model.dim), np.float32)
+        return g, (np.concatenate(ls) if local and ls else None)

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .errors import MapError, VprError
-from .estimate import ESTIMATE_DEFAULTS, estimate_position
+from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, spatial_margin
 from .extract import Extractor
 from .geodesy import UtmZone, from_utm
 from .images import to_rgb
 from .mapdb import VprMap, load_map
 from .models import build_global_model
-from .rerank import RERANKERS
+from .calibration import evidence, predict
+from .rerank import build_reranker
 from .retrieval import Index
 
 
@@ -29,9 +31,11 @@ from .retrieval import Index
 class Match:
     index: int
     name: str
-    score: float
+    score: float  # global-descriptor similarity
     east: float
     north: float
+    rerank_score: float | None = None
+    inliers: int | None = None
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Estimate:
     confidence: float
     matches: list[Match]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> ms
+    inliers: int = 0  # geometric support of the top-1 (0 without a geometric re-ranker)
+    evidence: np.ndarray | None = None  # calibration features of this frame
 
 
 class Localizer:
@@ -60,6 +66,7 @@ class Localizer:
         model_overrides: dict[str, Any] | None = None,
         estimate: dict[str, float] | None = None,
         reranker: str = "none",
+        reranker_conf: dict[str, Any] | None = None,
     ) -> None:
         if global_model and global_model != vmap.model:
             raise MapError(
@@ -70,7 +77,9 @@ class Localizer:
             raise VprError(f"top_k must be >= 1, got {top_k}")
         self.map = vmap
         self.top_k = top_k
-        self.reranker = RERANKERS.get(reranker)()
+        self.reranker = build_reranker(reranker, reranker_conf)
+        if self.reranker.needs_local and vmap.local is None:
+            raise MapError(f"re-ranker '{reranker}' needs the map's local features, but this map has none; rebuild it without --no-local")
         model = build_global_model(vmap.model, {**vmap.model_conf, **(model_overrides or {})})
         model.load_map_state(vmap.model_state)
         fp = model.fingerprint()
@@ -83,6 +92,9 @@ class Localizer:
             raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
         self.extractor = Extractor(model, device)
         self.index = Index(vmap.descriptors, kind=index, gpu="auto" if self.extractor.device.type == "cuda" else "cpu")
+        self.reranker.to(self.extractor.device)
+        self.local = torch.from_numpy(vmap.local) if vmap.local is not None else None
+        self.calibration = vmap.extras.get(f"calibration.{reranker}")
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **(estimate or {})}
         self.origin = vmap.origin
 
@@ -99,13 +111,26 @@ class Localizer:
         t0 = time.perf_counter()
         x = self.extractor.to_tensor([to_rgb(image)])
         t1 = time.perf_counter()
-        desc = self.extractor(x)
+        rr = self.reranker
+        if rr.needs_local:
+            desc, qloc = self.extractor.describe_local(x)
+        else:
+            desc, qloc = self.extractor(x), None
         t2 = time.perf_counter()
-        scores, ids = self.index.search(desc, k or self.top_k)
+        scores, ids = self.index.search(desc, max(k or self.top_k, rr.top_k if rr.needs_local else 0))
+        scores, ids = scores[0].astype(np.float64), ids[0]
+        valid = ids >= 0
+        scores, ids = scores[valid], ids[valid]
         t3 = time.perf_counter()
-        s, i = self.reranker.rerank(scores[0], ids[0])
+        rscores = inliers = None
+        if qloc is not None and len(ids):
+            kk = min(rr.top_k, len(ids))
+            res = rr.score(qloc[0].to(self.extractor.device), self.local[torch.from_numpy(ids[:kk])].float().to(self.extractor.device))
+            rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
+            order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score
+            ids[:kk], scores[:kk], rscores, inliers = ids[:kk][order], scores[:kk][order], rs[order], inl[order]
         t3b = time.perf_counter()
-        est = self._estimate(i, s)
+        est = self._estimate(ids, scores, rscores, inliers)
         t4 = time.perf_counter()
         est.timings = {
             "preprocess": (t1 - t0) * 1e3,
@@ -117,12 +142,23 @@ class Localizer:
         }
         return est
 
-    def _estimate(self, ids: np.ndarray, scores: np.ndarray) -> Estimate:
+    def _confidence(self, scores: np.ndarray, xy: np.ndarray, inliers: np.ndarray | None) -> tuple[float, np.ndarray]:
+        c = self.estimate_conf
+        g_margin = spatial_margin(scores, xy, c["confidence_radius_m"])
+        inl1 = float(inliers[0]) if inliers is not None else 0.0
+        inl_margin = float(spatial_margin(inliers.astype(np.float64), xy[: len(inliers)], c["confidence_radius_m"])) if inliers is not None else 0.0
+        ev = evidence(inl1, inl_margin, g_margin)
+        if self.calibration is not None:
+            return float(predict(self.calibration, ev)[0]), ev
+        if inliers is not None:
+            return 1.0 - float(np.exp(-inl_margin / c["inlier_tau"])), ev
+        return margin_confidence(g_margin, c["confidence_tau"]), ev
+
+    def _estimate(self, ids: np.ndarray, scores: np.ndarray, rscores: np.ndarray | None = None, inliers: np.ndarray | None = None) -> Estimate:
         m = self.map
-        valid = ids >= 0
-        ids, scores = ids[valid], scores[valid].astype(np.float64)
         xy = m.xy[ids]
-        pos = estimate_position(ids, scores, xy, self.estimate_conf)
+        confidence, ev = self._confidence(scores, xy, inliers)
+        pos = estimate_position(ids, scores, xy, self.estimate_conf, confidence=confidence)
         i = pos.index
         lat, lon = from_utm(pos.east, pos.north, m.zone)
         alt = float(m.alt[i])
@@ -132,4 +168,10 @@ class Localizer:
         ox, oy, oz = self.origin
         enu = (pos.east - ox, pos.north - oy, (0.0 if math.isnan(alt) else alt) - oz)
         matches = [Match(int(j), m.names[j], float(s), float(m.east[j]), float(m.north[j])) for j, s in zip(ids, scores)]
-        return Estimate(float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches)
+        if rscores is not None:
+            for mt, r, n in zip(matches, rscores, inliers):
+                mt.rerank_score, mt.inliers = float(r), int(n)
+        est = Estimate(float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches)
+        est.inliers = int(inliers[0]) if inliers is not None else 0
+        est.evidence = ev
+        return est

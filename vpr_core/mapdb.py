@@ -42,6 +42,7 @@ class VprMap:
     model_state: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # provenance: source, created, counts
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. calibration tables
+    local: np.ndarray | None = None  # (N, C, gh, gw) float16 dense grids for re-ranking
 
     def __len__(self) -> int:
         return len(self.descriptors)
@@ -81,6 +82,10 @@ def save_map(m: VprMap, path: str | Path) -> None:
         tensors[f"geo.{k}"] = arr
     tensors |= {f"model.{k}": np.ascontiguousarray(v) for k, v in m.model_state.items()}
     tensors |= {f"extra.{k}": np.ascontiguousarray(v) for k, v in m.extras.items()}
+    if m.local is not None:
+        if len(m.local) != n or m.local.ndim != 4:
+            raise ValueError(f"local features have shape {m.local.shape}, expected ({n}, C, gh, gw)")
+        tensors["local.features"] = np.ascontiguousarray(m.local, dtype=np.float16)
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -110,6 +115,12 @@ def _read_header_meta(path: Path) -> dict[str, str]:
     if not isinstance(header, dict):
         raise MapError(f"{path}: not a vpr map; rebuild it with 'vpr map build'")
     return header.get("__metadata__") or {}
+
+
+def _check_local(path: Path, local: np.ndarray | None, n: int) -> np.ndarray | None:
+    if local is not None and (local.ndim != 4 or len(local) != n):
+        raise MapError(f"{path}: local features have shape {local.shape} for {n} images; rebuild the map")
+    return local
 
 
 def load_map(path: str | Path) -> VprMap:
@@ -153,6 +164,7 @@ def load_map(path: str | Path) -> VprMap:
         fingerprint=str(meta["fingerprint"]),
         model_state={k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
         extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
+        local=_check_local(path, arrays.get("local.features"), n),
         info=dict(meta.get("info", {})),
         **geo,
     )

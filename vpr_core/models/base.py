@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import VprError
@@ -82,6 +83,20 @@ class GlobalModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def local_grid(self) -> tuple[int, int]:
+        """(width, height) of the dense feature grid stored in maps for re-ranking."""
+        w, h = self.conf.get("local_grid", (40, 30))
+        return int(w), int(h)
+
+    def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass -> (global (B, D), local grid (B, C, gh, gw) L2-normalised per cell)."""
+        raise NotImplementedError(f"global model '{self.name}' has no dense features for re-ranking")
+
+    def pool_local(self, dense: torch.Tensor) -> torch.Tensor:
+        gw, gh = self.local_grid
+        return F.normalize(F.adaptive_avg_pool2d(dense, (gh, gw)), dim=1)
 
 
 def load_checkpoint_state(path: str, source: str) -> dict[str, torch.Tensor]:

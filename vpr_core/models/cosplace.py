@@ -39,6 +39,7 @@ class CosPlace(GlobalModel):
         "weights": None,  # path to {backbone}_{dim}_cosplace.pth; None = random (labelled untrained)
         "input_size": [512, 384],
         "keep_aspect": True,
+        "local_grid": [16, 12],  # layer4 (stride 32) at 512x384
         "batch_size": 8,
     }
 
@@ -63,3 +64,7 @@ class CosPlace(GlobalModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.aggregation(self.backbone((x - self.mean) / self.std))
+
+    def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.backbone((x - self.mean) / self.std)
+        return self.aggregation(f), self.pool_local(f)

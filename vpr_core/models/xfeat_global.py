@@ -49,6 +49,7 @@ class XFeatVLAD(_XFeatGlobal):
         "vocab_max_images": 1000,
         "vocab_max_features": 200_000,
         "seed": 0,
+        "local_grid": [40, 30],  # stored dense grid for re-ranking: the 1/8 features at 320x240
         "weights": None,
         "batch_size": 16,
     }
@@ -73,10 +74,14 @@ class XFeatVLAD(_XFeatGlobal):
         return self.vlad(f.flatten(2).transpose(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.describe(x)[0]
+
+    def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.fitted:
             raise VprError("xfeat-vlad has no vocabulary: build a map first (the vocabulary is learned from its database)")
-        v = self._vlad(x)
-        return self.pca(v) if self.pca is not None else v
+        f, _ = self.dense(x)
+        v = self.vlad(f.flatten(2).transpose(1, 2))
+        return (self.pca(v) if self.pca is not None else v), self.pool_local(f)
 
     @torch.inference_mode()
     def fit(self, batches: Callable[[], Iterable[torch.Tensor]], num_images: int) -> None:
@@ -130,13 +135,16 @@ class XFeatGeM(_XFeatGlobal):
     """GeM over XFeat's dense features: 64-d, needs no vocabulary; cheap but weak."""
 
     name = "xfeat-gem"
-    default_conf: dict[str, Any] = {"input_size": [320, 240], "keep_aspect": True, "p": 3.0, "weights": None, "batch_size": 16}
+    default_conf: dict[str, Any] = {"input_size": [320, 240], "keep_aspect": True, "p": 3.0, "local_grid": [40, 30], "weights": None, "batch_size": 16}
 
     @property
     def dim(self) -> int:
         return 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.describe(x)[0]
+
+    def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, _ = self.dense(x)
         p = torch.tensor(float(self.conf["p"]), dtype=f.dtype, device=f.device)
-        return F.normalize(gem(F.relu(f), p).flatten(1), dim=-1)
+        return F.normalize(gem(F.relu(f), p).flatten(1), dim=-1), self.pool_local(f)

@@ -1,33 +1,15 @@
-"""Re-rankers of the global top-K, registered by name.
+"""Re-rankers of the global top-K, registered by name (importing this package registers them).
 
-``none`` keeps the global order. Geometric verification methods register here too,
-so the CLI, the localizer and the node select them by the same config name.
+``none`` keeps the global order; ``ransac``, ``dhe`` and ``geowarp`` verify the
+candidates geometrically on the dense grid features the map stores.
 """
 
-from __future__ import annotations
+from .base import RERANKERS, NoRerank, Reranker, RerankResult
 
-from typing import ClassVar
+from . import ransac  # noqa: E402,F401  (registration)
 
-import numpy as np
-
-from ..registry import Registry
-
-RERANKERS: Registry[type[Reranker]] = Registry("re-ranker")
+__all__ = ["RERANKERS", "NoRerank", "Reranker", "RerankResult", "build_reranker"]
 
 
-class Reranker:
-    name: ClassVar[str] = ""
-
-    def rerank(self, scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (scores, ids) re-ordered best first."""
-        raise NotImplementedError
-
-
-@RERANKERS.register("none")
-class NoRerank(Reranker):
-    """Keep faiss's order: the global-descriptor similarity is the score."""
-
-    name = "none"
-
-    def rerank(self, scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return scores, ids
+def build_reranker(name: str, conf: dict | None = None) -> Reranker:
+    return RERANKERS.get(name)(conf)

@@ -1,0 +1,58 @@
+"""Re-ranker interface: dense grid features of the query and of K candidates -> scores.
+
+Re-rankers get the query's local feature grid (C, gh, gw) and the candidates' grids
+(K, C, gh, gw) - the same features the map stores - and return one score per
+candidate (higher is better) plus an inlier count. The Localizer re-orders the
+top ``top_k`` candidates by score.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import VprError
+from ..registry import Registry
+
+
+@dataclass
+class RerankResult:
+    scores: torch.Tensor  # (K,) higher is better
+    inliers: torch.Tensor  # (K,) int; geometric support (0 where the method has none)
+
+
+class Reranker:
+    name: ClassVar[str] = ""
+    default_conf: ClassVar[dict[str, Any]] = {"top_k": 10}
+    needs_local: ClassVar[bool] = True
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        unknown = set(conf or {}) - set(self.default_conf)
+        if unknown:
+            raise VprError(f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}")
+        self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
+        self.trained = True
+
+    @property
+    def top_k(self) -> int:
+        return int(self.conf["top_k"])
+
+    def to(self, device: torch.device) -> Reranker:
+        return self
+
+    def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
+        raise NotImplementedError
+
+
+RERANKERS: Registry[type[Reranker]] = Registry("re-ranker")
+
+
+@RERANKERS.register("none")
+class NoRerank(Reranker):
+    """Keep faiss's order: the global-descriptor similarity is the score."""
+
+    name = "none"
+    needs_local = False
