@@ -45,7 +45,9 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
     geo = _geoset(args, args.images)
-    m = build_and_save(geo, out, model_name=args.model, model_conf=parse_sets(args.set), device=args.device, source=str(args.images or args.csv))
+    m = build_and_save(
+        geo, out, model_name=args.model, model_conf=parse_sets(args.set), device=args.device, source=str(args.images or args.csv), local=not args.no_local
+    )
     print(f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), UTM zone {m.zone.number}{m.zone.letter}")
     return 0
 
@@ -76,7 +78,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     vmap = load_map(args.map)
     queries = _geoset(args, args.queries, vmap.zone)
-    loc = Localizer(vmap, device=args.device, top_k=args.top_k, global_model=args.model, model_overrides=parse_sets(args.set))
+    loc = Localizer(
+        vmap, device=args.device, top_k=args.top_k, global_model=args.model, model_overrides=parse_sets(args.set),
+        reranker=args.rerank, reranker_conf=rerank_conf(args),
+    )  # fmt: skip
+    if not loc.reranker.trained:
+        print(f"note: re-ranker '{args.rerank}' runs UNTRAINED (no weights given); its numbers are not the method's", file=sys.stderr)
     report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
     print_report(report)
     if args.json:
@@ -88,9 +95,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def rerank_conf(args: argparse.Namespace) -> dict[str, Any]:
+    conf = parse_sets(getattr(args, "rerank_set", None))
+    if getattr(args, "rerank_k", None):
+        conf["top_k"] = args.rerank_k
+    return conf
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    calibrate(args.map, args.queries, args.csv, args.threshold, args.rerank, rerank_conf(args), args.device, args.out, args.plot)
+    return 0
+
+
 def print_report(report: dict[str, Any]) -> None:
     rec = "  ".join(f"R@{k.split('@')[1]} {v:5.1f}" for k, v in report.items() if k.startswith("recall@"))
-    print(f"{report.get('model', '')} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
+    rr = f" + {report['reranker']}" if report.get("reranker", "none") != "none" else ""
+    print(f"{report.get('model', '')}{rr} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
     print(f"  {rec}")
     print(f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence {report['mean_confidence']:.2f}")
     lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
@@ -122,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     def device_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
 
+    def rerank_args(sp: argparse.ArgumentParser) -> None:
+        from .rerank import RERANKERS
+
+        sp.add_argument("--rerank", default="none", choices=RERANKERS.names(), help="re-ranker of the global top-K (default none)")
+        sp.add_argument("--rerank-k", type=int, help="candidates re-ranked (default: the method's: ransac 10, dhe 32, geowarp 5)")
+        sp.add_argument("--rerank-set", action="append", metavar="KEY=VALUE", help="re-ranker option, e.g. --rerank-set weights=homography_regression.torch")
+
     def geo_args(sp: argparse.ArgumentParser, folder: str, what: str) -> None:
         g = sp.add_mutually_exclusive_group(required=True)
         g.add_argument(folder, metavar="DIR", help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)")
@@ -133,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
     b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256")
+    b.add_argument("--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)")
     device_arg(b)
     b.set_defaults(func=cmd_map_build)
     i = mp.add_parser("info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON.")
@@ -149,8 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", metavar="OUT.png", help="write a trajectory/recall plot")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option override, e.g. --set weights=PATH")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rerank_args(e)
     device_arg(e)
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser(
+        "calibrate",
+        help="fit the confidence on a labelled run and store it in the map",
+        description="Localize a labelled run, fit P(top-1 within --threshold | inliers, margins) for the chosen re-ranker, "
+        "store it in the map and report reliability (predicted vs observed). Use a run other than the one you evaluate on.",
+    )
+    c.add_argument("--map", required=True, metavar="MAP")
+    geo_args(c, "--queries", "labelled query images")
+    c.add_argument("--threshold", type=float, default=25.0, help="a fix counts as correct within this many metres")
+    c.add_argument("--out", metavar="MAP", help="write the calibrated map here (default: update MAP in place, atomically)")
+    c.add_argument("--plot", metavar="OUT.png", help="reliability diagram")
+    rerank_args(c)
+    device_arg(c)
+    c.set_defaults(func=cmd_calibrate)
 
     d = sub.add_parser("demo", help="generate a synthetic street, build a map, evaluate", description="Self-contained demo: renders a synthetic street (mapping run + query run with offset, yaw jitter, lighting change, occluders), builds a map and evaluates it. Real accuracy comes from real data.")
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")

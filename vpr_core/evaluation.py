@@ -66,7 +66,15 @@ def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: 
         est.timings = {"load": load_ms, **est.timings}
         estimates.append(est)
     report = summarize(estimates, queries.xy, threshold, localizer.map.xy)
-    report |= {"model": localizer.map.model, "map_size": len(localizer.map), "device": str(localizer.extractor.device)}
+    rr = localizer.reranker
+    report |= {
+        "model": localizer.map.model,
+        "map_size": len(localizer.map),
+        "device": str(localizer.extractor.device),
+        "reranker": rr.name,
+        "reranker_conf": {k: v for k, v in rr.conf.items()} if rr.needs_local else {},
+        "reranker_trained": bool(rr.trained),
+    }
     return report, estimates
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import evidence, predict
 from .errors import MapError, VprError
 from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, spatial_margin
 from .extract import Extractor
@@ -22,7 +23,6 @@ from .geodesy import UtmZone, from_utm
 from .images import to_rgb
 from .mapdb import VprMap, load_map
 from .models import build_global_model
-from .calibration import evidence, predict
 from .rerank import build_reranker
 from .retrieval import Index
 
@@ -92,6 +92,8 @@ class Localizer:
             raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
         self.extractor = Extractor(model, device)
         self.index = Index(vmap.descriptors, kind=index, gpu="auto" if self.extractor.device.type == "cuda" else "cpu")
+        if self.reranker.conf.get("frame", 0) is None:
+            self.reranker.conf["frame"] = list(self.extractor.model.input_size)
         self.reranker.to(self.extractor.device)
         self.local = torch.from_numpy(vmap.local) if vmap.local is not None else None
         self.calibration = vmap.extras.get(f"calibration.{reranker}")

@@ -4,9 +4,8 @@
 candidates geometrically on the dense grid features the map stores.
 """
 
+from . import dhe, geowarp, ransac  # noqa: E402,F401  (registration)
 from .base import RERANKERS, NoRerank, Reranker, RerankResult
-
-from . import ransac  # noqa: E402,F401  (registration)
 
 __all__ = ["RERANKERS", "NoRerank", "Reranker", "RerankResult", "build_reranker"]
 

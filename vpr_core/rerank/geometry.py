@@ -26,9 +26,9 @@ def mutual_nn(q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     q (L, C) query descriptors, c (K, M, C) candidates' -> (nn_of_q (K, L), mutual mask (K, L)).
     Query cell i matches candidate cell nn_of_q[k, i] where mask[k, i].
     """
-    sim = torch.einsum("lc,kmc->klm", q, c)  # (K, L, M)
-    nn_q = sim.argmax(dim=2)  # best candidate cell per query cell
-    nn_c = sim.argmax(dim=1)  # best query cell per candidate cell, (K, M)
+    sim = torch.matmul(c, q.t())  # (K, M, L): one batched GEMM
+    nn_q = sim.argmax(dim=1)  # best candidate cell per query cell, (K, L)
+    nn_c = sim.argmax(dim=2)  # best query cell per candidate cell, (K, M)
     back = torch.gather(nn_c, 1, nn_q)
     mask = back == torch.arange(q.shape[0], device=q.device).unsqueeze(0)
     return nn_q, mask

@@ -39,7 +39,7 @@ class RansacRerank(Reranker):
     default_conf: dict[str, Any] = {
         "top_k": 10,
         "threshold_px": 16.0,  # in the nominal frame, as the reference floor (cv2, 16 px at 320x240)
-        "frame": [320, 240],
+        "frame": None,  # None = the global model's input size
         "backend": "poselib" if poselib is not None else "opencv",
         "max_iterations": 1000,
     }
