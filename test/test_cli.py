@@ -126,3 +126,26 @@ def test_bad_maps(street, street_map, tmp_path):
     evil.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch pwned'\ntR." * 3)
     fails_with(vpr("eval", "--map", evil, "--queries", q, ok=False), "not a vpr map")
     fails_with(vpr("eval", "--map", tmp_path / "nope.vprmap", "--queries", q, ok=False), "map not found")
+
+
+def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
+    rep = tmp_path / "r.json"
+    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--threshold", 5, "--rerank", "ransac", "--json", rep, "-q")
+    report = json.loads(rep.read_text())
+    assert report["reranker"] == "ransac" and report["reranker_conf"]["top_k"] == 10 and "+ ransac" in r.stdout
+    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "dhe", "--rerank-k", 4, "-q")
+    assert "UNTRAINED" in r.stderr
+    out, png = tmp_path / "cal.vprmap", tmp_path / "rel.png"
+    # 1.5 m: the 1 m lateral offset makes some top-1s right and some wrong - something to calibrate against
+    r = vpr("calibrate", "--map", street_map, "--queries", street / "queries", "--threshold", 1.5, "--out", out, "--plot", png)
+    assert "Brier score" in r.stdout and png.exists()
+    from vpr_core.mapdb import load_map
+
+    m = load_map(out)
+    assert m.extras["calibration.none"].shape == (4,)
+    rep2 = tmp_path / "r2.json"
+    vpr("eval", "--map", out, "--queries", street / "queries", "--threshold", 1.5, "--json", rep2, "-q")
+    conf = json.loads(rep2.read_text())["mean_confidence"]
+    assert 0.0 < conf < 1.0
+    fails_with(vpr("calibrate", "--map", street_map, "--queries", street / "queries", "--threshold", 50, "--out", tmp_path / "x.vprmap", ok=False), "nothing to calibrate")
+    assert not (tmp_path / "x.vprmap").exists()

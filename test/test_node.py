@@ -113,7 +113,7 @@ def test_raw_bad_inputs_then_good(node_and_peer, street):
     assert node.proc.poll() is None
 
 
-@pytest.mark.parametrize("node_and_peer", [{"input": "compressed"}], indirect=True)
+@pytest.mark.parametrize("node_and_peer", [{"input": "compressed", "reranker": "ransac"}], indirect=True)
 def test_compressed_input(node_and_peer, street):
     node, peer = node_and_peer
     q, images = queries(street)
@@ -135,6 +135,8 @@ def test_compressed_input(node_and_peer, street):
         peer.pub.publish(jpeg(img, i))
         assert peer.wait_for(lambda i=i: len(peer.fixes) > i)
     assert [f.header.stamp for _, f in peer.fixes] == [peer.stamp(i) for i in range(5)]
+    assert peer.wait_for(lambda: peer.last_diag().get("reranker") == "ransac", 5)
+    assert float(peer.last_diag()["latency_rerank_ms_p50"]) > 0
 
 
 def test_flood(node_and_peer, street):

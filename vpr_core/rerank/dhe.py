@@ -95,8 +95,9 @@ class DHERerank(Reranker):
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
-        self.head: DHEHead | None = None
+        self.head: DHEHead | None = None  # built on first use: its size follows the map's grid
         self.device = torch.device("cpu")
+        self.trained = bool(self.conf["weights"])
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
@@ -109,7 +110,6 @@ class DHERerank(Reranker):
             if self.conf["weights"]:
                 self.head = load_dhe_head(str(self.conf["weights"]), tokens)
             else:
-                self.trained = False
                 log.warning("DHE head is untrained (no weights): re-ranking results are not meaningful")
                 torch.manual_seed(0)
                 self.head = DHEHead(tokens)

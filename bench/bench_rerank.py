@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Re-rankers on the real sets and their cost, measured in one run on the same candidates.
+
+    python bench/bench_rerank.py ../shared/datasets [--device cpu|cuda] [--k 32]
+
+1. Recall@1 per re-ranker (each at its default K) on corridor (2.5 m) and triplets (25 m).
+   DHE and GeoWarp run with whatever weights are given (--dhe-weights/--geowarp-weights);
+   without them they are UNTRAINED and labelled so.
+2. Per-query re-rank latency at K candidates (same query, same candidates) per method,
+   and the DHE/RANSAC ratio; RANSAC with poselib and with OpenCV.
+3. Where candidates' dense features come from: stored in the map (bytes per image) vs
+   recomputed from the images at query time (ms per query).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vpr_core.dataset import load_geoset  # noqa: E402
+from vpr_core.evaluation import evaluate  # noqa: E402
+from vpr_core.extract import Extractor  # noqa: E402
+from vpr_core.images import load_image  # noqa: E402
+from vpr_core.localizer import Localizer  # noqa: E402
+from vpr_core.mapping import build_map  # noqa: E402
+from vpr_core.rerank import build_reranker  # noqa: E402
+from vpr_core.rerank.dhe import DHEHead  # noqa: E402
+
+SETS = {"corridor": 2.5, "triplets": 25.0}
+
+
+def timed(fn, repeat: int = 5) -> tuple[float, float]:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(ts)), float(np.percentile(ts, 95))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--dhe-weights")
+    ap.add_argument("--geowarp-weights")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    dev = torch.device(args.device)
+    methods = {
+        "none": {},
+        "ransac": {"backend": "poselib"},
+        "ransac-cv2": {"backend": "opencv"},
+        "dhe": {"weights": args.dhe_weights},
+        "geowarp": {"weights": args.geowarp_weights},
+    }
+    base = lambda m: m.split("-")[0]  # noqa: E731
+    print(f"1) Recall@1 on real data ({args.device}); default K: ransac 10, dhe 32, geowarp 5")
+    print(f"{'set':9s} " + " ".join(f"{m:>11s}" for m in methods) + "   (rerank ms p50)")
+    maps, summary = {}, {}
+    for name, thr in SETS.items():
+        root = args.root / name / "images" / "test"
+        db = load_geoset(root / "database")
+        q = load_geoset(root / "queries", zone=db.zone)
+        vmap = build_map(db, device=args.device)
+        maps[name] = (vmap, q)
+        r1, ms = [], []
+        for m, conf in methods.items():
+            loc = Localizer(vmap, device=args.device, reranker=base(m), reranker_conf=conf if base(m) != "none" else None)
+            rep, _ = evaluate(loc, q, thr, progress=False)
+            tag = "" if loc.reranker.trained else "*"
+            r1.append(f"{rep['recall@1']:.1f}{tag}")
+            ms.append(rep["latency_ms"]["rerank"]["p50"])
+            summary[(name, m)] = rep["recall@1"]
+        print(f"{name:9s} " + " ".join(f"{v:>11s}" for v in r1) + "   (" + " ".join(f"{v:.0f}" for v in ms) + ")")
+    print("   * = untrained head (no published or shipped weights here): not the method's accuracy")
+
+    print(f"\n2) per-query re-rank latency, K={args.k}, same query and candidates (corridor), {args.device}")
+    vmap, q = maps["corridor"]
+    loc = Localizer(vmap, device=args.device)
+    ex = loc.extractor
+    _, qloc = ex.describe_local(ex.to_tensor([load_image(q.paths[0])]))
+    _, ids = loc.index.search(ex(ex.to_tensor([load_image(q.paths[0])])), args.k)
+    cands = torch.from_numpy(vmap.local[ids[0]]).float().to(dev)
+    qd = qloc[0].to(dev)
+    lat = {}
+    for m, conf in methods.items():
+        if m == "none":
+            continue
+        rr = build_reranker(base(m), {**{k: v for k, v in conf.items() if v is not None}, "top_k": args.k, **({"frame": [320, 240]} if base(m) != "geowarp" else {})}).to(dev)
+        lat[m] = timed(lambda rr=rr: rr.score(qd, cands))
+        print(f"  {m:11s} p50 {lat[m][0]:7.1f} ms  p95 {lat[m][1]:7.1f} ms")
+    ratio = lat["dhe"][0] / lat["ransac"][0]
+    head = DHEHead(108)
+    print(f"  DHE/RANSAC latency ratio {ratio:.2f} (DHE head on XFeat: 12x9 = 108 tokens, {head.flops() / 1e9:.2f} GFLOP per pair; "
+          f"reference 24x24 head: {DHEHead(576).flops() / 1e9:.1f} GFLOP per pair)")  # fmt: skip
+
+    print("\n3) candidates' dense features: stored vs recomputed")
+    per_img = vmap.local[0].nbytes
+    paths = [vmap_path for vmap_path in (args.root / "corridor" / "images" / "test" / "database").glob("*.jpg")][: args.k]
+    imgs = [load_image(p) for p in paths]
+    rex = Extractor(loc.model, args.device)
+    rec = timed(lambda: rex.describe_local(rex.to_tensor(imgs)), 3)
+    print(f"  stored (float16 {vmap.local.shape[1]}x{vmap.local.shape[2]}x{vmap.local.shape[3]}): {per_img / 1024:.1f} KiB per map image "
+          f"({per_img * 10000 / 2**30:.2f} GiB per 10k images); lookup ~0 ms")  # fmt: skip
+    print(f"  recomputed from images: {rec[0]:.0f} ms per query for K={len(imgs)} (plus reading {len(imgs)} images), no extra map memory")
+    print(
+        f"summary: corridor R@1 none {summary[('corridor', 'none')]:.1f} / ransac {summary[('corridor', 'ransac')]:.1f}, "
+        f"triplets none {summary[('triplets', 'none')]:.1f} / ransac {summary[('triplets', 'ransac')]:.1f}; K={args.k} rerank ms: "
+        + ", ".join(f"{m} {v[0]:.0f}" for m, v in lat.items())
+        + f"; DHE/RANSAC {ratio:.2f}; stored {per_img / 1024:.0f} KiB/img vs recompute {rec[0]:.0f} ms/query"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Re-rankers: checkpoint layouts of the references, hand-checked geometry, end-to-end use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vpr_core.errors import VprError
+from vpr_core.models import build_global_model
+from vpr_core.rerank import RERANKERS, build_reranker
+from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
+from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
+from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
+
+torch.manual_seed(0)
+
+
+def dhe_head_keys() -> list[str]:
+    """Lu-Feng/DHE-VPR HomographyRegression: two nn.TransformerEncoder stacks of 3 layers, pe, linear."""
+    layer = ["self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+             "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"]  # fmt: skip
+    return [f"{enc}.layers.{i}.{k}" for enc in ("encoder", "encoder2") for i in range(3) for k in layer] + ["pe", "linear.weight", "linear.bias"]
+
+
+def geowarp_head_keys() -> list[str]:
+    keys = []
+    for i in range(6):
+        keys += [f"conv.{3 * i}.weight", f"conv.{3 * i}.bias"]
+        keys += [f"conv.{3 * i + 1}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    return keys + ["linear.weight", "linear.bias"]
+
+
+def cct_keys(blocks: int = 8) -> list[str]:
+    """DHE's features_extractor: CCT-14/7x2 (SHI-Labs naming) with blocks truncated, + GeM."""
+    keys = ["encoder.tokenizer.conv_layers.0.0.weight", "encoder.tokenizer.conv_layers.1.0.weight", "encoder.classifier.positional_emb"]
+    keys += [f"encoder.classifier.{m}.{p}" for m in ("attention_pool", "norm", "fc") for p in ("weight", "bias")]
+    for i in range(blocks):
+        b = f"encoder.classifier.blocks.{i}"
+        keys += [f"{b}.pre_norm.weight", f"{b}.pre_norm.bias", f"{b}.self_attn.qkv.weight", f"{b}.self_attn.proj.weight", f"{b}.self_attn.proj.bias"]
+        keys += [f"{b}.{m}.{p}" for m in ("linear1", "norm1", "linear2") for p in ("weight", "bias")]
+    return keys + ["pool.1.p"]
+
+
+def save_random(module: torch.nn.Module, path, scale: float = 0.02) -> dict:
+    sd = {k: (v + scale * torch.randn_like(v) if v.is_floating_point() else v.clone()) for k, v in module.state_dict().items()}
+    torch.save(sd, path)
+    return sd
+
+
+def test_dhe_head_layout_and_strict_load(tmp_path):
+    head = DHEHead(576)
+    assert sorted(head.state_dict()) == sorted(dhe_head_keys())
+    assert head.pe.shape == (1, 576, 576) and head.linear.weight.shape == (16, 576 * 576)
+    assert head.encoder.layers[0].linear1.out_features == 2048 and head.encoder.layers[0].self_attn.num_heads == 12
+    p = tmp_path / "homography_regression_099.torch"
+    sd = save_random(head, p)
+    loaded = load_dhe_head(str(p), 576)
+    assert all(torch.equal(v, sd[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(VprError, match="does not match the DHE head"):
+        load_dhe_head(str(p), 108)
+    with pytest.raises(VprError, match="not divisible by 12"):
+        DHEHead(100)
+
+
+def test_dhe_cct_layout_and_strict_load(tmp_path):
+    m = build_global_model("dhe-cct")
+    assert sorted(m.state_dict()) == sorted(cct_keys())
+    assert m.encoder.classifier.positional_emb.shape == (1, 576, 384)
+    p = tmp_path / "features_extractor_099.torch"
+    save_random(m, p)
+    m2 = build_global_model("dhe-cct", {"weights": str(p)})
+    g, loc = m2.describe(torch.rand(1, 3, 384, 384))
+    assert m2.trained and g.shape == (1, 384) and loc.shape == (1, 384, 24, 24)
+    assert torch.allclose(loc.norm(dim=1), torch.ones(1, 24, 24), atol=1e-4)
+
+
+# torchvision trunks: resnet50 minus layer4/avgpool/fc, vgg16.features, alexnet.features (minus ReLU+pool)
+GEOWARP_TRUNK_PARAMS = {"resnet50": 8_543_296, "vgg16": 14_714_688, "alexnet": 2_469_696}
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "vgg16", "alexnet"])
+@pytest.mark.parametrize("pooling", ["gem", "netvlad"])
+def test_geowarp_baselines_load(tmp_path, arch, pooling):
+    m = build_global_model("geowarp", {"arch": arch, "pooling": pooling, "input_size": [160, 120]})
+    assert sum(p.numel() for p in m.encoder.parameters()) == GEOWARP_TRUNK_PARAMS[arch]
+    pool_keys = sorted(k for k in m.state_dict() if k.startswith("pool."))
+    assert pool_keys == (["pool.1.p"] if pooling == "gem" else ["pool.centroids", "pool.conv.weight"])
+    assert all(k.startswith(("encoder.", "pool.")) for k in m.state_dict())
+    p = tmp_path / f"{arch}_{pooling}.pth"
+    save_random(m, p, scale=0.0)
+    assert build_global_model("geowarp", {"arch": arch, "pooling": pooling, "weights": str(p), "input_size": [160, 120]}).trained
+
+
+def test_geowarp_head_layout_identity_and_load(tmp_path):
+    head = GeoWarpHead().eval()
+    assert sorted(head.state_dict()) == sorted(geowarp_head_keys())
+    assert head.linear.in_features == 64 and [m.kernel_size[0] for m in head.conv if isinstance(m, torch.nn.Conv2d)] == [7, 5, 5, 5, 5, 5]
+    corners = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]])
+    out = head(torch.rand(3, 225, 15, 15))
+    assert torch.equal(out, torch.cat([corners, corners]).expand(3, -1, -1)), "identity init must return the image corners"
+    p = tmp_path / "homography_regression_040.torch"
+    sd = save_random(head, p)
+    rr = GeoWarpRerank({"weights": str(p)})
+    assert rr.trained and all(torch.equal(v, sd[k]) for k, v in rr.head.state_dict().items())
+
+
+def test_dlt_recovers_known_homography():
+    h = torch.tensor([[1.1, 0.05, 12.0], [-0.03, 0.95, -7.0], [1e-4, -2e-4, 1.0]])
+    src = torch.tensor([[10.0, 20.0], [300.0, 15.0], [290.0, 230.0], [25.0, 210.0]])
+    dst = torch.cat([src, torch.ones(4, 1)], 1) @ h.T
+    dst = dst[:, :2] / dst[:, 2:]
+    est = dlt(src[None], dst[None])[0]
+    assert torch.allclose(est / est[2, 2], h, atol=1e-4)
+
+
+def test_correlation_index_order_by_hand():
+    fa, fb = torch.randn(1, 5, 3, 4), torch.randn(1, 5, 3, 4)  # H=3, W=4
+    c = correlation(fa, fb)
+    raw = torch.zeros(12, 12)
+    for ya in range(3):
+        for xa in range(4):
+            for yb in range(3):
+                for xb in range(4):
+                    raw[xa * 3 + ya, yb * 4 + xb] = max(0.0, float(fa[0, :, ya, xa] @ fb[0, :, yb, xb]))
+    assert torch.allclose(c[0], raw / raw.norm(dim=0, keepdim=True).clamp(min=1e-12), atol=1e-5)
+
+
+def shifted_pair(gh=15, gw=20, shift=3, c=32, k=4):
+    """Query grid of random unit features; candidate = query moved ``shift`` cells right, new cells random."""
+    q = F.normalize(torch.randn(c, gh, gw), dim=0)
+    cands = F.normalize(torch.randn(k, c, gh, gw), dim=1)
+    cands[0, :, :, shift:] = q[:, :, : gw - shift]
+    return q, cands
+
+
+def test_inlier_count_of_known_warp_is_exact():
+    gh, gw, shift, frame = 15, 20, 3, (320, 240)
+    q, cands = shifted_pair(gh, gw, shift)
+    kp = grid_keypoints(gh, gw, frame)
+    nn_q, mask = mutual_nn(q.flatten(1).t(), cands.flatten(2).transpose(1, 2))
+    cell = frame[0] / gw
+    h = torch.eye(3).repeat(len(cands), 1, 1)
+    h[:, 0, 2] = shift * cell
+    inl = count_inliers(h, kp, nn_q, mask, kp, threshold=1.0)
+    assert int(inl[0]) == gh * (gw - shift)  # every overlapping cell, nothing else
+    assert int(inl[1:].max()) < 5
+    r = build_reranker("ransac", {"frame": list(frame), "threshold_px": 1.0}).score(q, cands)
+    assert int(r.inliers[0]) == gh * (gw - shift) and int(r.scores.argmax()) == 0
+
+
+def test_rerankers_are_registered_and_batched():
+    assert {"none", "ransac", "dhe", "geowarp"} <= set(RERANKERS.names())
+    q, cands = shifted_pair(k=6)
+    for name in ("dhe", "geowarp"):
+        rr = build_reranker(name, {"frame": [320, 240]} if name == "dhe" else None)
+        res = rr.score(q, cands)
+        assert res.scores.shape == (6,) and torch.isfinite(res.scores).all() and not rr.trained
+    assert build_reranker("dhe").homographies  # noqa: B018
+    # an identity GeoWarp warp reduces to the dense similarity: the shifted copy is not favoured, the identical one is
+    same = cands.clone()
+    same[2] = q
+    s = build_reranker("geowarp").score(q, same).scores
+    assert int(s.argmax()) == 2 and float(s[2]) == pytest.approx(225.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ransac", "dhe", "geowarp"])
+def test_localizer_reranks(street, street_map, name):
+    from vpr_core.dataset import load_geoset
+    from vpr_core.evaluation import evaluate
+    from vpr_core.localizer import Localizer
+
+    loc = Localizer.from_file(street_map, device="cpu", reranker=name)
+    q = load_geoset(street / "queries", zone=loc.map.zone)
+    report, est = evaluate(loc, q, threshold=5.0, progress=False)
+    assert report["reranker"] == name and report["reranker_trained"] == (name == "ransac")
+    assert report["latency_ms"]["rerank"]["p50"] > 0
+    assert est[0].matches[0].rerank_score is not None
+    if name == "ransac":
+        assert report["recall@1"] >= 80.0 and est[0].inliers > 0
+        assert all(m.inliers is not None for m in est[0].matches[:10])
+
+
+def test_rerank_without_local_features(street, tmp_path):
+    from vpr_core.dataset import load_geoset
+    from vpr_core.errors import MapError
+    from vpr_core.localizer import Localizer
+    from vpr_core.mapping import build_and_save
+
+    m = build_and_save(load_geoset(street / "database"), tmp_path / "nolocal.vprmap", device="cpu", local=False)
+    assert m.local is None
+    with pytest.raises(MapError, match="needs the map's local features"):
+        Localizer(m, device="cpu", reranker="ransac")
+
+
+def test_logistic_calibration_recovers_probabilities():
+    from vpr_core.calibration import fit_logistic, predict, reliability
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(4000), rng.normal(size=(4000, 3))])
+    w = np.array([-0.5, 2.0, -1.0, 0.5])
+    y = (rng.random(4000) < predict(w, x)).astype(float)
+    est = fit_logistic(x, y, l2=1e-6)
+    assert np.allclose(est, w, atol=0.2)
+    for pm, ob, n in reliability(predict(est, x), y):
+        assert n < 50 or abs(pm - ob) < 0.08
