@@ -108,7 +108,7 @@ def test_cosplace_loads_checkpoint_strictly(tmp_path):
         build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 256, "weights": str(ckpt)})
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(VprError, match="not a loadable CosPlace checkpoint"):
+    with pytest.raises(VprError, match="not a loadable CosPlace ResNet18/128 checkpoint"):
         build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(bad)})
 
 

@@ -84,6 +84,20 @@ class GlobalModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def use_imagenet_normalization(self) -> None:
+        """Torchvision-trained trunks expect ImageNet mean/std; buffers so they follow .to(device)."""
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def load_weights_or_mark_untrained(self, source: str) -> None:
+        """Strictly load ``conf['weights']`` (named ``source`` in errors); without a file the model is labelled untrained."""
+        if self.conf.get("weights"):
+            path = str(self.conf["weights"])
+            load_strict(self, load_checkpoint_state(path, source), path, source)
+        else:
+            self.trained = False
+        self.eval()
+
     @property
     def local_grid(self) -> tuple[int, int]:
         """(width, height) of the dense feature grid stored in maps for re-ranking."""

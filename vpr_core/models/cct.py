@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import GLOBAL_MODELS, IMAGENET_MEAN, IMAGENET_STD, GlobalModel, load_checkpoint_state, load_strict
+from .base import GLOBAL_MODELS, GlobalModel
 from .layers import Flatten, GeM, L2Norm
 
 
@@ -111,14 +111,8 @@ class DheCCT(GlobalModel):
         w, h = self.input_size
         self.encoder = CCTEncoder(img=w, blocks=int(self.conf["blocks"]), final_norm=bool(self.conf["final_norm"]))
         self.pool = nn.Sequential(L2Norm(), GeM(), Flatten())
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if self.conf["weights"]:
-            path = str(self.conf["weights"])
-            load_strict(self, load_checkpoint_state(path, "DHE features_extractor"), path, "DHE CCT-14 features extractor")
-        else:
-            self.trained = False
-        self.eval()
+        self.use_imagenet_normalization()
+        self.load_weights_or_mark_untrained("DHE CCT-14 features_extractor")
 
     @property
     def dim(self) -> int:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import VprError
 from .backbones import resnet_trunk, vgg16_features
-from .base import GLOBAL_MODELS, IMAGENET_MEAN, IMAGENET_STD, GlobalModel, load_checkpoint_state, load_strict
+from .base import GLOBAL_MODELS, GlobalModel
 from .layers import Flatten, GeM, L2Norm
 
 BACKBONES = ("ResNet18", "ResNet50", "ResNet101", "ResNet152", "VGG16")
@@ -49,14 +49,8 @@ class CosPlace(GlobalModel):
             raise VprError(f"cosplace: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}")
         self.backbone, channels = make_trunk(self.conf["backbone"])
         self.aggregation = nn.Sequential(L2Norm(), GeM(), Flatten(), nn.Linear(channels, int(self.conf["fc_output_dim"])), L2Norm())
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if self.conf["weights"]:
-            path = str(self.conf["weights"])
-            load_strict(self, load_checkpoint_state(path, "CosPlace"), path, f"CosPlace {self.conf['backbone']}/{self.conf['fc_output_dim']}")
-        else:
-            self.trained = False
-        self.eval()
+        self.use_imagenet_normalization()
+        self.load_weights_or_mark_untrained(f"CosPlace {self.conf['backbone']}/{self.conf['fc_output_dim']}")
 
     @property
     def dim(self) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import VprError
 from .backbones import resnet_trunk, vgg16_features
-from .base import GLOBAL_MODELS, IMAGENET_MEAN, IMAGENET_STD, GlobalModel, load_checkpoint_state, load_strict
+from .base import GLOBAL_MODELS, GlobalModel
 from .layers import GeM, L2Norm
 
 
@@ -88,14 +88,8 @@ class GeoWarpFE(GlobalModel):
             self._dim = 64 * c
         else:
             raise VprError(f"geowarp: pooling '{pooling}' unknown; choose gem or netvlad")
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if self.conf["weights"]:
-            path = str(self.conf["weights"])
-            load_strict(self, load_checkpoint_state(path, "GeoWarp baseline"), path, f"GeoWarp {arch}_{pooling}")
-        else:
-            self.trained = False
-        self.eval()
+        self.use_imagenet_normalization()
+        self.load_weights_or_mark_untrained(f"GeoWarp baseline {arch}_{pooling}")
 
     @property
     def dim(self) -> int:
