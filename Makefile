@@ -23,6 +23,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_datasets.py ../shared/datasets
 	$(PY) bench/bench_retrieval.py
+	$(PY) bench/bench_rerank.py ../shared/datasets
+	$(PY) bench/bench_node.py
 
 clean:
 	rm -rf demo_out build install log .pytest_cache
