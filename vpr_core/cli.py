@@ -109,6 +109,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_dhe(args: argparse.Namespace) -> int:
+    from .train.dhe import train_dhe
+
+    conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "pairs": args.pairs,
+                              "save_every": args.save_every, "seed": args.seed}.items() if v is not None}  # fmt: skip
+    out = train_dhe(args.images, args.out, conf, resume=args.resume, log=args.log, device=args.device)
+    print(f"DHE head: {out} (use: --rerank dhe --rerank-set weights={out})")
+    return 0
+
+
 def print_report(report: dict[str, Any]) -> None:
     rec = "  ".join(f"R@{k.split('@')[1]} {v:5.1f}" for k, v in report.items() if k.startswith("recall@"))
     rr = f" + {report['reranker']}" if report.get("reranker", "none") != "none" else ""
@@ -203,6 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     device_arg(d)
     d.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train re-ranking heads").add_subparsers(dest="train_command", required=True)
+    t = tr.add_parser(
+        "dhe",
+        help="DHE stage 1: homography head on a frozen backbone, REI loss",
+        description="Train DHE's homography head with the REI loss (supervised by RANSAC inlier counts only) on pairs from an image folder: "
+        "self-supervised homographic views of each image, and geotagged positives when names carry coordinates.",
+    )
+    t.add_argument("--images", required=True, metavar="DIR", help="training images (never the queries you evaluate on)")
+    t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
+    t.add_argument("--iterations", type=int, help="total iterations (default 2000)")
+    t.add_argument("--batch-size", type=int, help="pairs per iteration (default 16)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    t.add_argument("--pairs", choices=["self", "geo", "both"], help="pair source (default self)")
+    t.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
+    t.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
+    device_arg(t)
+    t.set_defaults(func=cmd_train_dhe)
 
     m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
     m.set_defaults(func=cmd_models)
