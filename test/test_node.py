@@ -193,6 +193,8 @@ def test_incompatible_qos_is_reported(street_map, tmp_path):
         ({"image_qos": "fast"}, "image_qos='fast' is invalid"),
         ({"top_k": 0}, "top_k"),
         ({"reranker": "magic"}, "reranker='magic' is unknown"),
+        ({"reranker": "ransac", "reranker_weights": "/x.torch"}, "takes no weights"),
+        ({"reranker": "dhe", "reranker_weights": "/nonexistent/h.torch"}, "checkpoint not found"),
     ],
 )
 def test_startup_failures(street_map, tmp_path, params, message):

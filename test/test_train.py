@@ -101,3 +101,19 @@ def test_kill_during_save_leaves_checkpoint_loadable(street, tmp_path):
         meta = json.loads(ckpt.with_name("k.torch.json").read_text())
         optim = torch.load(ckpt.with_name("k.torch.optim"), weights_only=True)
         assert head.tokens == 108 and meta["iteration"] >= 1 and optim["iteration"] >= meta["iteration"] - 1
+
+
+def test_trained_head_serves_the_dhe_reranker(street, street_map, tmp_path):
+    from vpr_core.dataset import load_geoset
+    from vpr_core.errors import VprError
+    from vpr_core.evaluation import evaluate
+    from vpr_core.localizer import Localizer
+
+    out = train_dhe(street / "database", tmp_path / "h.torch", {**SMALL, "iterations": 2})
+    loc = Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_conf={"weights": str(out)})
+    report, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
+    assert report["reranker_trained"] and report["num_queries"] == 10
+    with pytest.raises(VprError, match="for a 108-cell grid but this map gives 80 cells"):
+        Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_conf={"weights": str(out), "head_grid": [10, 8]}).localize(
+            np.zeros((240, 320, 3), np.uint8)
+        )

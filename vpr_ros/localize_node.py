@@ -83,7 +83,9 @@ PARAMETERS = {
     "image_topic": ("image", _desc("Camera topic (sensor_msgs/Image, or CompressedImage with input: compressed).", STR, True)),
     "input": ("raw", _desc("raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png).", STR, True)),
     "global_model": ("", _desc("Expected global model; empty = the map's. A mismatch stops the node at start-up.", STR, True)),
-    "reranker": ("none", _desc("Re-ranker of the global top-K (see vpr_core.rerank).", STR, True)),
+    "reranker": ("ransac", _desc("Re-ranker of the global top-K: none, ransac, dhe or geowarp (ransac: +3.6 R@1 on corridor, ~100 ms on 2 CPU cores).", STR, True)),
+    "reranker_top_k": (0, _desc("Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5).", INT, True, int_range=(0, 1000))),
+    "reranker_weights": ("", _desc("Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = none.", STR, True)),
     "top_k": (10, _desc("Candidates retrieved per frame.", INT, True, int_range=(1, 1000))),
     "device": ("auto", _desc("auto (CUDA when present), cpu or cuda.", STR, True)),
     "min_confidence": (0.5, _desc("NavSatFix status is FIX only at or above this confidence, else NO_FIX.", DBL, False, float_range=(0.0, 1.0))),
@@ -108,8 +110,9 @@ class VprLocalizer(Node):
         self.topic = self.resolve_topic_name(p["image_topic"])
         t0 = time.perf_counter()
         self.localizer = Localizer.from_file(
-            p["map_path"], device=p["device"], top_k=p["top_k"], global_model=p["global_model"] or None, reranker=p["reranker"]
-        )
+            p["map_path"], device=p["device"], top_k=p["top_k"], global_model=p["global_model"] or None, reranker=p["reranker"],
+            reranker_conf=self._reranker_conf(p),
+        )  # fmt: skip
         m = self.localizer.map
         self.get_logger().info(
             f"map {p['map_path']}: {len(m)} images, model {m.model} on {self.localizer.extractor.device}, "
@@ -117,6 +120,8 @@ class VprLocalizer(Node):
         )
         if not self.localizer.model.trained:
             self.get_logger().warn(f"global model {m.model} runs on untrained (random) weights")
+        if not self.localizer.reranker.trained:
+            self.get_logger().warn(f"re-ranker {p['reranker']} has no weights (untrained): set reranker_weights or use reranker ransac")
         self.stats = Stats()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -150,6 +155,17 @@ class VprLocalizer(Node):
             raise VprError(f"parameter global_model='{p['global_model']}' is unknown; choose one of {', '.join(GLOBAL_MODELS.names())}")
         if p["reranker"] not in RERANKERS:
             raise VprError(f"parameter reranker='{p['reranker']}' is unknown; choose one of {', '.join(RERANKERS.names())}")
+
+    @staticmethod
+    def _reranker_conf(p: dict) -> dict:
+        conf: dict = {}
+        if p["reranker_top_k"]:
+            conf["top_k"] = int(p["reranker_top_k"])
+        if p["reranker_weights"]:
+            if p["reranker"] not in ("dhe", "geowarp"):
+                raise VprError(f"parameter reranker_weights is set but reranker '{p['reranker']}' takes no weights; use reranker dhe or geowarp")
+            conf["weights"] = p["reranker_weights"]
+        return conf
 
     def _find_map_images(self, folder: str) -> Path | None:
         folder = folder or str(self.localizer.map.info.get("source", ""))
@@ -241,6 +257,8 @@ class VprLocalizer(Node):
         color = (0, 220, 0) if est.confidence >= float(self.get_parameter("min_confidence").value) else (230, 60, 0)
         cv2.putText(view, f"conf {est.confidence:.2f}", (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, color, 2)
         cv2.putText(view, f"#{best.index} score {best.score:.3f}", (q.shape[1] + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
+        if best.inliers is not None:
+            cv2.putText(view, f"{self.params['reranker']}: {best.inliers} inliers", (q.shape[1] + 6, 42), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
         return view
 
     # ---- diagnostics ------------------------------------------------------------------

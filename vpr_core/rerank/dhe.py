@@ -95,9 +95,18 @@ class DHERerank(Reranker):
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
-        self.head: DHEHead | None = None  # built on first use: its size follows the map's grid
+        self.head: DHEHead | None = None  # untrained heads are built on first use: their size follows the map's grid
         self.device = torch.device("cpu")
         self.trained = bool(self.conf["weights"])
+        if self.trained:  # load now: a bad file must fail at start-up, not at the first frame
+            path = str(self.conf["weights"])
+            sd = load_checkpoint_state(path, "DHE homography_regression")
+            pe = sd.get("pe")
+            if pe is None or pe.dim() != 3:
+                raise VprError(f"{path}: not a DHE homography_regression checkpoint (no 'pe' of shape (1, T, T)); check the file")
+            self.head = DHEHead(int(pe.shape[1]))
+            load_strict(self.head, sd, path, f"DHE head ({pe.shape[1]} tokens)")
+            self.head.eval()
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
@@ -107,8 +116,11 @@ class DHERerank(Reranker):
 
     def _ensure_head(self, tokens: int) -> DHEHead:
         if self.head is None or self.head.tokens != tokens:
-            if self.conf["weights"]:
-                self.head = load_dhe_head(str(self.conf["weights"]), tokens)
+            if self.trained:
+                raise VprError(
+                    f"DHE weights {self.conf['weights']} are for a {self.head.tokens}-cell grid but this map gives {tokens} cells; "
+                    "set head_grid to match or use weights trained for this model"
+                )
             else:
                 log.warning("DHE head is untrained (no weights): re-ranking results are not meaningful")
                 torch.manual_seed(0)
