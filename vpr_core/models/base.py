@@ -81,8 +81,9 @@ class GlobalModel(nn.Module):
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Global descriptors only; models compute both in :meth:`describe`."""
+        return self.describe(x)[0]
 
     def use_imagenet_normalization(self) -> None:
         """Torchvision-trained trunks expect ImageNet mean/std; buffers so they follow .to(device)."""

@@ -118,9 +118,6 @@ class DheCCT(GlobalModel):
     def dim(self) -> int:
         return 384
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.describe(x)[0]
-
     def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.encoder.grid
         t = self.encoder((x - self.mean) / self.std)

@@ -95,9 +95,6 @@ class GeoWarpFE(GlobalModel):
     def dim(self) -> int:
         return self._dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.describe(x)[0]
-
     def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.encoder((x - self.mean) / self.std)
         return F.normalize(self.pool(f), dim=-1), self.pool_local(f)

@@ -73,9 +73,6 @@ class XFeatVLAD(_XFeatGlobal):
         f, _ = self.dense(x)
         return self.vlad(f.flatten(2).transpose(1, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.describe(x)[0]
-
     def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.fitted:
             raise VprError("xfeat-vlad has no vocabulary: build a map first (the vocabulary is learned from its database)")
@@ -140,9 +137,6 @@ class XFeatGeM(_XFeatGlobal):
     @property
     def dim(self) -> int:
         return 64
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.describe(x)[0]
 
     def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, _ = self.dense(x)
