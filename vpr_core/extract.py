@@ -83,9 +83,6 @@ class Extractor:
             g, loc = self.model.describe(x)
         return g.float().cpu().numpy(), loc.float().cpu()
 
-    def describe(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate([self(x) for x in self.to_tensors(images)])
-
     def tensor_batches(self, paths: Sequence[Path], desc: str | None = None) -> Iterator[torch.Tensor]:
         """Decode files on a small thread pool while the model runs; yields device tensors."""
         chunks = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
