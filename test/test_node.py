@@ -75,6 +75,8 @@ def test_raw_traversal(node_and_peer, street, street_map):
     assert np.mean(np.array(errors) < 5.0) >= 0.7, errors
     assert all(0.0 <= c <= 1.0 for c in peer.conf)
     assert debug[0].encoding == "rgb8" and debug[0].width > debug[0].height
+    view = np.frombuffer(bytes(debug[0].data), np.uint8).reshape(debug[0].height, debug[0].width, 3)
+    assert view[40:, debug[0].width // 2 + 10 :].std() > 10, "the best map image must be shown, not the grey placeholder"
     assert peer.wait_for(lambda: peer.last_diag().get("frames_processed") == str(len(images)), 5)
     d = peer.last_diag()
     assert d["model"] == "xfeat-vlad" and d["map_size"] == "24" and d["device"] == "cpu"

@@ -130,7 +130,8 @@ class Localizer:
             res = rr.score(qloc[0].to(self.extractor.device), self.local[torch.from_numpy(ids[:kk])].float().to(self.extractor.device))
             rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
             order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score
-            ids[:kk], scores[:kk], rscores, inliers = ids[:kk][order], scores[:kk][order], rs[order], inl[order]
+            ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]
+            inliers = inl[order] if rr.counts_inliers else None
         t3b = time.perf_counter()
         est = self._estimate(ids, scores, rscores, inliers)
         t4 = time.perf_counter()
@@ -170,9 +171,9 @@ class Localizer:
         ox, oy, oz = self.origin
         enu = (pos.east - ox, pos.north - oy, (0.0 if math.isnan(alt) else alt) - oz)
         matches = [Match(int(j), m.names[j], float(s), float(m.east[j]), float(m.north[j])) for j, s in zip(ids, scores)]
-        if rscores is not None:
-            for mt, r, n in zip(matches, rscores, inliers):
-                mt.rerank_score, mt.inliers = float(r), int(n)
+        for j, r in enumerate(rscores if rscores is not None else ()):
+            matches[j].rerank_score = float(r)
+            matches[j].inliers = int(inliers[j]) if inliers is not None else None
         est = Estimate(float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches)
         est.inliers = int(inliers[0]) if inliers is not None else 0
         est.evidence = ev

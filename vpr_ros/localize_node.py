@@ -167,10 +167,14 @@ class VprLocalizer(Node):
             conf["weights"] = p["reranker_weights"]
         return conf
 
-    def _find_map_images(self, folder: str) -> Path | None:
+    def _find_map_images(self, folder: str) -> dict[str, Path]:
+        """Map image name -> file, indexed once at start-up for the debug view (empty when absent)."""
         folder = folder or str(self.localizer.map.info.get("source", ""))
         path = Path(folder) if folder else None
-        return path if path is not None and path.is_dir() else None
+        if path is None or not path.is_dir() or not self.params["publish_debug_image"]:
+            return {}
+        names = set(self.localizer.map.names)
+        return {p.name: p for p in path.rglob("*") if p.name in names}
 
     def _on_incompatible_qos(self, info) -> None:
         self.stats.qos_incompatible += 1
@@ -247,10 +251,10 @@ class VprLocalizer(Node):
         q = resize(rgb, (max(1, round(rgb.shape[1] * h / rgb.shape[0])), h))
         best = est.matches[0]
         ref = None
-        if self._map_images is not None:
+        if best.name in self._map_images:
             try:
-                ref = load_image(next(self._map_images.rglob(best.name)))
-            except (StopIteration, ImageError):
+                ref = load_image(self._map_images[best.name])
+            except ImageError:
                 ref = None
         ref = resize(ref, (max(1, round(ref.shape[1] * h / ref.shape[0])), h)) if ref is not None else np.full((h, q.shape[1], 3), 64, np.uint8)
         view = np.ascontiguousarray(np.hstack([q, ref]))

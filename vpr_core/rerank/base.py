@@ -28,6 +28,7 @@ class Reranker:
     name: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {"top_k": 10}
     needs_local: ClassVar[bool] = True
+    counts_inliers: ClassVar[bool] = True  # False: scores carry no inlier count (GeoWarp)
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         unknown = set(conf or {}) - set(self.default_conf)

@@ -73,10 +73,17 @@ class DHEHead(nn.Module):
         return 6 * per_layer + 2 * t * t * 16
 
 
-def load_dhe_head(path: str, tokens: int) -> DHEHead:
+def load_dhe_head(path: str, tokens: int | None = None) -> DHEHead:
+    """Strictly load a released/trained head; ``tokens`` None = read the grid size from ``pe``."""
+    sd = load_checkpoint_state(path, "DHE homography_regression")
+    if tokens is None:
+        pe = sd.get("pe")
+        if pe is None or pe.dim() != 3:
+            raise VprError(f"{path}: not a DHE homography_regression checkpoint (no 'pe' of shape (1, T, T)); check the file")
+        tokens = int(pe.shape[1])
     head = DHEHead(tokens)
-    load_strict(head, load_checkpoint_state(path, "DHE homography_regression"), path, f"DHE head ({tokens} tokens)")
-    return head
+    load_strict(head, sd, path, f"DHE head ({tokens} tokens)")
+    return head.eval()
 
 
 @RERANKERS.register("dhe")
@@ -99,14 +106,7 @@ class DHERerank(Reranker):
         self.device = torch.device("cpu")
         self.trained = bool(self.conf["weights"])
         if self.trained:  # load now: a bad file must fail at start-up, not at the first frame
-            path = str(self.conf["weights"])
-            sd = load_checkpoint_state(path, "DHE homography_regression")
-            pe = sd.get("pe")
-            if pe is None or pe.dim() != 3:
-                raise VprError(f"{path}: not a DHE homography_regression checkpoint (no 'pe' of shape (1, T, T)); check the file")
-            self.head = DHEHead(int(pe.shape[1]))
-            load_strict(self.head, sd, path, f"DHE head ({pe.shape[1]} tokens)")
-            self.head.eval()
+            self.head = load_dhe_head(str(self.conf["weights"]))
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
