@@ -15,6 +15,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["vpr_core", "vpr_core.*", "vpr_ros", "vpr_ros.*"]),
+    package_data={"vpr_core": ["weights/*.pt", "weights/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -44,7 +45,7 @@ setup(
             "ros-jazzy-diagnostic-msgs",
         ],
     },
-    zip_safe=True,
+    zip_safe=False,
     maintainer="vpr_ros developers",
     maintainer_email="vpr_ros@example.org",
     description="Visual place recognition localization for ROS 2: global retrieval, re-ranking, calibrated fixes.",

@@ -134,6 +134,8 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     report = json.loads(rep.read_text())
     assert report["reranker"] == "ransac" and report["reranker_conf"]["top_k"] == 10 and "+ ransac" in r.stdout
     r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "dhe", "--rerank-k", 4, "-q")
+    assert "+ dhe [shipped (dhe_xfeat_12x9.pt)]" in r.stdout and "UNTRAINED" not in r.stderr  # the head shipped for XFeat maps
+    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "geowarp", "--rerank-k", 2, "-q")
     assert "UNTRAINED" in r.stderr
     out, png = tmp_path / "cal.vprmap", tmp_path / "rel.png"
     # 1.5 m: the 1 m lateral offset makes some top-1s right and some wrong - something to calibrate against

@@ -173,7 +173,7 @@ def test_localizer_reranks(street, street_map, name):
     loc = Localizer.from_file(street_map, device="cpu", reranker=name)
     q = load_geoset(street / "queries", zone=loc.map.zone)
     report, est = evaluate(loc, q, threshold=5.0, progress=False)
-    assert report["reranker"] == name and report["reranker_trained"] == (name == "ransac")
+    assert report["reranker"] == name and report["reranker_trained"] == (name != "geowarp")  # DHE: the head shipped for XFeat maps
     assert report["latency_ms"]["rerank"]["p50"] > 0
     assert est[0].matches[0].rerank_score is not None
     if name == "geowarp":  # no inlier count: confidence falls back to the global margin, never a constant 0

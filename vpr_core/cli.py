@@ -52,6 +52,16 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map_adapt(args: argparse.Namespace) -> int:
+    from .adapt import adapt_map
+
+    conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}.items() if v is not None}
+    m = adapt_map(args.map, out=args.out, images=args.images, conf=conf, device=args.device, log=args.log)
+    print(f"map {args.out or args.map}: DHE head adapted on its {m.info['dhe_adapted']['images']} database images "
+          f"({m.info['dhe_adapted']['iterations']} iterations); '--rerank dhe' now uses it")  # fmt: skip
+    return 0
+
+
 def cmd_map_info(args: argparse.Namespace) -> int:
     from .mapdb import load_map
 
@@ -113,15 +123,31 @@ def cmd_train_dhe(args: argparse.Namespace) -> int:
     from .train.dhe import train_dhe
 
     conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "pairs": args.pairs,
-                              "save_every": args.save_every, "seed": args.seed}.items() if v is not None}  # fmt: skip
-    out = train_dhe(args.images, args.out, conf, resume=args.resume, log=args.log, device=args.device)
+                              "save_every": args.save_every, "seed": args.seed, "joint": args.joint or None, "backbone": args.backbone}.items() if v is not None}  # fmt: skip
+    if args.joint and "pairs" not in conf:
+        conf["pairs"] = "both"
+    out = train_dhe(args.images, args.out, conf, resume=args.resume, log=args.log, device=args.device, init=args.init)
     print(f"DHE head: {out} (use: --rerank dhe --rerank-set weights={out})")
+    if args.joint:
+        print(f"fine-tuned backbone: {out}.backbone (use: vpr map build --model xfeat-vlad --set weights={out}.backbone)")
+    return 0
+
+
+def cmd_train_geowarp(args: argparse.Namespace) -> int:
+    from .train.geowarp import train_geowarp
+
+    conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "optim": args.optim, "k": args.k,
+                              "save_every": args.save_every, "seed": args.seed}.items() if v is not None}  # fmt: skip
+    out = train_geowarp(args.images, args.out, conf, resume=args.resume, log=args.log, device=args.device)
+    print(f"GeoWarp head: {out} (use: --rerank geowarp --rerank-set weights={out})")
     return 0
 
 
 def print_report(report: dict[str, Any]) -> None:
     rec = "  ".join(f"R@{k.split('@')[1]} {v:5.1f}" for k, v in report.items() if k.startswith("recall@"))
     rr = f" + {report['reranker']}" if report.get("reranker", "none") != "none" else ""
+    if rr and report.get("reranker_weights", "n/a") != "n/a":
+        rr += f" [{report['reranker_weights']}]"
     print(f"{report.get('model', '')}{rr} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
     print(f"  {rec}")
     print(f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence {report['mean_confidence']:.2f}")
@@ -175,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)")
     device_arg(b)
     b.set_defaults(func=cmd_map_build)
+    a = mp.add_parser(
+        "adapt",
+        help="fine-tune the DHE head on the map's own database images and store it in the map",
+        description="Self-supervised (homographic views, REI loss) fine-tuning of the DHE head on the map's database images only; "
+        "the adapted head is stored in the map and used by '--rerank dhe' when no weights are given.",
+    )
+    a.add_argument("map", metavar="MAP")
+    a.add_argument("--out", metavar="MAP", help="write the adapted map here (default: update MAP in place, atomically)")
+    a.add_argument("--images", metavar="DIR", help="the map's database images (default: the folder or CSV recorded at build time)")
+    a.add_argument("--iterations", type=int, help="iterations (default 300)")
+    a.add_argument("--batch-size", type=int, help="pairs per iteration (default 8)")
+    a.add_argument("--seed", type=int)
+    a.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step")
+    device_arg(a)
+    a.set_defaults(func=cmd_map_adapt)
     i = mp.add_parser("info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON.")
     i.add_argument("map", metavar="MAP")
     i.set_defaults(func=cmd_map_info)
@@ -231,8 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
     t.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
+    t.add_argument("--joint", action="store_true", help="stage 2: triplet + 100 x REI with the backbone trainable (needs a geotagged folder)")
+    t.add_argument("--init", metavar="CKPT", help="start the head from this checkpoint (e.g. stage 1's) instead of the identity")
+    t.add_argument("--backbone", metavar="WEIGHTS", help="XFeat weights to start from (default: the official ones)")
     device_arg(t)
     t.set_defaults(func=cmd_train_dhe)
+    g = tr.add_parser(
+        "geowarp",
+        help="GeoWarp: homography regression, self-supervised + features-wise + consistency losses",
+        description="Train GeoWarp's warp regressor on a frozen backbone: self-supervised trapezoid overlaps (weight 1), "
+        "features-wise loss on query-positive pairs (10), consistency under horizontal flip (0.1).",
+    )
+    g.add_argument("--images", required=True, metavar="DIR", help="training images (geotagged names give query-positive pairs)")
+    g.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
+    g.add_argument("--iterations", type=int, help="total iterations (default 2000)")
+    g.add_argument("--batch-size", type=int, help="samples per loss per iteration (default 8)")
+    g.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    g.add_argument("--optim", choices=["sgd", "adam"], help="optimizer (default sgd, as the reference)")
+    g.add_argument("--k", type=float, help="trapezoid warping coefficient in [0, 1] (default 0.6)")
+    g.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
+    g.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
+    device_arg(g)
+    g.set_defaults(func=cmd_train_geowarp)
 
     m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
     m.set_defaults(func=cmd_models)

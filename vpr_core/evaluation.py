@@ -74,6 +74,7 @@ def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: 
         "reranker": rr.name,
         "reranker_conf": {k: v for k, v in rr.conf.items()} if rr.needs_local else {},
         "reranker_trained": bool(rr.trained),
+        "reranker_weights": rr.source,
     }
     return report, estimates
 

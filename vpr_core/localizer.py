@@ -95,6 +95,7 @@ class Localizer:
         if self.reranker.conf.get("frame", 0) is None:
             self.reranker.conf["frame"] = list(self.extractor.model.input_size)
         self.reranker.to(self.extractor.device)
+        self.reranker.attach(vmap)
         self.local = torch.from_numpy(vmap.local) if vmap.local is not None else None
         self.calibration = vmap.extras.get(f"calibration.{reranker}")
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **(estimate or {})}

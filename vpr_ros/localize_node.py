@@ -85,7 +85,7 @@ PARAMETERS = {
     "global_model": ("", _desc("Expected global model; empty = the map's. A mismatch stops the node at start-up.", STR, True)),
     "reranker": ("ransac", _desc("Re-ranker of the global top-K: none, ransac, dhe or geowarp (ransac: +3.6 R@1 on corridor, ~100 ms on 2 CPU cores).", STR, True)),
     "reranker_top_k": (0, _desc("Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5).", INT, True, int_range=(0, 1000))),
-    "reranker_weights": ("", _desc("Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = none.", STR, True)),
+    "reranker_weights": ("", _desc("Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = dhe: the map's adapted head, else the one shipped for XFeat maps.", STR, True)),
     "top_k": (10, _desc("Candidates retrieved per frame.", INT, True, int_range=(1, 1000))),
     "device": ("auto", _desc("auto (CUDA when present), cpu or cuda.", STR, True)),
     "min_confidence": (0.5, _desc("NavSatFix status is FIX only at or above this confidence, else NO_FIX.", DBL, False, float_range=(0.0, 1.0))),
@@ -116,7 +116,7 @@ class VprLocalizer(Node):
         m = self.localizer.map
         self.get_logger().info(
             f"map {p['map_path']}: {len(m)} images, model {m.model} on {self.localizer.extractor.device}, "
-            f"re-ranker {p['reranker']}, loaded in {time.perf_counter() - t0:.1f} s; listening on {self.topic} ({p['input']}, qos {p['image_qos']})"
+            f"re-ranker {p['reranker']} ({self.localizer.reranker.source}), loaded in {time.perf_counter() - t0:.1f} s; listening on {self.topic} ({p['input']}, qos {p['image_qos']})"
         )
         if not self.localizer.model.trained:
             self.get_logger().warn(f"global model {m.model} runs on untrained (random) weights")
@@ -287,6 +287,7 @@ class VprLocalizer(Node):
             "map_size": len(self.localizer.map),
             "model": self.localizer.map.model,
             "reranker": self.params["reranker"],
+            "reranker_weights": self.localizer.reranker.source,
             "device": str(self.localizer.extractor.device),
             "image_topic": self.topic,
             "last_error": s.last_error,

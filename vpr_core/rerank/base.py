@@ -36,6 +36,7 @@ class Reranker:
             raise VprError(f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}")
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         self.trained = True
+        self.source = "n/a"  # where the weights came from, for reports and diagnostics
 
     @property
     def top_k(self) -> int:
@@ -43,6 +44,9 @@ class Reranker:
 
     def to(self, device: torch.device) -> Reranker:
         return self
+
+    def attach(self, vmap) -> None:
+        """Take map-specific state (e.g. an adapted head) from the map it will serve; default: none."""
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         raise NotImplementedError

@@ -14,8 +14,10 @@ Batched over the K candidates: one forward for all of them.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +88,27 @@ def load_dhe_head(path: str, tokens: int | None = None) -> DHEHead:
     return head.eval()
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Heads shipped with the package, per global model whose dense grid they were trained on.
+SHIPPED_HEADS: dict[str, str] = {"xfeat-vlad": "dhe_xfeat_12x9.pt", "xfeat-gem": "dhe_xfeat_12x9.pt"}
+MAP_HEAD_PREFIX = "dhe_head."  # map extras holding a head adapted to that map (``vpr map adapt``)
+
+
+def head_to_extras(head: DHEHead) -> dict[str, np.ndarray]:
+    return {MAP_HEAD_PREFIX + k: v.detach().cpu().float().numpy() for k, v in head.state_dict().items()}
+
+
+def head_from_extras(extras: dict[str, np.ndarray], source: str) -> DHEHead | None:
+    sd = {k[len(MAP_HEAD_PREFIX) :]: torch.from_numpy(np.asarray(v)) for k, v in extras.items() if k.startswith(MAP_HEAD_PREFIX)}
+    if not sd:
+        return None
+    if "pe" not in sd or sd["pe"].dim() != 3:
+        raise VprError(f"{source}: the map's adapted DHE head is incomplete; run 'vpr map adapt' again")
+    head = DHEHead(int(sd["pe"].shape[1]))
+    load_strict(head, sd, source, "map-adapted DHE head")
+    return head.eval()
+
+
 @RERANKERS.register("dhe")
 class DHERerank(Reranker):
     """DHE homography estimation + MNN inlier count (batched over candidates)."""
@@ -93,7 +116,7 @@ class DHERerank(Reranker):
     name = "dhe"
     default_conf: dict[str, Any] = {
         "top_k": 32,
-        "weights": None,  # homography_regression_*.torch; None = untrained (labelled so)
+        "weights": None,  # homography_regression_*.torch; None = the map's adapted head, else the shipped one for its model, else untrained
         "head_grid": None,  # (w, h) of the head's input; None = the stored grid if <= 576 cells, else [12, 9]
         "frame": None,  # nominal frame (pixels) of the points; None = the global model's input size
         "threshold_cells": 3.0,  # reference: 48 px at 384 px / 24 cells
@@ -105,8 +128,20 @@ class DHERerank(Reranker):
         self.head: DHEHead | None = None  # untrained heads are built on first use: their size follows the map's grid
         self.device = torch.device("cpu")
         self.trained = bool(self.conf["weights"])
+        self.source = str(self.conf["weights"]) if self.trained else "untrained"
         if self.trained:  # load now: a bad file must fail at start-up, not at the first frame
             self.head = load_dhe_head(str(self.conf["weights"]))
+
+    def attach(self, vmap) -> None:
+        """Without explicit weights: the map's adapted head, else the head shipped for the map's model."""
+        if self.conf["weights"]:
+            return
+        head = head_from_extras(vmap.extras, "map")
+        if head is not None:
+            self.head, self.trained, self.source = head.to(self.device), True, "map-adapted"
+        elif vmap.model in SHIPPED_HEADS:
+            path = WEIGHTS_DIR / SHIPPED_HEADS[vmap.model]
+            self.head, self.trained, self.source = load_dhe_head(str(path)).to(self.device), True, f"shipped ({path.name})"
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
@@ -118,7 +153,7 @@ class DHERerank(Reranker):
         if self.head is None or self.head.tokens != tokens:
             if self.trained:
                 raise VprError(
-                    f"DHE weights {self.conf['weights']} are for a {self.head.tokens}-cell grid but this map gives {tokens} cells; "
+                    f"DHE weights ({self.source}) are for a {self.head.tokens}-cell grid but this map gives {tokens} cells; "
                     "set head_grid to match or use weights trained for this model"
                 )
             else:

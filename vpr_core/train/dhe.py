@@ -1,37 +1,40 @@
-"""``vpr train dhe``: stage 1 of DHE - the homography head on a frozen backbone, REI loss.
+"""``vpr train dhe``: DHE's homography head (stage 1) and joint fine-tuning (stage 2).
 
-Defaults follow the reference (Lu-Feng/DHE-VPR train_dhe.py): Adam, lr 1e-4,
-StepLR(10000, 0.8), batch 16, random DLT weights. Pairs: self-supervised
-homographic views of every image (any folder), plus geotagged positives when the
-folder is named in the VPR convention (``--pairs geo|self|both``).
+Stage 1 (reference Lu-Feng/DHE-VPR train_dhe.py): the head alone on a frozen
+backbone, REI loss; Adam, lr 1e-4, StepLR(10000, 0.8), batch 16, random DLT weights.
+Pairs: self-supervised homographic views of every image (any folder), plus
+geotagged positives when the folder is named in the VPR convention
+(``--pairs geo|self|both``).
+
+Stage 2 (``--joint``, reference finetune.py): backbone trainable, loss = triplet
+(margin 0.1, on the global descriptors) + lambda * REI (lambda 100) of the
+query-positive pair, one Adam over head and backbone; negatives are the hardest
+images farther than 25 m under the *current* model, re-mined every ``mine_every``
+iterations. The backbone is kept in eval mode (its BatchNorm statistics frozen):
+our batches are far smaller than the reference's. The fine-tuned backbone is saved
+as ``CKPT.backbone`` in the layout ``--set weights=`` of the XFeat models reads.
 
 Exact resume: the pairs and random weights of iteration i come from generators
-seeded by (seed, i), so an interrupted run resumed from a checkpoint continues
-with the same numbers as an uninterrupted one. Checkpoints are written atomically:
-``CKPT`` (the head's plain state_dict, the layout ``--rerank-set weights=`` reads),
-``CKPT.optim`` (optimizer and scheduler state, iteration) and ``CKPT.json``
-(config, data, code version). A kill at any moment leaves the previous set loadable.
+seeded by (seed, i), and hard negatives are re-mined at iterations that are
+multiples of ``mine_every`` (which divides ``save_every``), so a resumed run
+continues with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+import torch.nn.functional as F
 
 from ..errors import VprError
 from ..extract import Extractor
 from ..images import list_images, load_image, resize
-from ..mapdb import atomic_write
 from ..models import build_global_model
 from ..rerank.dhe import DHEHead
+from . import loop
 from .pairs import homographic_pair, photometric
 from .rei import rei_loss
 
@@ -49,7 +52,14 @@ DEFAULTS: dict[str, Any] = {
     "save_every": 100,
     "log_every": 10,
     "seed": 0,
-    "model": "xfeat-gem",  # frozen backbone: only its dense grid is used
+    "model": "xfeat-gem",  # stage 1: frozen, only its dense grid is used; --joint: its GeM descriptor is the global one
+    "backbone": None,  # XFeat weights to start from (None = the official ones)
+    "joint": False,
+    "lambda_rei": 100.0,  # reference finetune.py: triplet + 100 * REI
+    "margin": 0.1,
+    "negatives": 2,  # hardest negatives per (anchor, positive); the reference uses 10 on a GPU
+    "mine_every": 50,
+    "positive_radius_m": 25.0,
 }
 
 
@@ -62,18 +72,12 @@ def init_identity(head: DHEHead, frame: tuple[int, int]) -> None:
         head.linear.bias.copy_(torch.cat([corners, corners]).reshape(-1))
 
 
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 class PairSource:
     """Deterministic pairs: batch i depends only on (seed, i)."""
 
-    def __init__(self, folder: Path, conf: dict[str, Any]) -> None:
-        self.paths = list_images(folder)
+    def __init__(self, folder: Path, conf: dict[str, Any], paths: list[Path] | None = None) -> None:
+        self.folder = folder
+        self.paths = list(paths) if paths is not None else list_images(folder)
         self.conf = conf
         self.size = tuple(conf["frame"])
         self.geo_pairs = np.zeros((0, 2), dtype=np.int64)
@@ -88,7 +92,12 @@ class PairSource:
         from ..mapping import build_map
         from .pairs import geotagged_pairs
 
-        geo = load_geoset(folder)
+        try:
+            geo = load_geoset(folder)
+        except VprError:
+            if self.conf["pairs"] == "both":  # an unlabelled folder: self-supervised pairs only
+                return np.zeros((0, 2), dtype=np.int64)
+            raise
         m = build_map(geo, local=False)
         return geotagged_pairs(geo.xy, m.descriptors)
 
@@ -115,93 +124,112 @@ class PairSource:
         return qs, ps
 
 
-def save_checkpoint(out: Path, head: DHEHead, opt, sched, iteration: int, record: dict[str, Any]) -> None:
-    """Three atomic replacements; the JSON (written last) names the iteration all three agree on."""
-    atomic_write(out.with_name(out.name + ".optim"), lambda t: torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "iteration": iteration}, t))
-    atomic_write(out, lambda t: torch.save(head.state_dict(), t))
-    atomic_write(out.with_name(out.name + ".json"), lambda t: t.write_text(json.dumps({**record, "iteration": iteration}, indent=2)))
+class TripletSource:
+    """Geotagged triplets for ``--joint``: (anchor, positive) from mined pairs, negatives hardest under the current model."""
+
+    def __init__(self, pairs: PairSource, conf: dict[str, Any]) -> None:
+        from ..dataset import load_geoset
+
+        self.pairs = pairs
+        self.conf = conf
+        folder = Path(pairs.folder)
+        geo = load_geoset(folder)
+        if [Path(p).name for p in geo.paths] != [Path(p).name for p in pairs.paths]:
+            raise VprError(f"{folder}: --joint needs every image named in the VPR convention (@east@north@...)")
+        self.xy = geo.xy
+        if not len(pairs.geo_pairs):
+            raise VprError(f"{folder}: --joint needs geotagged positive pairs (within 25 m and similar); none found")
+        far = np.linalg.norm(self.xy[:, None] - self.xy[None], axis=2) > float(conf["positive_radius_m"])
+        self.far = [np.flatnonzero(row) for row in far]
+        self.usable = np.array([i for i, (a, _) in enumerate(pairs.geo_pairs) if len(self.far[a])], dtype=np.int64)
+        if not len(self.usable):
+            raise VprError(f"{folder}: no image is farther than {conf['positive_radius_m']} m from a positive pair; --joint needs negatives (a longer route)")
+        self.desc: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def mine(self, model, ex: Extractor) -> None:
+        """Descriptors of every image under the current backbone (eval mode)."""
+        out = []
+        for i in range(0, len(self.pairs.paths), 16):
+            imgs = [self.pairs.image(j) for j in range(i, min(i + 16, len(self.pairs.paths)))]
+            out.append(model(ex.to_tensor(imgs)).float().cpu())
+        self.desc = torch.cat(out)
+
+    def batch(self, iteration: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        rng = np.random.default_rng([int(self.conf["seed"]), iteration, 2])
+        qs, ps, ns = [], [], []
+        for _ in range(int(self.conf["batch_size"])):
+            i, j = self.pairs.geo_pairs[self.usable[rng.integers(len(self.usable))]]
+            far = self.far[int(i)]
+            d = torch.cdist(self.desc[int(i)][None], self.desc[torch.from_numpy(far)])[0]
+            hardest = far[torch.topk(d, min(int(self.conf["negatives"]), len(far)), largest=False).indices.numpy()]
+            for n in hardest:
+                qs.append(photometric(self.pairs.image(int(i)), rng))
+                ps.append(photometric(self.pairs.image(int(j)), rng))
+                ns.append(photometric(self.pairs.image(int(n)), rng))
+        return qs, ps, ns
 
 
-def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None = None, resume: bool = False, log: str | Path | None = None, device: str = "cpu") -> Path:
+RESUME_KEYS = ("head_grid", "frame", "batch_size", "seed", "model", "pairs", "k", "joint", "negatives", "mine_every")
+
+
+def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None = None, resume: bool = False, log: str | Path | None = None, device: str = "cpu",
+              init: str | Path | None = None, paths: list[Path] | None = None) -> Path:  # fmt: skip
+    """Train and return the checkpoint path; ``init`` starts the head from a trained one (fine-tuning); ``paths`` restricts the images."""
     c = {**DEFAULTS, **(conf or {})}
     out = Path(out)
+    joint = bool(c["joint"])
+    if joint and int(c["save_every"]) % int(c["mine_every"]):
+        raise VprError(f"--joint: save_every ({c['save_every']}) must be a multiple of mine_every ({c['mine_every']}) for exact resume")
     torch.manual_seed(int(c["seed"]))
-    model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False})
+    model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False, **({"weights": c["backbone"]} if c.get("backbone") else {})})
     ex = Extractor(model, device)
+    model = ex.model.eval()
     tokens = int(c["head_grid"][0]) * int(c["head_grid"][1])
-    head = DHEHead(tokens).to(ex.device)
-    init_identity(head, tuple(c["frame"]))
-    opt = torch.optim.Adam(head.parameters(), lr=float(c["lr"]))
+    if init:
+        from ..rerank.dhe import load_dhe_head
+
+        head = load_dhe_head(str(init), tokens).to(ex.device)
+    else:
+        head = DHEHead(tokens).to(ex.device)
+        init_identity(head, tuple(c["frame"]))
+    modules: dict[str, torch.nn.Module] = {"main": head}
+    params = list(head.parameters())
+    if joint:
+        modules["backbone"] = model.xfeat
+        params += list(model.xfeat.parameters())
+    else:
+        model.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=float(c["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(c["lr_step"]), gamma=float(c["lr_gamma"]))
-    start = 0
-    if resume:
-        start = load_for_resume(out, head, opt, sched, c)
-    source = PairSource(Path(images), c)
+    start = loop.load_for_resume(out, modules, opt, sched, c, RESUME_KEYS) if resume else 0
+    source = PairSource(Path(images), c, paths)
+    triplets = TripletSource(source, c) if joint else None
     record = {"config": c, "data": {"images": str(images), "num_images": len(source.paths), "geo_pairs": int(len(source.geo_pairs))},
-              "code_version": code_version(), "format": "DHE homography_regression state_dict", "tokens": tokens}  # fmt: skip
-    logf = Path(log).open("a" if resume else "w") if log else None
-    history: list[tuple[int, float]] = []
-    bar = tqdm(range(start, int(c["iterations"])), initial=start, total=int(c["iterations"]), desc="train dhe", unit="it")
-    try:
-        for it in bar:
-            qs, ps = source.batch(it)
-            with torch.no_grad():
-                _, fq = ex.describe_local(ex.to_tensor(qs))
-                _, fp = ex.describe_local(ex.to_tensor(ps))
-            head.train()
-            loss, stats = rei_loss(head, fq.to(ex.device), fp.to(ex.device), tuple(c["frame"]), tuple(c["head_grid"]), tuple(c["match_grid"]),
-                                   torch.Generator().manual_seed(int(c["seed"]) * 1_000_003 + it))  # fmt: skip
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise VprError(f"loss became {lv} at iteration {it}; lower --lr or check the images")
-            history.append((it + 1, lv))
-            bar.set_postfix(loss=f"{lv:.2f}", inliers=f"{stats['mean_inliers']:.0f}")
-            if logf and ((it + 1) % int(c["log_every"]) == 0 or it == start):
-                logf.write(json.dumps({"iteration": it + 1, "loss": lv, "lr": sched.get_last_lr()[0], **stats, "time": time.time()}) + "\n")
-                logf.flush()
-            if (it + 1) % int(c["save_every"]) == 0 or it + 1 == int(c["iterations"]):
-                save_checkpoint(out, head, opt, sched, it + 1, record)
-    finally:
-        if logf:
-            logf.close()
-    if log and history:
-        plot_loss(Path(log), out.with_suffix(".loss.png"))
-    return out
+              "init": str(init) if init else None, "code_version": loop.code_version(), "format": "DHE homography_regression state_dict", "tokens": tokens}  # fmt: skip
+    frame, hg, mg = tuple(c["frame"]), tuple(c["head_grid"]), tuple(c["match_grid"])
 
+    def rei(it: int, fq: torch.Tensor, fp: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        head.train()
+        return rei_loss(head, fq.to(ex.device), fp.to(ex.device), frame, hg, mg, torch.Generator().manual_seed(int(c["seed"]) * 1_000_003 + it))
 
-def load_for_resume(out: Path, head: DHEHead, opt, sched, c: dict[str, Any]) -> int:
-    meta_path, optim_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".optim")
-    if not (out.exists() and meta_path.exists() and optim_path.exists()):
-        raise VprError(f"{out}: nothing to resume (need {out.name}, {out.name}.optim and {out.name}.json); run without --resume")
-    meta = json.loads(meta_path.read_text())
-    st = torch.load(optim_path, map_location="cpu", weights_only=True)
-    if st["iteration"] != meta["iteration"]:
-        raise VprError(f"{out}: checkpoint files disagree (iteration {st['iteration']} vs {meta['iteration']}); resume from an intact set")
-    for k in ("head_grid", "frame", "batch_size", "seed", "model", "pairs", "k"):
-        if meta["config"][k] != c[k]:
-            raise VprError(f"{out}: --resume with {k}={c[k]} but the checkpoint was trained with {meta['config'][k]}")
-    head.load_state_dict(torch.load(out, map_location="cpu", weights_only=True), strict=True)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    return int(st["iteration"])
+    def step_stage1(it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        qs, ps = source.batch(it)
+        with torch.no_grad():
+            _, fq = ex.describe_local(ex.to_tensor(qs))
+            _, fp = ex.describe_local(ex.to_tensor(ps))
+        return rei(it, fq, fp)
 
+    def step_joint(it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if triplets.desc is None or it % int(c["mine_every"]) == 0:
+            triplets.mine(model, ex)
+        qs, ps, ns = triplets.batch(it)
+        g, loc = model.describe(ex.to_tensor(qs + ps + ns))
+        n = len(qs)
+        trip = F.triplet_margin_loss(g[:n], g[n : 2 * n], g[2 * n :], margin=float(c["margin"]))
+        per = int(c["negatives"])  # REI once per (anchor, positive), not once per negative
+        r, stats = rei(it, loc[:n:per], loc[n : 2 * n : per])
+        return trip + float(c["lambda_rei"]) * r, {"triplet": float(trip.detach()), "rei": float(r.detach()), **stats}
 
-def plot_loss(log: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["iteration"] for r in rows], [r["loss"] for r in rows])
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("REI loss [px]")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(png, lambda t: fig.savefig(t, dpi=110, format="png"))
-    plt.close(fig)
+    return loop.run("train dhe (joint)" if joint else "train dhe", out, c, modules, opt, sched, step_joint if joint else step_stage1,
+                    record, start, log, "loss (REI px)" if not joint else "triplet + lambda REI")  # fmt: skip

@@ -54,3 +54,32 @@ def geotagged_pairs(xy: np.ndarray, desc: np.ndarray, radius_m: float = 25.0, ma
     d_feat = np.linalg.norm(desc[:, None] - desc[None], axis=2)
     i, j = np.nonzero(np.triu((d_geo <= radius_m) & (d_feat <= max_feature_dist), k=1))
     return np.stack([i, j], axis=1)
+
+
+def _edge_y(quad: np.ndarray, a: int, b: int, x: float) -> float:
+    """y of the straight edge quad[a] -> quad[b] at abscissa x."""
+    (x0, y0), (x1, y1) = quad[a], quad[b]
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+def trapezoid_intersection(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+    """Corners (TL, TR, BR, BL) of the overlap of two vertical-sided trapezoids, taken on its left and right sides (GeoWarp's targets)."""
+    xl, xr = max(t1[0, 0], t2[0, 0]), min(t1[1, 0], t2[1, 0])
+    top = lambda x: max(_edge_y(t1, 0, 1, x), _edge_y(t2, 0, 1, x))  # noqa: E731  (image y grows downwards)
+    bottom = lambda x: min(_edge_y(t1, 3, 2, x), _edge_y(t2, 3, 2, x))  # noqa: E731
+    return np.array([[xl, top(xl)], [xr, top(xr)], [xr, bottom(xr)], [xl, bottom(xl)]], dtype=np.float64)
+
+
+def to_warped(points: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """Where normalised source ``points`` land in the view made by ``warp_to_frame(img, quad)`` (normalised)."""
+    unit = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float32)
+    h = cv2.getPerspectiveTransform(quad.astype(np.float32), unit)
+    return cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), h.astype(np.float64)).reshape(-1, 2)
+
+
+def homographic_pair_with_targets(img: np.ndarray, rng: np.random.Generator, k: float, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two views of ``img`` and, in each view's normalised coordinates, the corners of their overlap (GeoWarp's self-supervised sample)."""
+    t1, t2 = random_trapezoid(rng, k), random_trapezoid(rng, k)
+    inter = trapezoid_intersection(t1, t2)
+    a, b = warp_to_frame(img, t1, size), warp_to_frame(img, t2, size)
+    return photometric(a, rng), photometric(b, rng), to_warped(inter, t1), to_warped(inter, t2)
