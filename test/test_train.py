@@ -158,7 +158,8 @@ def test_geowarp_overlap_targets_are_exact():
 
 def test_geowarp_training_learns_the_overlap(street, tmp_path):
     from vpr_core.rerank.geowarp import GeoWarpRerank
-    from vpr_core.train.geowarp import DEFAULTS as GW, GeoWarpTrainer, train_geowarp
+    from vpr_core.train.geowarp import DEFAULTS as GW
+    from vpr_core.train.geowarp import GeoWarpTrainer, train_geowarp
 
     conf = {"iterations": 30, "batch_size": 4, "optim": "adam", "lr": 1e-3, "save_every": 10, "log_every": 1, "features_wise_w": 0.0, "consistency_w": 0.0}
     out = train_geowarp(street / "database", tmp_path / "gw.torch", conf, log=tmp_path / "gw.jsonl")

@@ -44,10 +44,16 @@ def cmd_map_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
-    geo = _geoset(args, args.images)
-    m = build_and_save(
-        geo, out, model_name=args.model, model_conf=parse_sets(args.set), device=args.device, source=str(args.images or args.csv), local=not args.no_local
-    )
+    kw = {"model_name": args.model, "model_conf": parse_sets(args.set), "device": args.device, "local": not args.no_local}
+    if args.bag:
+        from .bag import build_map_from_bag
+
+        need_topics(args)
+        m, skips, seen = build_map_from_bag(args.bag, args.image_topic, args.fix_topic, out, images_out=args.images_out, min_spacing=args.min_spacing,
+                                            max_fix_age=args.max_fix_age, max_fix_std=args.max_fix_std, **kw)  # fmt: skip
+        print(f"bag {args.bag}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} ({skips.summary()}); images in {m.info['source']}")
+    else:
+        m = build_and_save(_geoset(args, args.images), out, source=str(args.images or args.csv), **kw)
     print(f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), UTM zone {m.zone.number}{m.zone.letter}")
     return 0
 
@@ -87,13 +93,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .mapdb import load_map
 
     vmap = load_map(args.map)
-    queries = _geoset(args, args.queries, vmap.zone)
+    queries = None if args.bag else _geoset(args, args.queries, vmap.zone)
+    if args.bag:
+        need_topics(args)
+    elif args.out_bag:
+        raise VprError("--out-bag needs --bag (it copies the input bag and adds the estimates)")
     loc = Localizer(
         vmap, device=args.device, top_k=args.top_k, global_model=args.model, model_overrides=parse_sets(args.set),
         reranker=args.rerank, reranker_conf=rerank_conf(args),
     )  # fmt: skip
     if not loc.reranker.trained:
         print(f"note: re-ranker '{args.rerank}' runs UNTRAINED (no weights given); its numbers are not the method's", file=sys.stderr)
+    if args.bag:
+        return eval_bag(args, loc)
     report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
     print_report(report)
     if args.json:
@@ -102,6 +114,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         plot_report(report, estimates, queries.xy, vmap.xy, args.plot)
         print(f"plot: {args.plot}")
+    return 0
+
+
+def need_topics(args: argparse.Namespace) -> None:
+    if not args.image_topic or not args.fix_topic:
+        raise VprError("--bag needs --image-topic (Image or CompressedImage) and --fix-topic (NavSatFix)")
+
+
+def eval_bag(args: argparse.Namespace, loc) -> int:
+    from .bag import evaluate_bag, write_estimates_bag
+    from .evaluation import plot_trajectory, write_json
+
+    if args.out_bag and Path(args.out_bag).exists():
+        raise VprError(f"{args.out_bag}: exists; remove it or choose another --out-bag")
+    r = evaluate_bag(loc, args.bag, args.image_topic, args.fix_topic, args.threshold, args.max_fix_age, args.max_fix_std, progress=not args.quiet)
+    print_report(r.report)
+    print(f"  bag: {r.report['frames_localized']} frames localized at {r.report['throughput_fps']:.1f} frames/s; "
+          f"{r.report['num_queries']} scored; skipped: {r.skips.summary()}")  # fmt: skip
+    if args.json:
+        write_json(r.report, args.json)
+        print(f"report: {args.json}")
+    if args.plot:
+        plot_trajectory(r.report, r.estimates, r.true_xy, loc.map.xy, loc.origin, args.plot)
+        print(f"plot: {args.plot}")
+    if args.out_bag:
+        n = write_estimates_bag(args.bag, args.out_bag, r.all_estimates, min_confidence=args.min_confidence, storage=args.out_format)
+        print(f"bag: {args.out_bag} ({n} messages; estimates on /vpr/fix and /vpr/pose)")
     return 0
 
 
@@ -187,14 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--rerank-k", type=int, help="candidates re-ranked (default: the method's: ransac 10, dhe 32, geowarp 5)")
         sp.add_argument("--rerank-set", action="append", metavar="KEY=VALUE", help="re-ranker option, e.g. --rerank-set weights=homography_regression.torch")
 
-    def geo_args(sp: argparse.ArgumentParser, folder: str, what: str) -> None:
+    def geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool = False) -> None:
         g = sp.add_mutually_exclusive_group(required=True)
         g.add_argument(folder, metavar="DIR", help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)")
         g.add_argument("--csv", metavar="FILE", help="CSV with columns image,lat,lon[,alt,heading]; image paths relative to the CSV")
+        if bag:
+            g.add_argument("--bag", metavar="PATH", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix")
+            sp.add_argument("--image-topic", metavar="T", help="with --bag: sensor_msgs/Image or CompressedImage topic")
+            sp.add_argument("--fix-topic", metavar="T", help="with --bag: sensor_msgs/NavSatFix topic (interpolated at each image stamp)")
+            sp.add_argument("--max-fix-age", type=float, default=1.0, metavar="S", help="skip images whose neighbouring fixes are further than S seconds (default 1)")
+            sp.add_argument("--max-fix-std", type=float, default=10.0, metavar="M", help="skip fixes whose horizontal std (covariance) exceeds M metres (default 10)")
 
     mp = sub.add_parser("map", help="build or inspect a map").add_subparsers(dest="map_command", required=True)
     b = mp.add_parser("build", help="describe geotagged images into a map file", description="Build a map: one global descriptor and geotag per image, plus the model's map-specific parts (e.g. the VLAD vocabulary).")
-    geo_args(b, "--images", "database images")
+    geo_args(b, "--images", "database images", bag=True)
+    b.add_argument("--min-spacing", type=float, default=0.0, metavar="M", help="with --bag: skip frames closer than M metres to the previous kept one")
+    b.add_argument("--images-out", metavar="DIR", help="with --bag: where the kept frames are written (default MAP.images/)")
     b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
     b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256")
@@ -222,12 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="localize a labelled query set and report Recall@N", description="Localize each query image against MAP and report Recall@1/5/10/20, top-1 error and per-stage latency.")
     e.add_argument("--map", required=True, metavar="MAP")
-    geo_args(e, "--queries", "query images")
+    geo_args(e, "--queries", "query images", bag=True)
+    e.add_argument("--out-bag", metavar="PATH", help="with --bag: a copy of the bag plus the estimates on /vpr/fix (NavSatFix) and /vpr/pose")
+    e.add_argument("--out-format", choices=["mcap", "sqlite3"], default="mcap", help="storage of --out-bag (default mcap)")
+    e.add_argument("--min-confidence", type=float, default=0.0, help="with --out-bag: fixes below this confidence get status NO_FIX (default 0)")
     e.add_argument("--model", help="expected global model; fails clearly if the map was built with another")
     e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
     e.add_argument("--top-k", type=int, default=10, help="retrieval depth for the estimate (recalls always use 20)")
     e.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    e.add_argument("--plot", metavar="OUT.png", help="write a trajectory/recall plot")
+    e.add_argument("--plot", metavar="OUT.png", help="write a trajectory/recall plot (with --bag: the run on a metric ENU grid, coloured by error)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option override, e.g. --set weights=PATH")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rerank_args(e)
@@ -299,7 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
     m.set_defaults(func=cmd_models)
+    add_plugins(sub)
     return p
+
+
+def add_plugins(sub) -> None:
+    """Commands other packages add (entry point group ``vpr.commands``), e.g. ``vpr play`` from vpr_ros - core never imports them."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="vpr.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError as e:  # the plugin's dependencies (e.g. rclpy) are missing: say so when it is called
+
+            def unavailable(args: argparse.Namespace, name: str = ep.name, why: str = str(e)) -> int:
+                raise VprError(f"'vpr {name}' is unavailable here ({why}); install the ROS extras: pip install -e '.[ros]'")
+
+            sp = sub.add_parser(ep.name, help=f"(unavailable: {e})")
+            sp.add_argument("rest", nargs=argparse.REMAINDER)
+            sp.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

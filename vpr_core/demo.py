@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .dataset import vpr_name
 from .geodesy import UtmZone, from_utm, to_utm
 
 ORIGIN_LATLON = (48.1374, 11.5755)  # any point on Earth; the street runs east from here
@@ -124,10 +125,6 @@ def _query_effects(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             cv2.rectangle(out, (cx, cy), (cx + int(rng.uniform(40, 90)), cy + int(rng.uniform(20, 35))), col, -1)
     noise = rng.normal(0, 4, out.shape)
     return np.clip(out + noise, 0, 255).astype(np.uint8)
-
-
-def vpr_name(east: float, north: float, zone: UtmZone, lat: float, lon: float, name: str) -> str:
-    return f"@{east:.2f}@{north:.2f}@{zone.number}@{zone.letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@.jpg"
 
 
 @dataclass

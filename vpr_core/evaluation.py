@@ -65,9 +65,13 @@ def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: 
         est = localizer.localize(img, k=k)
         est.timings = {"load": load_ms, **est.timings}
         estimates.append(est)
-    report = summarize(estimates, queries.xy, threshold, localizer.map.xy)
+    report = summarize(estimates, queries.xy, threshold, localizer.map.xy) | localizer_info(localizer)
+    return report, estimates
+
+
+def localizer_info(localizer: Localizer) -> dict[str, Any]:
     rr = localizer.reranker
-    report |= {
+    return {
         "model": localizer.map.model,
         "map_size": len(localizer.map),
         "device": str(localizer.extractor.device),
@@ -76,7 +80,6 @@ def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: 
         "reranker_trained": bool(rr.trained),
         "reranker_weights": rr.source,
     }
-    return report, estimates
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
@@ -115,6 +118,34 @@ def plot_report(report: dict[str, Any], estimates: list[Estimate], true_xy: np.n
     b.set_xlabel("N")
     b.set_ylabel("Recall@N [%]")
     b.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def plot_trajectory(report: dict[str, Any], estimates: list[Estimate], true_xy: np.ndarray, map_xy: np.ndarray, origin: tuple[float, float], path: str | Path) -> None:
+    """A replayed run on a metric ENU grid (metres from the map origin): ground truth as a line, estimates coloured by error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    o = np.asarray(origin[:2])
+    thr = report["threshold_m"]
+    est = np.array([[e.east, e.north] for e in estimates]) - o
+    gt = true_xy - o
+    err = np.linalg.norm(est - gt, axis=1)
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    ax.scatter(*(map_xy - o).T, s=5, c="lightgray", label="map images")
+    ax.plot(*gt.T, "-", color="black", lw=1.2, label="ground truth (bag fixes)")
+    sc = ax.scatter(*est.T, s=16, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="estimates", zorder=3)
+    fig.colorbar(sc, ax=ax, label="error [m]")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("east [m]")
+    ax.set_ylabel("north [m]")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"{report.get('model', '')} + {report.get('reranker', 'none')}: R@1 {report['recall@1']:.1f}% at {thr:g} m, median error {np.median(err):.1f} m")
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

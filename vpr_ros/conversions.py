@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import Header
 
 from vpr_core.localizer import Estimate
+from vpr_core.outputs import fix_fields, pose_fields
 from vpr_core.rawimage import decode_compressed, decode_raw
-
-#: Variance given to axes the estimate does not observe (roll, pitch, yaw; z without altitude).
-UNOBSERVED_VAR = 1.0e6
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:
@@ -31,28 +27,20 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
 
 
 def to_navsatfix(est: Estimate, header: Header, min_confidence: float) -> NavSatFix:
-    """FIX only when confident; covariance KNOWN (it has east/north cross terms); never NaN."""
+    f = fix_fields(est, min_confidence)
     fix = NavSatFix(header=header)
-    fix.status.status = NavSatStatus.STATUS_FIX if est.confidence >= min_confidence else NavSatStatus.STATUS_NO_FIX
+    fix.status.status = f.status
     fix.status.service = 0  # not a GNSS constellation
-    fix.latitude, fix.longitude = float(est.lat), float(est.lon)
-    fix.altitude = 0.0 if math.isnan(est.alt) else float(est.alt)
-    cov = np.array(est.covariance, dtype=np.float64)
-    if math.isnan(est.alt):
-        cov[2, 2] = max(cov[2, 2], UNOBSERVED_VAR)
-    fix.position_covariance = [float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)]
+    fix.latitude, fix.longitude, fix.altitude = f.latitude, f.longitude, f.altitude
+    fix.position_covariance = f.covariance
     fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
     return fix
 
 
 def to_pose(est: Estimate, header: Header) -> PoseWithCovarianceStamped:
-    """ENU metres from the map origin (REP-105 ``map`` frame); orientation unobserved."""
+    f = pose_fields(est)
     msg = PoseWithCovarianceStamped(header=header)
-    x, y, z = est.enu
-    msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = float(x), float(y), float(z)
+    msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = f.position
     msg.pose.pose.orientation.w = 1.0
-    cov = np.diag([0.0, 0.0, 0.0, UNOBSERVED_VAR, UNOBSERVED_VAR, UNOBSERVED_VAR])
-    cov[:3, :3] = est.covariance
-    cov[2, 2] = max(cov[2, 2], 1e-6)
-    msg.pose.covariance = [float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)]
+    msg.pose.covariance = f.covariance
     return msg
