@@ -185,3 +185,17 @@ def test_eval_bag_options_are_checked(street, street_map, bags, tmp_path):
     one_line_error(run("eval", "--map", street_map, "--queries", street / "queries", "--out-bag", tmp_path / "o", ok=False), "--out-bag needs --bag")
     r = run("eval", "--map", street_map, "--bag", bags["query_mcap"], "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out-bag", tmp_path, ok=False)
     one_line_error(r, "exists")
+
+
+def test_vpr_demo_records_and_replays_bags(tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    r = run("demo", "--out", tmp_path / "demo", "--device", "cpu")
+    assert "offline replay:" in r.stdout and "frames/s" in r.stdout
+    for name, n in (("mapping", 60), ("query", 30)):
+        with AnyReader([tmp_path / "demo" / "bags" / name]) as rd:
+            assert {c.topic: c.msgcount for c in rd.connections} == {"/camera/image/compressed": n, "/gps/fix": n}
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["bag"].endswith("query") and report["num_queries"] == 30 and report["recall@1"] >= 80.0
+    with AnyReader([tmp_path / "demo" / "bags" / "query_estimates"]) as rd:
+        assert {c.topic: c.msgcount for c in rd.connections}["/vpr/fix"] == 30

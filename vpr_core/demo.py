@@ -184,25 +184,65 @@ def utm_origin() -> tuple[float, float]:
 DEMO_THRESHOLD_M = 5.0
 
 
-def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
-    """Generate the street, build a map from the mapping run, evaluate the query run."""
-    from .cli import print_report
+BAG_T0 = 1_700_000_000 * 10**9  # the demo's recordings start here (ns)
+FRAME_PERIOD = 200_000_000  # 5 Hz camera; a fix at every frame
+IMAGE_TOPIC, FIX_TOPIC = "/camera/image/compressed", "/gps/fix"
+
+
+def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
+    """Each run folder as a ROS 2 bag (mcap): CompressedImage (the files' JPEG bytes) + NavSatFix at each image stamp."""
+    import shutil
+
+    from .bag import FixSample, write_run_bag
     from .dataset import load_geoset
-    from .evaluation import evaluate, plot_report, write_json
-    from .localizer import Localizer
-    from .mapping import build_and_save
+
+    bags = {}
+    for name, folder in runs.items():
+        g = load_geoset(folder)
+        stamps = [BAG_T0 + i * FRAME_PERIOD for i in range(len(g.paths))]
+        path = out / "bags" / name
+        if path.exists():
+            shutil.rmtree(path)
+        bags[name] = write_run_bag(path, [(s, p.read_bytes()) for s, p in zip(stamps, g.paths)],
+                                   [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, g.lat, g.lon)], image_topic=IMAGE_TOPIC, fix_topic=FIX_TOPIC)  # fmt: skip
+    return bags
+
+
+def prepare(out: Path, seed: int, device: str):
+    """Render the street, record both runs as bags, build the map from the mapping bag."""
+    import shutil
+
+    from .bag import build_map_from_bag
 
     print(f"rendering the synthetic street (seed {seed}) into {out}/ ...")
     db_run, q_run, _ = generate(out, seed)
-    db = load_geoset(db_run.folder)
-    queries = load_geoset(q_run.folder, zone=db.zone)
+    bags = write_bags(out, {"mapping": db_run.folder, "query": q_run.folder})
+    print(f"recorded runs: {bags['mapping']} and {bags['query']} (mcap; {IMAGE_TOPIC}, {FIX_TOPIC})")
     map_path = out / "demo.vprmap"
-    vmap = build_and_save(db, map_path, device=device, source=str(db_run.folder))
-    print(f"map {map_path}: {len(vmap)} images, model {vmap.model}")
-    report, est = evaluate(Localizer(vmap, device=device), queries, DEMO_THRESHOLD_M)
-    print_report(report)
-    write_json(report, out / "report.json")
-    plot_report(report, est, queries.xy, vmap.xy, out / "report.png")
-    print(f"report: {out / 'report.json'}  plot: {out / 'report.png'}")
+    shutil.rmtree(out / "demo.vprmap.images", ignore_errors=True)
+    vmap, skips, seen = build_map_from_bag(bags["mapping"], IMAGE_TOPIC, FIX_TOPIC, map_path, device=device)
+    print(f"map {map_path}: {len(vmap)} of {seen} frames kept (skipped: {skips.summary()}), model {vmap.model}")
+    return vmap, map_path, bags
+
+
+def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
+    """Generate the street, record it as bags, build a map from the mapping bag, replay the query bag offline."""
+    import shutil
+
+    from .bag import evaluate_bag, write_estimates_bag
+    from .cli import print_report
+    from .evaluation import plot_trajectory, write_json
+    from .localizer import Localizer
+
+    vmap, _, bags = prepare(out, seed, device)
+    loc = Localizer(vmap, device=device, reranker="ransac")
+    r = evaluate_bag(loc, bags["query"], IMAGE_TOPIC, FIX_TOPIC, DEMO_THRESHOLD_M)
+    print_report(r.report)
+    print(f"  offline replay: {r.report['throughput_fps']:.1f} frames/s")
+    write_json(r.report, out / "report.json")
+    plot_trajectory(r.report, r.estimates, r.true_xy, vmap.xy, loc.origin, out / "report.png")
+    shutil.rmtree(out / "bags" / "query_estimates", ignore_errors=True)
+    write_estimates_bag(bags["query"], out / "bags" / "query_estimates", r.all_estimates)
+    print(f"report: {out / 'report.json'}  plot: {out / 'report.png'}  bag with estimates: {out / 'bags' / 'query_estimates'}")
     print("(synthetic data: proves the pipeline end to end; real accuracy comes from real data, see bench/)")
     return 0

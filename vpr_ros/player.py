@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
@@ -33,8 +34,8 @@ def message_class(msgtype: str):
 
 
 def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, clock: bool = True, clock_hz: float = 100.0, wait: float = 0.0,
-         depth: int = 10, quiet: bool = False) -> int:  # fmt: skip
-    """Publish ``bag``; returns the number of messages published."""
+         depth: int = 10, quiet: bool = False, on_publish: Callable[[str, int], None] | None = None) -> int:  # fmt: skip
+    """Publish ``bag``; returns the number of messages published. ``on_publish(topic, bag_time_ns)`` runs right after each publish."""
     if rate <= 0:
         raise VprError(f"--rate must be > 0, got {rate}")
     rclpy.init()
@@ -90,6 +91,8 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
                 data = bytes(raw) if reader.is2 else bytes(reader.typestore.ros1_to_cdr(raw, c.msgtype))
                 pubs[c.topic].publish(data)
                 sent += 1
+                if on_publish is not None:
+                    on_publish(c.topic, t)
             time.sleep(0.2)  # let reliable writers hand the last samples over
     finally:
         node.destroy_node()
