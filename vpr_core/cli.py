@@ -100,8 +100,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise VprError("--out-bag needs --bag (it copies the input bag and adds the estimates)")
     loc = Localizer(
         vmap, device=args.device, top_k=args.top_k, global_model=args.model, model_overrides=parse_sets(args.set),
-        reranker=args.rerank, reranker_conf=rerank_conf(args),
+        reranker=args.rerank, reranker_conf=rerank_conf(args), backend=args.backend, retrieval=args.retrieval,
     )  # fmt: skip
+    for why in loc.runner.fallbacks:
+        print(f"note: {why}", file=sys.stderr)
     if not loc.reranker.trained:
         print(f"note: re-ranker '{args.rerank}' runs UNTRAINED (no weights given); its numbers are not the method's", file=sys.stderr)
     if args.bag:
@@ -200,6 +202,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), seed=args.seed, device=args.device)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if not (args.model or args.map):
+        raise VprError("give --model NAME or --map MAP (a map bakes in its vocabulary)")
+    out = Path(args.out)
+    modules = ["global", "dhe"] if args.module == "all" else [args.module]
+    suffix = ".onnx" if args.format == "onnx" else ".ep"
+    for mod in modules:
+        path = out if len(modules) == 1 else out.with_name(f"{out.stem}.{mod}{suffix}")
+        size = tuple(args.input_size) if args.input_size else None
+        rec = export(mod, args.format, path, model=args.model, map_path=args.map, precision=args.precision, check=args.check,
+                     dhe_weights=args.dhe_weights, input_size=size, device=args.device)  # fmt: skip
+        line = f"{mod}: {path} ({args.format}; inputs {rec['inputs']})"
+        if "max_abs_error" in rec:
+            line += f"; onnxruntime vs eager max abs error {rec['max_abs_error']:.2e} (tolerance {rec['tolerance']:g})"
+        if "compile_s" in rec:
+            line += f"; compiled in {rec['compile_s']:.1f} s on {rec['gpu']} (TensorRT {rec['tensorrt']}, {rec['precision']})"
+        print(line)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import GLOBAL_MODELS
 
@@ -280,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", metavar="OUT.png", help="write a trajectory/recall plot (with --bag: the run on a metric ENU grid, coloured by error)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option override, e.g. --set weights=PATH")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--backend", default="auto", choices=["auto", "eager", "tensorrt", "onnxruntime"], help="global model runtime (default auto: TensorRT on CUDA, else eager)")
+    e.add_argument("--retrieval", default="auto", choices=["auto", "faiss", "torch"], help="search: faiss, or torch top-k (auto: GPU when it helps)")
     rerank_args(e)
     device_arg(e)
     e.set_defaults(func=cmd_eval)
@@ -347,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     device_arg(g)
     g.set_defaults(func=cmd_train_geowarp)
 
+    x = sub.add_parser(
+        "export",
+        help="export the global model and the DHE head to ONNX or TensorRT",
+        description="Export the per-frame modules at their configured sizes: 'global' (float32 NCHW RGB in [0, 1] -> L2-normalised descriptor, "
+        "plus the local grid) with a map's vocabulary baked in, and 'dhe' (pooled grids -> homography points). "
+        "ONNX is the portable path (trtexec on Jetson); TensorRT compiles here through torch-tensorrt.",
+    )
+    src = x.add_mutually_exclusive_group()
+    src.add_argument("--model", help="global model by name (models that learn a vocabulary need --map)")
+    src.add_argument("--map", metavar="MAP", help="export the map's model with its vocabulary (and its DHE head)")
+    x.add_argument("--format", choices=["onnx", "tensorrt"], required=True)
+    x.add_argument("--out", required=True, metavar="PATH", help="output file; with --module all, PATH.global.onnx and PATH.dhe.onnx")
+    x.add_argument("--module", choices=["global", "dhe", "all"], default="global", help="what to export (default global)")
+    x.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision (default fp16); ONNX is fp32")
+    x.add_argument("--check", action="store_true", help="ONNX: compare onnxruntime (CPU) with eager on random inputs; fail above the tolerance")
+    x.add_argument("--dhe-weights", metavar="CKPT", help="DHE head to export (default: the map's adapted head, else the shipped one)")
+    x.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="network input size (default: the model's configured size)")
+    device_arg(x)
+    x.set_defaults(func=cmd_export)
     m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
     m.set_defaults(func=cmd_models)
     add_plugins(sub)

@@ -79,6 +79,8 @@ def localizer_info(localizer: Localizer) -> dict[str, Any]:
         "reranker_conf": {k: v for k, v in rr.conf.items()} if rr.needs_local else {},
         "reranker_trained": bool(rr.trained),
         "reranker_weights": rr.source,
+        "backend": localizer.runner.name,
+        "retrieval": f"{localizer.index.kind}{' (gpu)' if localizer.index.on_gpu else ''}",
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import make_runner
 from .calibration import evidence, predict
 from .errors import MapError, VprError
 from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, spatial_margin
@@ -24,7 +25,7 @@ from .images import to_rgb
 from .mapdb import VprMap, load_map
 from .models import build_global_model
 from .rerank import build_reranker
-from .retrieval import Index
+from .retrieval import make_index
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Localizer:
         estimate: dict[str, float] | None = None,
         reranker: str = "none",
         reranker_conf: dict[str, Any] | None = None,
+        backend: str = "auto",
+        retrieval: str = "auto",
     ) -> None:
         if global_model and global_model != vmap.model:
             raise MapError(
@@ -91,7 +94,8 @@ class Localizer:
         if model.dim != vmap.descriptors.shape[1]:
             raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
         self.extractor = Extractor(model, device)
-        self.index = Index(vmap.descriptors, kind=index, gpu="auto" if self.extractor.device.type == "cuda" else "cpu")
+        self.index = make_index(vmap.descriptors, kind=index, device=self.extractor.device, retrieval=retrieval)
+        self.runner = make_runner(self.extractor, backend, fp)
         if self.reranker.conf.get("frame", 0) is None:
             self.reranker.conf["frame"] = list(self.extractor.model.input_size)
         self.reranker.to(self.extractor.device)
@@ -115,10 +119,9 @@ class Localizer:
         x = self.extractor.to_tensor([to_rgb(image)])
         t1 = time.perf_counter()
         rr = self.reranker
-        if rr.needs_local:
-            desc, qloc = self.extractor.describe_local(x)
-        else:
-            desc, qloc = self.extractor(x), None
+        desc, qloc = self.runner(x)
+        if not rr.needs_local:
+            qloc = None
         t2 = time.perf_counter()
         scores, ids = self.index.search(desc, max(k or self.top_k, rr.top_k if rr.needs_local else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]

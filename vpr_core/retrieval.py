@@ -1,7 +1,9 @@
-"""Nearest-neighbour search over map descriptors with faiss.
+"""Nearest-neighbour search over map descriptors: faiss, or torch top-k on the GPU.
 
 Exact inner product (== cosine on L2-normalised descriptors) by default; IVF-Flat or
-IVF-PQ for large maps; moved to the GPU when faiss was built with CUDA support.
+IVF-PQ for large maps. On a CUDA device (``make_index``): a faiss GPU index when faiss
+was built with CUDA, else an exact torch matmul + top-k on the GPU when the map fits
+in half the free GPU memory, else faiss on the CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 
 import faiss
 import numpy as np
+import torch
 
 from .errors import VprError
 
@@ -54,6 +57,41 @@ class Index:
         if q.shape[1] != self.dim:
             raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
         return self.index.search(q, min(k, self.size))
+
+
+class TorchIndex:
+    """Exact search as one matmul + top-k on ``device`` (the GPU path when faiss has no CUDA build)."""
+
+    kind = "torch"
+
+    def __init__(self, descriptors: np.ndarray, device: str | torch.device = "cpu") -> None:
+        self.db = torch.from_numpy(np.ascontiguousarray(descriptors, dtype=np.float32)).to(device)
+        self.size, self.dim = self.db.shape
+        self.on_gpu = self.db.device.type == "cuda"
+
+    @torch.inference_mode()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.atleast_2d(queries)
+        if q.shape[1] != self.dim:
+            raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
+        s, i = torch.topk(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).to(self.db.device) @ self.db.T, min(k, self.size), dim=1)
+        return s.cpu().numpy(), i.cpu().numpy()
+
+
+def make_index(descriptors: np.ndarray, kind: str = "flat", device: torch.device | None = None, retrieval: str = "auto") -> Index | TorchIndex:
+    """faiss GPU > torch top-k on the GPU (map fits) > faiss CPU; ``retrieval`` 'faiss' or 'torch' forces one."""
+    if retrieval not in ("auto", "faiss", "torch"):
+        raise VprError(f"retrieval '{retrieval}' unknown; choose auto, faiss or torch")
+    cuda = device is not None and device.type == "cuda"
+    faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if retrieval == "torch" or (retrieval == "auto" and cuda and kind == "flat" and not faiss_gpu and _fits_gpu(descriptors)):
+        return TorchIndex(descriptors, device if device is not None else "cpu")
+    return Index(descriptors, kind=kind, gpu="auto" if cuda else "cpu")
+
+
+def _fits_gpu(descriptors: np.ndarray) -> bool:
+    free, _ = torch.cuda.mem_get_info()
+    return descriptors.size * 4 < 0.5 * free
 
 
 def brute_force_search(db: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -88,6 +88,9 @@ PARAMETERS = {
     "reranker_weights": ("", _desc("Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = dhe: the map's adapted head, else the one shipped for XFeat maps.", STR, True)),
     "top_k": (10, _desc("Candidates retrieved per frame.", INT, True, int_range=(1, 1000))),
     "device": ("auto", _desc("auto (CUDA when present), cpu or cuda.", STR, True)),
+    "backend": ("auto", _desc("Global model runtime: auto (TensorRT FP16 on CUDA with an on-disk engine cache, else eager), tensorrt, onnxruntime or eager; "
+                              "each fallback is logged and listed in diagnostics.", STR, True)),
+    "retrieval": ("auto", _desc("Search: auto (faiss GPU, else torch top-k on the GPU when the map fits, else faiss CPU), faiss or torch.", STR, True)),
     "min_confidence": (0.5, _desc("NavSatFix status is FIX only at or above this confidence, else NO_FIX.", DBL, False, float_range=(0.0, 1.0))),
     "map_frame": ("map", _desc("frame_id of ~/pose (ENU metres from the map origin, REP-105).", STR, True)),
     "fix_frame_id": ("", _desc("frame_id of ~/fix; empty = the camera image's frame_id.", STR, True)),
@@ -96,7 +99,8 @@ PARAMETERS = {
     "map_images_dir": ("", _desc("Folder of the map's images for the debug view; empty = the folder the map was built from.", STR, True)),
     "diagnostics_period": (1.0, _desc("Seconds between /diagnostics messages.", DBL, True, float_range=(0.1, 60.0))),
 }
-CHOICES = {"input": ("raw", "compressed"), "image_qos": tuple(IMAGE_QOS), "device": ("auto", "cpu", "cuda")}
+CHOICES = {"input": ("raw", "compressed"), "image_qos": tuple(IMAGE_QOS), "device": ("auto", "cpu", "cuda"),
+           "backend": ("auto", "eager", "tensorrt", "onnxruntime"), "retrieval": ("auto", "faiss", "torch")}  # fmt: skip
 
 
 class VprLocalizer(Node):
@@ -111,8 +115,10 @@ class VprLocalizer(Node):
         t0 = time.perf_counter()
         self.localizer = Localizer.from_file(
             p["map_path"], device=p["device"], top_k=p["top_k"], global_model=p["global_model"] or None, reranker=p["reranker"],
-            reranker_conf=self._reranker_conf(p),
+            reranker_conf=self._reranker_conf(p), backend=p["backend"], retrieval=p["retrieval"],
         )  # fmt: skip
+        for why in self.localizer.runner.fallbacks:
+            self.get_logger().warn(f"backend: {why}")
         m = self.localizer.map
         self.get_logger().info(
             f"map {p['map_path']}: {len(m)} images, model {m.model} on {self.localizer.extractor.device}, "
@@ -289,6 +295,9 @@ class VprLocalizer(Node):
             "reranker": self.params["reranker"],
             "reranker_weights": self.localizer.reranker.source,
             "device": str(self.localizer.extractor.device),
+            "backend": self.localizer.runner.name,
+            "backend_fallbacks": "; ".join(self.localizer.runner.fallbacks) or "none",
+            "retrieval": f"{self.localizer.index.kind}{' (gpu)' if self.localizer.index.on_gpu else ''}",
             "image_topic": self.topic,
             "last_error": s.last_error,
         }

@@ -111,7 +111,9 @@ class GlobalModel(nn.Module):
 
     def pool_local(self, dense: torch.Tensor) -> torch.Tensor:
         gw, gh = self.local_grid
-        return F.normalize(F.adaptive_avg_pool2d(dense, (gh, gw)), dim=1)
+        if tuple(dense.shape[-2:]) != (gh, gw):  # skipped when it would be the identity: exporters need no adaptive pooling then
+            dense = F.adaptive_avg_pool2d(dense, (gh, gw))
+        return F.normalize(dense, dim=1)
 
 
 def load_checkpoint_state(path: str, source: str) -> dict[str, torch.Tensor]:
