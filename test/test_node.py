@@ -7,6 +7,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+import torch
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus
 
@@ -115,7 +116,7 @@ def test_raw_bad_inputs_then_good(node_and_peer, street):
     assert node.proc.poll() is None
 
 
-@pytest.mark.parametrize("node_and_peer", [{"input": "compressed", "reranker": "ransac"}], indirect=True)
+@pytest.mark.parametrize("node_and_peer", [{"input": "compressed", "reranker": "ransac", "backend": "tensorrt"}], indirect=True)
 def test_compressed_input(node_and_peer, street):
     node, peer = node_and_peer
     q, images = queries(street)
@@ -140,6 +141,9 @@ def test_compressed_input(node_and_peer, street):
     assert peer.wait_for(lambda: "latency_rerank_ms_p50" in peer.last_diag(), 5)
     d = peer.last_diag()
     assert d["reranker"] == "ransac" and float(d["latency_rerank_ms_p50"]) > 0
+    if not torch.cuda.is_available():  # TensorRT asked for on a CPU machine: the node runs eager and says why
+        assert d["backend"] == "eager-cpu" and "tensorrt needs a CUDA device" in d["backend_fallbacks"], d
+        assert "backend: tensorrt needs a CUDA device" in node.log.read_text()
 
 
 def test_flood(node_and_peer, street):

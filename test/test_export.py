@@ -1,0 +1,128 @@
+"""Export and backends: ONNX parity on CPU, the onnxruntime backend and its cache, fallbacks, torch top-k search.
+
+TensorRT/CUDA checks run only where CUDA is present (skipped with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vpr_core.dataset import load_geoset
+from vpr_core.evaluation import evaluate
+from vpr_core.images import load_image
+from vpr_core.localizer import Localizer
+
+VPR = str(Path(sys.executable).parent / "vpr")
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: TensorRT/CUDA paths need an NVIDIA GPU")
+
+
+@pytest.fixture()
+def engine_cache(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "engines"
+    monkeypatch.setenv("VPR_ENGINE_CACHE", str(d))
+    return d
+
+
+def test_onnx_export_matches_eager(street_map, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "m"
+    r = subprocess.run([VPR, "export", "--map", str(street_map), "--format", "onnx", "--module", "all", "--out", str(out), "--check"],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "global:" in r.stdout and "dhe:" in r.stdout and r.stdout.count("max abs error") == 2
+    # the global graph: float32 NCHW RGB in [0, 1] at the configured size -> the map's descriptor (vocabulary baked in)
+    sess = ort.InferenceSession(str(tmp_path / "m.global.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image"] and sess.get_inputs()[0].shape == [1, 3, 240, 320]
+    loc = Localizer.from_file(street_map, device="cpu", backend="eager")
+    img = load_image(sorted((Path(loc.map.info["source"])).iterdir())[0])
+    x = loc.extractor.to_tensor([img])
+    g, local = sess.run(None, {"image": x.numpy()})
+    want, want_local = loc.extractor.describe_local(x)
+    assert np.abs(g - want).max() < 1e-4 and np.abs(local - want_local.numpy()).max() < 1e-4
+    assert np.linalg.norm(g, axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert np.argmax(loc.map.descriptors @ g[0]) == 0  # the first map image finds itself through the ONNX graph
+    # the DHE graph takes any number of candidates
+    dhe = ort.InferenceSession(str(tmp_path / "m.dhe.onnx"), providers=["CPUExecutionProvider"])
+    q = np.random.default_rng(0).random((1, 64, 9, 12), dtype=np.float32)
+    for k in (1, 7):
+        assert dhe.run(None, {"query": q, "candidates": np.repeat(q, k, axis=0)})[0].shape == (k, 8, 2)
+
+
+def test_export_errors_are_one_line(tmp_path):
+    for args, needle in (
+        (["--model", "xfeat-vlad", "--format", "onnx"], "export with --map MAP"),
+        (["--model", "xfeat-gem", "--format", "tensorrt"], "TensorRT needs an NVIDIA GPU" if not torch.cuda.is_available() else ""),
+        (["--format", "onnx"], "give --model NAME or --map MAP"),
+    ):
+        r = subprocess.run([VPR, "export", *args, "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=600)
+        if not needle:
+            continue
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache):
+    q = load_geoset(street / "queries", zone=load_geoset(street / "database").zone)
+    eager, _ = evaluate(Localizer.from_file(street_map, device="cpu", backend="eager", reranker="ransac"), q, 5.0, progress=False)
+    loc = Localizer.from_file(street_map, device="cpu", backend="onnxruntime", reranker="ransac")
+    ort_rep, est = evaluate(loc, q, 5.0, progress=False)
+    assert ort_rep["backend"] == "onnxruntime-fp32" and not loc.runner.fallbacks
+    for k in ("recall@1", "recall@5", "median_error_m"):
+        assert ort_rep[k] == pytest.approx(eager[k], abs=1e-6), k
+    cached = list(engine_cache.glob("*.onnx"))
+    assert len(cached) == 1 and loc.map.fingerprint in cached[0].name and "1x3x240x320" in cached[0].name
+    mtime = cached[0].stat().st_mtime_ns
+    again = Localizer.from_file(street_map, device="cpu", backend="onnxruntime")
+    again.localize(load_image(q.paths[0]))
+    assert cached[0].stat().st_mtime_ns == mtime  # loaded, not exported again
+    # a broken cached file: the backend steps down to eager, says why, and keeps localizing
+    cached[0].write_bytes(b"not onnx")
+    broken = Localizer.from_file(street_map, device="cpu", backend="onnxruntime")
+    est = broken.localize(load_image(q.paths[0]))
+    assert broken.runner.name == "eager-cpu" and "onnxruntime failed" in broken.runner.fallbacks[0] and np.isfinite(est.lat)
+
+
+def test_tensorrt_request_falls_back_on_cpu(street_map):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the fallback applies to machines without it")
+    loc = Localizer.from_file(street_map, device="cpu", backend="tensorrt")
+    assert loc.runner.name == "eager-cpu" and "tensorrt needs a CUDA device" in loc.runner.fallbacks[0]
+
+
+def test_torch_topk_search_matches_faiss():
+    from vpr_core.retrieval import Index, TorchIndex, make_index
+
+    rng = np.random.default_rng(0)
+    db = rng.normal(size=(500, 64)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    q = db[[3, 77]] + 0.01 * rng.normal(size=(2, 64)).astype(np.float32)
+    s1, i1 = Index(db).search(q, 5)
+    s2, i2 = TorchIndex(db, "cpu").search(q, 5)
+    assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-5) and i1[0, 0] == 3
+    assert isinstance(make_index(db, device=torch.device("cpu")), Index)  # CPU: faiss
+    assert isinstance(make_index(db, retrieval="torch"), TorchIndex)
+
+
+@no_cuda
+def test_tensorrt_fp16_matches_eager(street_map, engine_cache):
+    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt not installed")
+    eager = Localizer.from_file(street_map, device="cuda", backend="eager")
+    trt = Localizer.from_file(street_map, device="cuda", backend="tensorrt")
+    img = load_image(sorted(Path(eager.map.info["source"]).iterdir())[0])
+    a, b = eager.localize(img), trt.localize(img)
+    assert trt.runner.name == "tensorrt-fp16" and not trt.runner.fallbacks
+    assert a.matches[0].index == b.matches[0].index
+    assert len(list(engine_cache.glob("*.ep"))) == 1
+
+
+@no_cuda
+def test_cuda_retrieval_uses_the_gpu(street_map):
+    loc = Localizer.from_file(street_map, device="cuda")
+    assert loc.index.on_gpu
