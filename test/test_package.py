@@ -34,7 +34,10 @@ def test_colcon_build(tmp_path):
     exe = inst / "lib" / "vpr_ros" / "localize_node"
     assert exe.is_file() and os.access(exe, os.X_OK)  # what `ros2 run vpr_ros localize_node` executes
     site = next((inst / "lib").glob("python3*/site-packages"))
-    r = subprocess.run([sys.executable, "-c", "import vpr_ros.localize_node, vpr_core.cli"], env=dict(env, PYTHONPATH=str(site)), capture_output=True, text=True)
+    assert os.access(inst / "lib" / "vpr_ros" / "player", os.X_OK)  # `ros2 run vpr_ros player BAG`
+    check = ("import vpr_ros.localize_node, vpr_core.cli, vpr_core.rerank.dhe as d; "
+             "p = d.WEIGHTS_DIR / d.SHIPPED_HEADS['xfeat-vlad']; assert p.is_file() and p.stat().st_size > 1e6, p")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", check], env=dict(env, PYTHONPATH=str(site)), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

@@ -64,7 +64,7 @@ def open_bag(path: str | Path):
         reader.open()
     except Exception as e:  # rosbags raises several unrelated types for damaged files
         raise BagError(f"{p}: cannot read bag ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
-                       "check the recording is complete (ROS 2: 'ros2 bag reindex' repairs a missing metadata.yaml)") from None  # fmt: skip
+                       "is the recording complete? (a cut .mcap: 'mcap recover'; a missing metadata.yaml: 'ros2 bag reindex')") from None  # fmt: skip
     try:
         yield reader
     finally:
