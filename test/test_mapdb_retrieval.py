@@ -91,3 +91,17 @@ def test_faiss_matches_brute_force():
     assert (i3[:, 0] == np.arange(50)).mean() > 0.9
     s4, i4 = Index(db, kind="ivfpq", pq_m=16).search(q, 10)
     assert (i4 == np.arange(50)[:, None]).any(axis=1).mean() > 0.9
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    """Temp-then-rename must not leave mkstemp's 0600: a node running as another user has to read the map."""
+    import os
+
+    from vpr_core.mapdb import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.bin", lambda t: t.write_bytes(b"1"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -308,6 +309,9 @@ def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_di
             raise BagError(f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check --fix-topic, --max-fix-age")
         if out_dir.exists():
             out_dir.rmdir()
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700
         tmp.rename(out_dir)
     finally:
         if tmp.exists():

@@ -235,7 +235,7 @@ def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
     from .localizer import Localizer
 
     vmap, _, bags = prepare(out, seed, device)
-    loc = Localizer(vmap, device=device, reranker="ransac")
+    loc = Localizer(vmap, device=device, reranker="dhe")  # the node's default
     r = evaluate_bag(loc, bags["query"], IMAGE_TOPIC, FIX_TOPIC, DEMO_THRESHOLD_M)
     print_report(r.report)
     print(f"  offline replay: {r.report['throughput_fps']:.1f} frames/s")

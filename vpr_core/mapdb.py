@@ -65,6 +65,9 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get normal permissions (a node may run as another user)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -83,7 +83,8 @@ PARAMETERS = {
     "image_topic": ("image", _desc("Camera topic (sensor_msgs/Image, or CompressedImage with input: compressed).", STR, True)),
     "input": ("raw", _desc("raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png).", STR, True)),
     "global_model": ("", _desc("Expected global model; empty = the map's. A mismatch stops the node at start-up.", STR, True)),
-    "reranker": ("ransac", _desc("Re-ranker of the global top-K: none, ransac, dhe or geowarp (ransac: +3.6 R@1 on corridor, ~100 ms on 2 CPU cores).", STR, True)),
+    "reranker": ("dhe", _desc("Re-ranker of the global top-K: none, ransac, dhe or geowarp. dhe (default) uses the map's adapted head, else the one shipped "
+                              "for XFeat maps: corridor R@1 92.8 vs ransac 86.5, 0.48x RANSAC's time at K=32.", STR, True)),
     "reranker_top_k": (0, _desc("Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5).", INT, True, int_range=(0, 1000))),
     "reranker_weights": ("", _desc("Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = dhe: the map's adapted head, else the one shipped for XFeat maps.", STR, True)),
     "top_k": (10, _desc("Candidates retrieved per frame.", INT, True, int_range=(1, 1000))),
