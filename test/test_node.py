@@ -15,7 +15,7 @@ from vpr_core.dataset import load_geoset
 from vpr_core.geodesy import to_utm
 from vpr_core.images import load_image
 from vpr_core.mapdb import load_map
-from vpr_ros.harness import NodeProcess, Peer, new_domain
+from vpr_ros.harness import NodeProcess, Peer, new_domain, running_node
 
 
 @pytest.fixture()
@@ -23,19 +23,9 @@ def node_and_peer(street_map, tmp_path, request):
     """Start the node with the given params (indirect), connect a peer on a fresh domain."""
     params = dict(getattr(request, "param", {}))
     compressed = params.get("input") == "compressed"
-    domain = new_domain()
-    node = NodeProcess(domain, tmp_path / "node.log", map_path=street_map, image_topic="/cam/image", device="cpu", **params)
-    peer = None
-    try:
-        node.wait_ready()
-        peer = Peer(domain, compressed=compressed)
+    with running_node(tmp_path / "node.log", {"compressed": compressed}, map_path=street_map, image_topic="/cam/image", device="cpu", **params) as (node, peer):
         peer.wait_matched()
         yield node, peer
-    finally:
-        if peer is not None:
-            peer.close()
-        log = node.stop()
-        assert "Traceback" not in log, log
 
 
 def queries(street):

@@ -11,7 +11,7 @@ import numpy as np
 from vpr_core.bag import FixSample, write_run_bag
 from vpr_core.dataset import load_geoset
 from vpr_core.geodesy import to_utm
-from vpr_ros.harness import NodeProcess, Peer, new_domain, ros_env
+from vpr_ros.harness import new_domain, ros_env, running_node
 
 T0 = 1_000_000_000_000
 PERIOD = 250_000_000
@@ -23,12 +23,8 @@ def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
     bag = write_run_bag(tmp_path / "query_run", [(s, p.read_bytes()) for s, p in zip(stamps, q.paths)],
                         [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, q.lat, q.lon)], image_topic="/cam/image/compressed")  # fmt: skip
     domain = new_domain()
-    node = NodeProcess(domain, tmp_path / "node.log", map_path=street_map, image_topic="/cam/image/compressed", input="compressed", device="cpu",
-                       use_sim_time=True, diagnostics_period=0.5, reranker="none")  # fmt: skip  (fast: every 4 Hz frame is answered, none dropped)
-    peer = None
-    try:
-        node.wait_ready()
-        peer = Peer(domain, topic="/unused")
+    with running_node(tmp_path / "node.log", {"topic": "/unused"}, domain, map_path=street_map, image_topic="/cam/image/compressed", input="compressed",
+                       device="cpu", use_sim_time=True, diagnostics_period=0.5, reranker="none") as (_, peer):  # fmt: skip  (none: fast, every 4 Hz frame answered)
         r = subprocess.run([str(Path(sys.executable).parent / "vpr"), "play", str(bag), "--wait", "30", "--rate", "1"],
                            env=ros_env(domain), capture_output=True, text=True, timeout=300)  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -43,11 +39,6 @@ def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
         assert peer.wait_for(lambda: len(peer.diags) > 0, 10)
         diag_t = [d.header.stamp.sec for d in peer.diags]
         assert any(T0 // 10**9 <= t <= T0 // 10**9 + 60 for t in diag_t), diag_t
-    finally:
-        if peer is not None:
-            peer.close()
-        log = node.stop()
-        assert "Traceback" not in log, log
 
 
 def test_play_reports_bad_input(tmp_path):

@@ -331,6 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     device_arg(d)
     d.set_defaults(func=cmd_demo)
 
+    def train_args(sp: argparse.ArgumentParser, images: str, batch: str, lr: str) -> None:
+        sp.add_argument("--images", required=True, metavar="DIR", help=images)
+        sp.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
+        sp.add_argument("--iterations", type=int, help="total iterations (default 2000)")
+        sp.add_argument("--batch-size", type=int, help=batch)
+        sp.add_argument("--lr", type=float, help=lr)
+        sp.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
+        sp.add_argument("--seed", type=int)
+        sp.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
+        sp.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
+        device_arg(sp)
+
     tr = sub.add_parser("train", help="train re-ranking heads").add_subparsers(dest="train_command", required=True)
     t = tr.add_parser(
         "dhe",
@@ -338,20 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train DHE's homography head with the REI loss (supervised by RANSAC inlier counts only) on pairs from an image folder: "
         "self-supervised homographic views of each image, and geotagged positives when names carry coordinates.",
     )
-    t.add_argument("--images", required=True, metavar="DIR", help="training images (never the queries you evaluate on)")
-    t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
-    t.add_argument("--iterations", type=int, help="total iterations (default 2000)")
-    t.add_argument("--batch-size", type=int, help="pairs per iteration (default 16)")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-4)")
+    train_args(t, "training images (never the queries you evaluate on)", "pairs per iteration (default 16)", "Adam learning rate (default 1e-4)")
     t.add_argument("--pairs", choices=["self", "geo", "both"], help="pair source (default self)")
-    t.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
-    t.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
     t.add_argument("--joint", action="store_true", help="stage 2: triplet + 100 x REI with the backbone trainable (needs a geotagged folder)")
     t.add_argument("--init", metavar="CKPT", help="start the head from this checkpoint (e.g. stage 1's) instead of the identity")
     t.add_argument("--backbone", metavar="WEIGHTS", help="XFeat weights to start from (default: the official ones)")
-    device_arg(t)
     t.set_defaults(func=cmd_train_dhe)
     g = tr.add_parser(
         "geowarp",
@@ -359,18 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train GeoWarp's warp regressor on a frozen backbone: self-supervised trapezoid overlaps (weight 1), "
         "features-wise loss on query-positive pairs (10), consistency under horizontal flip (0.1).",
     )
-    g.add_argument("--images", required=True, metavar="DIR", help="training images (geotagged names give query-positive pairs)")
-    g.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
-    g.add_argument("--iterations", type=int, help="total iterations (default 2000)")
-    g.add_argument("--batch-size", type=int, help="samples per loss per iteration (default 8)")
-    g.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    train_args(g, "training images (geotagged names give query-positive pairs)", "samples per loss per iteration (default 8)", "learning rate (default 1e-4)")
     g.add_argument("--optim", choices=["sgd", "adam"], help="optimizer (default sgd, as the reference)")
     g.add_argument("--k", type=float, help="trapezoid warping coefficient in [0, 1] (default 0.6)")
-    g.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
-    g.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
-    device_arg(g)
     g.set_defaults(func=cmd_train_geowarp)
 
     x = sub.add_parser(

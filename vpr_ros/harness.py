@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +156,21 @@ class Peer:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
         self._thread.join(timeout=2)
+
+
+@contextmanager
+def running_node(log: Path, peer_kwargs: dict | None = None, domain: int | None = None, **params) -> Iterator[tuple[NodeProcess, Peer]]:
+    """A started node and a connected peer on a private domain; stops both, and fails on a traceback in the node's log."""
+    domain = domain or new_domain()
+    node = NodeProcess(domain, log, **params)
+    peer = None
+    try:
+        node.wait_ready()
+        peer = Peer(domain, **(peer_kwargs or {}))
+        yield node, peer
+    finally:
+        if peer is not None:
+            peer.close()
+        out = node.stop()
+        if "Traceback" in out:
+            raise AssertionError(f"node raised:\n{out}")

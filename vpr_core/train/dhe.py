@@ -110,18 +110,15 @@ class PairSource:
 
     def batch(self, iteration: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rng = np.random.default_rng([int(self.conf["seed"]), iteration])
-        qs, ps = [], []
-        for _ in range(int(self.conf["batch_size"])):
-            use_geo = len(self.geo_pairs) and (self.conf["pairs"] == "geo" or rng.random() < 0.5)
-            if use_geo:
-                i, j = self.geo_pairs[rng.integers(len(self.geo_pairs))]
-                qs.append(photometric(self.image(int(i)), rng))
-                ps.append(photometric(self.image(int(j)), rng))
-            else:
-                a, b = homographic_pair(self.image(int(rng.integers(len(self.paths)))), rng, float(self.conf["k"]), self.size)
-                qs.append(a)
-                ps.append(b)
-        return qs, ps
+        pairs = [self.pair(rng, bool(len(self.geo_pairs)) and (self.conf["pairs"] == "geo" or rng.random() < 0.5)) for _ in range(int(self.conf["batch_size"]))]
+        return [q for q, _ in pairs], [p for _, p in pairs]
+
+    def pair(self, rng: np.random.Generator, geo: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A geotagged positive pair (photometrically changed), or two homographic views of one image."""
+        if geo:
+            i, j = self.geo_pairs[rng.integers(len(self.geo_pairs))]
+            return photometric(self.image(int(i)), rng), photometric(self.image(int(j)), rng)
+        return homographic_pair(self.image(int(rng.integers(len(self.paths)))), rng, float(self.conf["k"]), self.size)
 
 
 class TripletSource:

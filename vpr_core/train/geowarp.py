@@ -31,7 +31,7 @@ from ..rerank.dhe import correlation
 from ..rerank.geowarp import GeoWarpHead, grid_volume, warp
 from . import loop
 from .dhe import PairSource
-from .pairs import homographic_pair, homographic_pair_with_targets, photometric
+from .pairs import homographic_pair_with_targets
 
 DEFAULTS: dict[str, Any] = {
     "iterations": 2000,
@@ -87,17 +87,8 @@ class GeoWarpTrainer:
         return self.head(grid_volume(correlation(self.pool(fa), self.pool(fb), eps=1e-6)))
 
     def qp_batch(self, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        s, qs, ps = self.source, [], []
-        for _ in range(int(self.c["batch_size"])):
-            if len(s.geo_pairs):
-                i, j = s.geo_pairs[rng.integers(len(s.geo_pairs))]
-                qs.append(photometric(s.image(int(i)), rng))
-                ps.append(photometric(s.image(int(j)), rng))
-            else:
-                a, b = homographic_pair(s.image(int(rng.integers(len(s.paths)))), rng, float(self.c["k"]), self.frame)
-                qs.append(a)
-                ps.append(b)
-        return qs, ps
+        pairs = [self.source.pair(rng, geo=bool(len(self.source.geo_pairs))) for _ in range(int(self.c["batch_size"]))]
+        return [q for q, _ in pairs], [p for _, p in pairs]
 
     def step(self, it: int) -> tuple[torch.Tensor, dict[str, float]]:
         c, s = self.c, self.source
