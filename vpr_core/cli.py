@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train re-ranking heads").add_subparsers(dest="train_command", required=True)
     t = tr.add_parser(
         "dhe",
-        help="DHE stage 1: homography head on a frozen backbone, REI loss",
+        help="DHE: stage 1 (homography head, frozen backbone, REI loss) or --joint stage 2",
         description="Train DHE's homography head with the REI loss (supervised by RANSAC inlier counts only) on pairs from an image folder: "
         "self-supervised homographic views of each image, and geotagged positives when names carry coordinates.",
     )
