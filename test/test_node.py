@@ -201,3 +201,24 @@ def test_startup_failures(street_map, tmp_path, params, message):
     log = node.stop()
     assert rc == 1, log
     assert message in log and "Traceback" not in log, log
+
+
+def test_ctrl_c_while_localizing_exits_cleanly(street_map, street, tmp_path):
+    """SIGINT invalidates the rclpy context before the worker finishes its frame: no traceback, exit 0."""
+    _, images = queries(street)
+    for delay in (0.05, 0.15):
+        domain = new_domain()
+        node = NodeProcess(domain, tmp_path / f"node{delay}.log", map_path=street_map, image_topic="/cam/image", device="cpu")
+        peer = None
+        try:
+            node.wait_ready()
+            peer = Peer(domain)
+            peer.wait_matched()
+            peer.pub.publish(peer.raw(images[0], 0))
+            time.sleep(delay)  # the default dhe re-ranker takes ~0.3 s on CPU: the frame is in flight
+        finally:
+            if peer is not None:
+                peer.close()
+            log = node.stop()
+        assert "Traceback" not in log, log
+        assert node.proc.returncode == 0, log

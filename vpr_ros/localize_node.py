@@ -226,7 +226,14 @@ class VprLocalizer(Node):
             self.stats.errors += 1
             self._report(f"localization failed: {type(e).__name__}: {e}", warn=False)
             return
-        self._publish(msg.header, est, rgb)
+        try:
+            self._publish(msg.header, est, rgb)
+        except Exception as e:
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down (Ctrl-C invalidates the context first): the frame in flight is dropped quietly
+            self.stats.errors += 1
+            self._report(f"publishing failed: {type(e).__name__}: {e}", warn=False)
+            return
         done = time.monotonic()
         self.stats.processed += 1
         self.stats.tx_times.append(done)
