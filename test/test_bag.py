@@ -199,3 +199,49 @@ def test_vpr_demo_records_and_replays_bags(tmp_path):
     assert report["bag"].endswith("query") and report["num_queries"] == 30 and report["recall@1"] >= 80.0
     with AnyReader([tmp_path / "demo" / "bags" / "query_estimates"]) as rd:
         assert {c.topic: c.msgcount for c in rd.connections}["/vpr/fix"] == 30
+
+
+def ros1_bag(folder: Path, out: Path) -> Path:
+    """The folder's images as a ROS 1 bag (CompressedImage + NavSatFix), written with rosbags' own ROS 1 writer."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    T = ts.types
+    g = load_geoset(folder)
+    with Writer(out) as w:
+        ic = w.add_connection("/camera/image", "sensor_msgs/msg/CompressedImage", typestore=ts)
+        fc = w.add_connection("/gps/fix", "sensor_msgs/msg/NavSatFix", typestore=ts)
+        for i, p in enumerate(g.paths):
+            st = T0 + i * PERIOD
+            hdr = lambda frame, i=i, st=st: T["std_msgs/msg/Header"](seq=i, stamp=T["builtin_interfaces/msg/Time"](sec=st // 10**9, nanosec=st % 10**9), frame_id=frame)  # noqa: E731
+            img = T["sensor_msgs/msg/CompressedImage"](header=hdr("camera"), format="jpeg", data=np.frombuffer(p.read_bytes(), dtype=np.uint8))
+            fix = T["sensor_msgs/msg/NavSatFix"](header=hdr("gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=0, service=1), latitude=float(g.lat[i]),
+                                                 longitude=float(g.lon[i]), altitude=0.0, position_covariance=np.eye(3).reshape(-1), position_covariance_type=2)  # fmt: skip
+            w.write(ic, st, ts.serialize_ros1(img, "sensor_msgs/msg/CompressedImage"))
+            w.write(fc, st, ts.serialize_ros1(fix, "sensor_msgs/msg/NavSatFix"))
+    return out
+
+
+def test_ros1_bags_work_the_same(street, street_map, tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    from vpr_core.bag import evaluate_bag, write_estimates_bag
+    from vpr_core.localizer import Localizer
+
+    mapping, query = ros1_bag(street / "database", tmp_path / "mapping.bag"), ros1_bag(street / "queries", tmp_path / "query.bag")
+    run("map", "build", "--bag", mapping, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", tmp_path / "m.vprmap")
+    from vpr_core.mapdb import load_map
+
+    assert np.allclose(load_map(tmp_path / "m.vprmap").descriptors, load_map(street_map).descriptors, atol=1e-5)
+    loc = Localizer.from_file(street_map, device="cpu")
+    r = evaluate_bag(loc, query, "/camera/image", "/gps/fix", 5.0, progress=False)
+    from vpr_core.evaluation import evaluate
+
+    want, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
+    assert r.report["recall@1"] == want["recall@1"] and r.report["num_queries"] == 10
+    write_estimates_bag(query, tmp_path / "out", r.all_estimates)  # a ROS 1 input becomes a ROS 2 bag with CDR messages
+    with AnyReader([tmp_path / "out"]) as rd:
+        assert {c.topic: c.msgcount for c in rd.connections} == {"/camera/image": 10, "/gps/fix": 10, "/vpr/fix": 10, "/vpr/pose": 10}
+        for c, _, raw in rd.messages():
+            rd.deserialize(raw, c.msgtype)  # every copied message decodes as ROS 2 CDR
