@@ -28,8 +28,6 @@ from .mapdb import atomic_write
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "eager", "tensorrt", "onnxruntime")
-Describe = Callable[[torch.Tensor], tuple[np.ndarray, torch.Tensor]]
-
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VPR_ENGINE_CACHE") or Path.home() / ".cache" / "vpr_ros" / "engines")
@@ -78,14 +76,17 @@ def compile_tensorrt(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], 
 
 
 class Runner:
-    """x (1, 3, H, W) on the model's device -> (global (1, D) numpy, local grid (1, C, gh, gw) float32 CPU tensor)."""
+    """x (1, 3, H, W) on the model's device -> (global (1, D) numpy, local grid (1, C, gh, gw) float32 CPU tensor or None).
+
+    ``local=False`` lets a backend skip handing over the grid (no re-ranker needs it).
+    """
 
     name = "eager"
 
     def __init__(self) -> None:
         self.fallbacks: list[str] = []
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
         raise NotImplementedError
 
 
@@ -95,8 +96,8 @@ class EagerRunner(Runner):
         self.ex = extractor
         self.name = f"eager-{extractor.device.type}{'-fp16' if extractor.fp16 else ''}"
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        return self.ex.describe_local(x)
+    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+        return self.ex.describe_local(x) if local else (self.ex(x), None)
 
 
 class CompiledRunner(Runner):
@@ -115,9 +116,9 @@ class CompiledRunner(Runner):
     def artefact(self, shape: tuple[int, ...]) -> Callable:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
         if self.failed:
-            return self.fallback(x)
+            return self.fallback(x, local)
         shape = tuple(x.shape)
         try:
             if shape not in self.compiled:
@@ -128,7 +129,7 @@ class CompiledRunner(Runner):
             self.fallbacks.append(self.failed)
             self.name = self.fallback.name
             log.warning("%s", self.failed)
-            return self.fallback(x)
+            return self.fallback(x, local)
         return np.asarray(g, dtype=np.float32), loc
 
     def path(self, shape: tuple[int, ...], suffix: str) -> Path:
@@ -143,7 +144,7 @@ class OnnxRuntimeRunner(CompiledRunner):
     def artefact(self, shape: tuple[int, ...]) -> Callable:
         import onnxruntime as ort
 
-        from .export import Exported, GlobalNet, to_onnx
+        from .export import global_exported, to_onnx
 
         path = self.path(shape, ".onnx")
         if path.exists():
@@ -151,8 +152,7 @@ class OnnxRuntimeRunner(CompiledRunner):
         else:
             log.warning("onnxruntime: exporting the global model for input %s once to %s", shape, path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            ex = Exported("global", GlobalNet(self.ex.model).eval(), (torch.rand(shape),), ["image"], ["descriptor", "local"], {})
-            to_onnx(ex, path)
+            to_onnx(global_exported(self.ex.model, shape), path)
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()

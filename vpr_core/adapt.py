@@ -20,7 +20,7 @@ from .dataset import load_geoset
 from .errors import MapError, VprError
 from .images import list_images
 from .mapdb import VprMap, load_map, save_map
-from .rerank.dhe import SHIPPED_HEADS, WEIGHTS_DIR, head_from_extras, head_to_extras, load_dhe_head
+from .rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
 
 ADAPT_DEFAULTS: dict[str, Any] = {"iterations": 300, "batch_size": 8, "lr": 1e-4, "seed": 0, "save_every": 100, "pairs": "self"}
 
@@ -49,20 +49,17 @@ def adapt_map(map_path: str | Path, out: str | Path | None = None, images: str |
     if vmap.local is None:
         raise MapError(f"{map_path}: the map has no local features, so DHE cannot serve it; rebuild without --no-local")
     paths = map_images(vmap, images)
-    gw, gh = vmap.info.get("local_features", {}).get("grid", [40, 30])
+    gh, gw = vmap.local.shape[2:]
     model_conf = vmap.model_conf
-    train_conf = {**c, "frame": list(model_conf.get("input_size", [320, 240])), "head_grid": [12, 9] if gw * gh > 576 else [gw, gh],
+    train_conf = {**c, "frame": list(model_conf.get("input_size", [320, 240])), "head_grid": list(grid_for(gw, gh)),
                   "model": "xfeat-gem", "backbone": model_conf.get("weights")}  # fmt: skip
+    head, started_from = map_head(vmap, str(map_path))
     with tempfile.TemporaryDirectory(prefix="vpr-adapt-") as tmp:
         init = Path(tmp) / "init.pt"
-        head = head_from_extras(vmap.extras, str(map_path))
-        started_from = "map-adapted" if head is not None else "shipped"
-        head = head or load_dhe_head(str(WEIGHTS_DIR / SHIPPED_HEADS[vmap.model]))
-
         torch.save(head.state_dict(), init)
         ckpt = train_dhe(paths[0].parent, Path(tmp) / "adapted.pt", train_conf, log=log, device=device, init=init, paths=paths)
         adapted = load_dhe_head(str(ckpt))
     vmap.extras.update(head_to_extras(adapted))
-    vmap.info["dhe_adapted"] = {"iterations": int(c["iterations"]), "images": len(paths), "init": started_from}
+    vmap.info["dhe_adapted"] = {"iterations": int(c["iterations"]), "images": len(paths), "init": started_from.split(" ")[0]}
     save_map(vmap, out or map_path)
     return vmap

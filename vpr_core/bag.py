@@ -10,9 +10,9 @@ bad frames, stamps going backwards and a truncated tail are counted skips.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -29,7 +29,6 @@ from tqdm import tqdm
 from .dataset import GeoImage, make_geoset, vpr_name
 from .errors import ImageError, VprError
 from .geodesy import UtmZone, to_utm, zone_of
-from .images import to_rgb
 from .rawimage import decode_compressed, decode_raw
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,52 @@ class BagError(VprError):
     """A bag that cannot be used as asked: unreadable, missing topic, wrong type, no fixes."""
 
 
-def _msgtype(conn) -> str:
+def msgtype_of(conn) -> str:
+    """A connection's ROS 2 type name (ROS 1 bags may use the short form)."""
     return _ROS1_NAMES.get(conn.msgtype, conn.msgtype)
+
+
+@functools.cache
+def ros2_types():
+    """The ROS 2 (Jazzy) message definitions: what bags are written with and DDS peers expect."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def cdr_bytes(reader, conn, raw: bytes | memoryview) -> bytes:
+    """A message as ROS 2 CDR bytes - what DDS publishers and ROS 2 bags carry.
+
+    ROS 1 payloads are decoded and re-encoded with the ROS 2 definitions (e.g. Header loses ``seq``).
+    """
+    if reader.is2:
+        return bytes(raw)
+    return bytes(ros2_types().serialize_cdr(reader.deserialize(raw, conn.msgtype), msgtype_of(conn)))
+
+
+def _header(T, stamp_ns: int, frame_id: str):
+    t = T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+    return T["std_msgs/msg/Header"](stamp=t, frame_id=frame_id)
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A not-yet-existing path beside ``out`` to build a folder at; renamed to ``out`` only when the block completes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield parent / "staged"
+        (parent / "staged").rename(out)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _writer(path: Path, storage: str):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    if storage not in ("mcap", "sqlite3"):
+        raise VprError(f"bag storage '{storage}' unknown; choose mcap or sqlite3")
+    return Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
 
 
 @contextmanager
@@ -75,9 +118,9 @@ def open_bag(path: str | Path):
 def topic_connections(reader, bag: str | Path, topic: str, allowed: tuple[str, ...], option: str) -> list:
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
-        have = ", ".join(sorted({f"{c.topic} ({_msgtype(c)})" for c in reader.connections})) or "none"
+        have = ", ".join(sorted({f"{c.topic} ({msgtype_of(c)})" for c in reader.connections})) or "none"
         raise BagError(f"{bag}: no topic '{topic}'; topics in this bag: {have}; pass {option}")
-    bad = sorted({_msgtype(c) for c in conns} - set(allowed))
+    bad = sorted({msgtype_of(c) for c in conns} - set(allowed))
     if bad:
         raise BagError(f"{bag}: topic '{topic}' carries {', '.join(bad)}, expected {' or '.join(allowed)}; pass {option} with such a topic")
     return conns
@@ -140,7 +183,7 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
             skips.add("image stamp not increasing")
             continue
         try:
-            if _msgtype(conn) == COMPRESSED:
+            if msgtype_of(conn) == COMPRESSED:
                 data = bytes(msg.data)
                 img, enc, fmt = decode_compressed(msg.format, data, source=conn.topic), data, str(msg.format)
             else:
@@ -150,7 +193,7 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
             log.info("%s", e)
             continue
         last = st
-        yield Frame(st, t, to_rgb(img), enc, fmt)
+        yield Frame(st, t, img, enc, fmt)  # the decoders return contiguous RGB, size-limited as load_image
 
 
 @dataclass
@@ -268,10 +311,8 @@ def _image_file(gf: GeoFrame, zone: UtmZone, lat: float, lon: float, index: int)
     import cv2
 
     f = gf.frame
-    ext = ".png"
-    if f.encoded is not None and "png" not in f.fmt.lower():
-        ext = ".jpg"
-    name = vpr_name(gf.east, gf.north, zone, lat, lon, f"{f.stamp}")[: -len(".jpg")] + ext
+    ext = ".jpg" if f.encoded is not None and "png" not in f.fmt.lower() else ".png"
+    name = vpr_name(gf.east, gf.north, zone, lat, lon, f"{f.stamp}", ext)
     if f.encoded is not None:
         return name, f.encoded
     ok, buf = cv2.imencode(".png", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
@@ -289,11 +330,12 @@ def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_di
     if out_dir.exists() and any(out_dir.iterdir()):
         raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
     src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     images: list[GeoImage] = []
     last_xy: tuple[float, float] | None = None
-    try:
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above): replaced by the staged folder
+    with staged(out_dir) as tmp:
+        tmp.mkdir()
         for gf in tqdm(src, total=src.num_images, desc="bag frames", unit="img", disable=not progress):
             if not isinstance(gf, GeoFrame):
                 continue
@@ -307,30 +349,20 @@ def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_di
             last_xy = (gf.east, gf.north)
         if not images:
             raise BagError(f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check --fix-topic, --max-fix-age")
-        if out_dir.exists():
-            out_dir.rmdir()
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return images, src.zone, src.skips, src.num_images
 
 
 def build_map_from_bag(bag: str | Path, image_topic: str, fix_topic: str, out: str | Path, images_out: str | Path | None = None, min_spacing: float = 0.0,
                        max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True, **build_kw: Any):  # fmt: skip
     """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map adapt``."""
-    from .mapping import build_and_save
+    from .mapdb import save_map
+    from .mapping import build_map
 
     out = Path(out)
     images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
     images, zone, skips, seen = extract_map_images(bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress)
-    m = build_and_save(make_geoset(images, zone), out, source=str(images_out), **build_kw)
+    m = build_map(make_geoset(images, zone), source=str(images_out), **build_kw)
     m.info["bag"] = {"path": str(bag), "image_topic": image_topic, "fix_topic": fix_topic, "frames": seen, "kept": len(images), "skipped": dict(skips.counts)}
-    from .mapdb import save_map
-
     save_map(m, out)
     return m, skips, seen
 
@@ -385,53 +417,38 @@ def write_estimates_bag(src: str | Path, out: str | Path, results: list, min_con
 
     Written to a temporary folder beside ``out`` and renamed when complete.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
     from .outputs import COVARIANCE_TYPE_KNOWN, fix_fields, pose_fields
 
     out = Path(out)
     if out.exists():
         raise VprError(f"{out}: exists; remove it or choose another --out-bag")
-    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts = ros2_types()
     T = ts.types
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)) / "bag"
+    POSE = "geometry_msgs/msg/PoseWithCovarianceStamped"
     n = 0
-    try:
-        with open_bag(src) as reader, Writer(tmp, version=9, storage_plugin=plugin) as w:
-            conns = {}
-            for c in reader.connections:
-                if (c.topic, c.msgtype) not in conns:
-                    conns[(c.topic, c.msgtype)] = w.add_connection(c.topic, _msgtype(c), typestore=reader.typestore if reader.is2 else ts)
-            for c, t, raw in reader.messages():
-                data = raw if reader.is2 else ts.serialize_cdr(reader.deserialize(raw, c.msgtype), _msgtype(c))
-                w.write(conns[(c.topic, c.msgtype)], t, data)
-                n += 1
-            fix_c = w.add_connection(f"{prefix}/fix", NAVSATFIX, typestore=ts)
-            pose_c = w.add_connection(f"{prefix}/pose", "geometry_msgs/msg/PoseWithCovarianceStamped", typestore=ts)
-            for f, est in results:
-                stamp = T["builtin_interfaces/msg/Time"](sec=int(f.stamp // 1_000_000_000), nanosec=int(f.stamp % 1_000_000_000))
-                ff, pf = fix_fields(est, min_confidence), pose_fields(est)
-                fix = T[NAVSATFIX](
-                    header=T["std_msgs/msg/Header"](stamp=stamp, frame_id="vpr"),
-                    status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
-                    latitude=ff.latitude, longitude=ff.longitude, altitude=ff.altitude,
-                    position_covariance=np.array(ff.covariance, dtype=np.float64), position_covariance_type=COVARIANCE_TYPE_KNOWN,
-                )  # fmt: skip
-                P = T["geometry_msgs/msg/Point"](x=pf.position[0], y=pf.position[1], z=pf.position[2])
-                Q = T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
-                pose = T["geometry_msgs/msg/PoseWithCovarianceStamped"](
-                    header=T["std_msgs/msg/Header"](stamp=stamp, frame_id=map_frame),
-                    pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=T["geometry_msgs/msg/Pose"](position=P, orientation=Q), covariance=np.array(pf.covariance)),
-                )  # fmt: skip
-                w.write(fix_c, f.logtime, ts.serialize_cdr(fix, NAVSATFIX))
-                w.write(pose_c, f.logtime, ts.serialize_cdr(pose, "geometry_msgs/msg/PoseWithCovarianceStamped"))
-                n += 2
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+    with staged(out) as tmp, open_bag(src) as reader, _writer(tmp, storage) as w:
+        conns = {}
+        for c in reader.connections:
+            if (c.topic, c.msgtype) not in conns:
+                conns[(c.topic, c.msgtype)] = w.add_connection(c.topic, msgtype_of(c), typestore=reader.typestore if reader.is2 else ts)
+        for c, t, raw in reader.messages():
+            w.write(conns[(c.topic, c.msgtype)], t, cdr_bytes(reader, c, raw))
+            n += 1
+        fix_c = w.add_connection(f"{prefix}/fix", NAVSATFIX, typestore=ts)
+        pose_c = w.add_connection(f"{prefix}/pose", POSE, typestore=ts)
+        for f, est in results:
+            ff, pf = fix_fields(est, min_confidence), pose_fields(est)
+            fix = T[NAVSATFIX](
+                header=_header(T, f.stamp, "vpr"), status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
+                latitude=ff.latitude, longitude=ff.longitude, altitude=ff.altitude,
+                position_covariance=np.array(ff.covariance, dtype=np.float64), position_covariance_type=COVARIANCE_TYPE_KNOWN,
+            )  # fmt: skip
+            position = T["geometry_msgs/msg/Point"](x=pf.position[0], y=pf.position[1], z=pf.position[2])
+            pose = T["geometry_msgs/msg/Pose"](position=position, orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+            msg = T[POSE](header=_header(T, f.stamp, map_frame), pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.array(pf.covariance)))
+            w.write(fix_c, f.logtime, ts.serialize_cdr(fix, NAVSATFIX))
+            w.write(pose_c, f.logtime, ts.serialize_cdr(msg, POSE))
+            n += 2
     return n
 
 
@@ -454,46 +471,33 @@ def write_run_bag(out: str | Path, images: list[tuple], fixes: list[FixSample], 
 
     Messages are logged at their stamps (or at an image's optional third element, its receive time). Written to a temporary folder, then renamed.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
     out = Path(out)
     if out.exists():
         raise VprError(f"{out}: exists; remove it first")
-    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts = ros2_types()
     T = ts.types
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)) / "bag"
-
-    def header(stamp: int, frame: str):
-        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame)
-
     compressed = bool(images) and isinstance(images[0][1], bytes | bytearray)
-    try:
-        with Writer(tmp, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3) as w:
-            ic = w.add_connection(image_topic, COMPRESSED if compressed else IMAGE, typestore=ts)
-            fc = w.add_connection(fix_topic, NAVSATFIX, typestore=ts)
-            msgs: list[tuple[int, Any, bytes]] = []
-            for item in images:
-                stamp, data = item[0], item[1]
-                logtime = item[2] if len(item) > 2 else stamp  # a third element: a receive time other than the stamp
-                if compressed:
-                    fmt = "png" if bytes(data[:4]) == b"\x89PNG" else "jpeg"
-                    m = T[COMPRESSED](header=header(stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8))
-                    msgs.append((logtime, ic, ts.serialize_cdr(m, COMPRESSED)))
-                else:
-                    h, wd = data.shape[:2]
-                    m = T[IMAGE](header=header(stamp, frame_id), height=h, width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3,
-                                 data=np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))  # fmt: skip
-                    msgs.append((logtime, ic, ts.serialize_cdr(m, IMAGE)))
-            for f in fixes:
-                cov = np.diag([f.std**2, f.std**2, (2 * f.std) ** 2]).reshape(-1).astype(np.float64)
-                m = T[NAVSATFIX](header=header(f.stamp, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
-                                 latitude=f.lat, longitude=f.lon, altitude=f.alt, position_covariance=cov, position_covariance_type=2)  # fmt: skip
-                msgs.append((f.stamp, fc, ts.serialize_cdr(m, NAVSATFIX)))
-            for stamp, c, data in sorted(msgs, key=lambda x: x[0]):
-                w.write(c, max(stamp, 1), data)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+    with staged(out) as tmp, _writer(tmp, storage) as w:
+        ic = w.add_connection(image_topic, COMPRESSED if compressed else IMAGE, typestore=ts)
+        fc = w.add_connection(fix_topic, NAVSATFIX, typestore=ts)
+        msgs: list[tuple[int, Any, bytes]] = []
+        for item in images:
+            stamp, data = item[0], item[1]
+            logtime = item[2] if len(item) > 2 else stamp  # a third element: a receive time other than the stamp
+            if compressed:
+                fmt = "png" if bytes(data[:4]) == b"\x89PNG" else "jpeg"
+                m = T[COMPRESSED](header=_header(T, stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8))
+                msgs.append((logtime, ic, ts.serialize_cdr(m, COMPRESSED)))
+            else:
+                h, wd = data.shape[:2]
+                m = T[IMAGE](header=_header(T, stamp, frame_id), height=h, width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3,
+                             data=np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))  # fmt: skip
+                msgs.append((logtime, ic, ts.serialize_cdr(m, IMAGE)))
+        for f in fixes:
+            cov = np.diag([f.std**2, f.std**2, (2 * f.std) ** 2]).reshape(-1).astype(np.float64)
+            m = T[NAVSATFIX](header=_header(T, f.stamp, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
+                             latitude=f.lat, longitude=f.lon, altitude=f.alt, position_covariance=cov, position_covariance_type=2)  # fmt: skip
+            msgs.append((f.stamp, fc, ts.serialize_cdr(m, NAVSATFIX)))
+        for stamp, c, data in sorted(msgs, key=lambda x: x[0]):
+            w.write(c, max(stamp, 1), data)
     return out

@@ -85,9 +85,9 @@ def parse_vpr_name(path: Path) -> GeoImage:
     return GeoImage(path, lat, lon, alt, heading, utm_tag)
 
 
-def vpr_name(east: float, north: float, zone: UtmZone, lat: float, lon: float, name: str) -> str:
+def vpr_name(east: float, north: float, zone: UtmZone, lat: float, lon: float, name: str, ext: str = ".jpg") -> str:
     """A file name in the VPR convention (UTM to the centimetre, lat/lon to 1e-7 degree)."""
-    return f"@{east:.2f}@{north:.2f}@{zone.number}@{zone.letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@.jpg"
+    return f"@{east:.2f}@{north:.2f}@{zone.number}@{zone.letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@{ext}"
 
 
 def read_folder(folder: str | Path) -> list[GeoImage]:

@@ -11,6 +11,7 @@ from real data; this only proves the pipeline end to end.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,8 +192,6 @@ IMAGE_TOPIC, FIX_TOPIC = "/camera/image/compressed", "/gps/fix"
 
 def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
     """Each run folder as a ROS 2 bag (mcap): CompressedImage (the files' JPEG bytes) + NavSatFix at each image stamp."""
-    import shutil
-
     from .bag import FixSample, write_run_bag
     from .dataset import load_geoset
 
@@ -210,8 +209,6 @@ def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
 
 def prepare(out: Path, seed: int, device: str):
     """Render the street, record both runs as bags, build the map from the mapping bag."""
-    import shutil
-
     from .bag import build_map_from_bag
 
     print(f"rendering the synthetic street (seed {seed}) into {out}/ ...")
@@ -227,8 +224,6 @@ def prepare(out: Path, seed: int, device: str):
 
 def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
     """Generate the street, record it as bags, build a map from the mapping bag, replay the query bag offline."""
-    import shutil
-
     from .bag import evaluate_bag, write_estimates_bag
     from .cli import print_report
     from .evaluation import plot_trajectory, write_json

@@ -73,51 +73,48 @@ class Exported:
 def global_module(model_name: str | None = None, map_path: str | Path | None = None, model_conf: dict[str, Any] | None = None,
                   input_size: tuple[int, int] | None = None) -> tuple[Exported, Any]:  # fmt: skip
     """The global model, from a map (vocabulary included, fingerprint checked) or by name."""
-    from .mapdb import load_map
     from .models import build_global_model
 
     if map_path:
-        vmap = load_map(map_path)
-        model = build_global_model(vmap.model, {**vmap.model_conf, **(model_conf or {})})
-        model.load_map_state(vmap.model_state)
-        if model.fingerprint() != vmap.fingerprint:
-            raise VprError(f"{map_path}: map fingerprint {vmap.fingerprint} does not match the '{vmap.model}' weights here; use the weights it was built with")
+        from .localizer import map_model
+        from .mapdb import load_map
+
+        model = map_model(load_map(map_path), model_conf)
     else:
         model = build_global_model(model_name or "xfeat-vlad", model_conf)
         if model.needs_fit:
             raise VprError(f"'{model.name}' learns its vocabulary from a map; export with --map MAP")
     model.eval()
     w, h = input_size or model.input_size
-    x = torch.rand(1, 3, int(h), int(w))
-    ex = Exported("global", GlobalNet(model).eval(), (x,), ["image"], ["descriptor", "local"], {})  # static: one frame, adaptive pooling needs known sizes
-    return ex, model
+    return global_exported(model, (1, 3, int(h), int(w))), model
 
 
-def dhe_module(weights: str | Path | None = None, map_path: str | Path | None = None, grid: tuple[int, int] | None = None, channels: int = 64,
-               k: int = 32) -> Exported:  # fmt: skip
-    """The DHE head: explicit weights, else the map's adapted head, else the head shipped for the map's model."""
-    from .rerank.dhe import SHIPPED_HEADS, WEIGHTS_DIR, head_from_extras, load_dhe_head
+def global_exported(model: nn.Module, shape: tuple[int, ...]) -> Exported:
+    """The global graph at one static input shape (one frame; adaptive pooling needs known sizes)."""
+    return Exported("global", GlobalNet(model).eval(), (torch.rand(shape),), ["image"], ["descriptor", "local"], {})
 
-    head = None
-    if weights:
-        head = load_dhe_head(str(weights))
-    elif map_path:
-        from .mapdb import load_map
 
+def dhe_module(weights: str | Path | None = None, map_path: str | Path | None = None, channels: int = 64, k: int = 32) -> Exported:
+    """The DHE head: explicit weights, else the map's adapted head, else the head shipped for the map's (or the default) model."""
+    from .mapdb import load_map
+    from .rerank.dhe import SHIPPED_HEADS, WEIGHTS_DIR, grid_for, load_dhe_head, map_head
+
+    grid = (40, 30)  # XFeat's stored grid at the default input size
+    head = load_dhe_head(str(weights)) if weights else None
+    if map_path:
         vmap = load_map(map_path)
-        head = head_from_extras(vmap.extras, str(map_path))
-        if head is None and vmap.model in SHIPPED_HEADS:
-            head = load_dhe_head(str(WEIGHTS_DIR / SHIPPED_HEADS[vmap.model]))
+        if head is None:
+            head = map_head(vmap, str(map_path))[0]
         if vmap.local is not None:
-            channels = int(vmap.local.shape[1])
+            channels, gh, gw = vmap.local.shape[1:]
+            grid = (gw, gh)
     if head is None:
         head = load_dhe_head(str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"]))
-    t = head.tokens
-    gw, gh = grid or ((12, 9) if t == 108 else (int(round(t**0.5)),) * 2)
-    if gw * gh != t:
-        raise VprError(f"DHE head has {t} grid cells but the grid is {gw}x{gh}; pass --dhe-grid W H with W*H = {t}")
-    q = F.normalize(torch.rand(1, channels, gh, gw), dim=1)
-    c = F.normalize(torch.rand(k, channels, gh, gw), dim=1)
+    gw, gh = grid_for(*grid)  # the head grid the dhe re-ranker pools to
+    if gw * gh != head.tokens:
+        raise VprError(f"DHE head has {head.tokens} grid cells but this map's grid pools to {gw}x{gh}; export weights trained for this model")
+    q = F.normalize(torch.rand(1, int(channels), gh, gw), dim=1)
+    c = F.normalize(torch.rand(k, int(channels), gh, gw), dim=1)
     return Exported("dhe", DHENet(head.eval()).eval(), (q, c), ["query", "candidates"], ["points"], {"candidates": {0: "K"}, "points": {0: "K"}})
 
 

@@ -56,6 +56,21 @@ class Estimate:
     evidence: np.ndarray | None = None  # calibration features of this frame
 
 
+def map_model(vmap: VprMap, overrides: dict[str, Any] | None = None):
+    """The global model a map was built with, its map state loaded; refused unless weights and dimension match the map."""
+    model = build_global_model(vmap.model, {**vmap.model_conf, **(overrides or {})})
+    model.load_map_state(vmap.model_state)
+    fp = model.fingerprint()
+    if fp != vmap.fingerprint:
+        raise MapError(
+            f"map fingerprint {vmap.fingerprint} does not match the '{vmap.model}' weights here ({fp}); "
+            "use the weights the map was built with or rebuild the map"
+        )
+    if model.dim != vmap.descriptors.shape[1]:
+        raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
+    return model
+
+
 class Localizer:
     def __init__(
         self,
@@ -83,19 +98,10 @@ class Localizer:
         self.reranker = build_reranker(reranker, reranker_conf)
         if self.reranker.needs_local and vmap.local is None:
             raise MapError(f"re-ranker '{reranker}' needs the map's local features, but this map has none; rebuild it without --no-local")
-        model = build_global_model(vmap.model, {**vmap.model_conf, **(model_overrides or {})})
-        model.load_map_state(vmap.model_state)
-        fp = model.fingerprint()
-        if fp != vmap.fingerprint:
-            raise MapError(
-                f"map fingerprint {vmap.fingerprint} does not match the '{vmap.model}' weights here ({fp}); "
-                "use the weights the map was built with or rebuild the map"
-            )
-        if model.dim != vmap.descriptors.shape[1]:
-            raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
+        model = map_model(vmap, model_overrides)
         self.extractor = Extractor(model, device)
         self.index = make_index(vmap.descriptors, kind=index, device=self.extractor.device, retrieval=retrieval)
-        self.runner = make_runner(self.extractor, backend, fp)
+        self.runner = make_runner(self.extractor, backend, vmap.fingerprint)
         if self.reranker.conf.get("frame", 0) is None:
             self.reranker.conf["frame"] = list(self.extractor.model.input_size)
         self.reranker.to(self.extractor.device)
@@ -119,9 +125,8 @@ class Localizer:
         x = self.extractor.to_tensor([to_rgb(image)])
         t1 = time.perf_counter()
         rr = self.reranker
-        desc, qloc = self.runner(x)
-        if not rr.needs_local:
-            qloc = None
+        desc, qloc = self.runner(x, local=rr.needs_local)
+        qloc = qloc if rr.needs_local else None
         t2 = time.perf_counter()
         scores, ids = self.index.search(desc, max(k or self.top_k, rr.top_k if rr.needs_local else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]

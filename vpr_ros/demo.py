@@ -9,6 +9,7 @@ separate process with ``use_sim_time``, plays the query bag to it with ``vpr pla
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from vpr_core.bag import GeoFrame, GeoFrames
 from vpr_core.demo import DEMO_THRESHOLD_M, FIX_TOPIC, IMAGE_TOPIC, prepare
 from vpr_core.geodesy import to_utm
 
-from .harness import NodeProcess, Peer, new_domain, ros_env
+from .harness import new_domain, ros_env, running_node
 from .player import play
 
 
@@ -35,15 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     vmap, map_path, bags = prepare(out, args.seed, args.device)
     truth = {f.frame.stamp: (f.east, f.north) for f in GeoFrames(bags["query"], IMAGE_TOPIC, FIX_TOPIC, zone=vmap.zone) if isinstance(f, GeoFrame)}
     domain = new_domain()
-    import os
-
     os.environ.update(ros_env(domain))  # the player (this process) joins the node's private domain
     log = Path(tempfile.mkdtemp(prefix="vpr_demo_")) / "node.log"
-    node = NodeProcess(domain, log, map_path=map_path, image_topic=IMAGE_TOPIC, input="compressed", device=args.device, use_sim_time=True)
-    peer = None
-    try:
-        node.wait_ready()
-        peer = Peer(domain, topic="/vpr_demo/unused")
+    with running_node(log, {"topic": "/vpr_demo/unused"}, domain, map_path=map_path, image_topic=IMAGE_TOPIC, input="compressed", device=args.device,
+                      use_sim_time=True) as (_, peer):  # fmt: skip
         print(f"node up (ROS_DOMAIN_ID={domain}, use_sim_time); playing {bags['query']} over DDS")
         sent: dict[int, float] = {}
         play(bags["query"], topics=[IMAGE_TOPIC], rate=args.rate, wait=30, quiet=True, on_publish=lambda _t, t_ns: sent.__setitem__(t_ns, time.monotonic()))
@@ -73,10 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("(synthetic data: proves the pipeline end to end; real accuracy comes from real data, see bench/)")
         return 0
-    finally:
-        if peer is not None:
-            peer.close()
-        node.stop()
 
 
 if __name__ == "__main__":

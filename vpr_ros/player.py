@@ -20,7 +20,7 @@ import rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from vpr_core.bag import IMAGE_TYPES, _msgtype, open_bag
+from vpr_core.bag import IMAGE_TYPES, cdr_bytes, msgtype_of, open_bag
 from vpr_core.errors import VprError
 
 
@@ -53,9 +53,9 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
             for c in reader.connections:
                 if topics and c.topic not in topics:
                     continue
-                cls = message_class(_msgtype(c))
+                cls = message_class(msgtype_of(c))
                 if cls is None:
-                    log.warn(f"{c.topic}: message type {_msgtype(c)} is not installed here; not played")
+                    log.warn(f"{c.topic}: message type {msgtype_of(c)} is not installed here; not played")
                     continue
                 conns.append(c)
                 if c.topic not in pubs:
@@ -64,7 +64,7 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
                 raise VprError(f"{bag}: nothing to play (topics: {', '.join(have)})")
             clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) if clock else None
             if wait > 0:
-                image_pubs = [pubs[c.topic] for c in conns if _msgtype(c) in IMAGE_TYPES] or list(pubs.values())
+                image_pubs = [pubs[c.topic] for c in conns if msgtype_of(c) in IMAGE_TYPES] or list(pubs.values())
                 t_end = time.monotonic() + wait
                 while any(p.get_subscription_count() == 0 for p in image_pubs):
                     if time.monotonic() > t_end:
@@ -88,8 +88,7 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
                     tick(bag0 + int((now - wall0) * rate * 1e9))
                     time.sleep(min(1.0 / clock_hz, due - now))
                 tick(t)
-                data = bytes(raw) if reader.is2 else bytes(reader.typestore.ros1_to_cdr(raw, c.msgtype))
-                pubs[c.topic].publish(data)
+                pubs[c.topic].publish(cdr_bytes(reader, c, raw))
                 sent += 1
                 if on_publish is not None:
                     on_publish(c.topic, t)

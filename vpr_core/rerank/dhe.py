@@ -88,6 +88,14 @@ def load_dhe_head(path: str, tokens: int | None = None) -> DHEHead:
     return head.eval()
 
 
+HEAD_GRID_FALLBACK, MATCH_GRID_FALLBACK = (12, 9), (20, 15)  # for stored grids above 576 cells (e.g. XFeat's 40x30)
+
+
+def grid_for(gw: int, gh: int, fallback: tuple[int, int] = HEAD_GRID_FALLBACK) -> tuple[int, int]:
+    """(w, h) the head (or the matcher) works on for a stored gw x gh grid: the grid itself up to 576 cells, else ``fallback``."""
+    return (gw, gh) if gw * gh <= 576 else fallback
+
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # Heads shipped with the package, per global model whose dense grid they were trained on.
 SHIPPED_HEADS: dict[str, str] = {"xfeat-vlad": "dhe_xfeat_12x9.pt", "xfeat-gem": "dhe_xfeat_12x9.pt"}
@@ -107,6 +115,17 @@ def head_from_extras(extras: dict[str, np.ndarray], source: str) -> DHEHead | No
     head = DHEHead(int(sd["pe"].shape[1]))
     load_strict(head, sd, source, "map-adapted DHE head")
     return head.eval()
+
+
+def map_head(vmap, source: str = "map") -> tuple[DHEHead | None, str]:
+    """The head a map gets without explicit weights, and where it came from: its adapted head, else the one shipped for its model."""
+    head = head_from_extras(vmap.extras, source)
+    if head is not None:
+        return head, "map-adapted"
+    if vmap.model in SHIPPED_HEADS:
+        path = WEIGHTS_DIR / SHIPPED_HEADS[vmap.model]
+        return load_dhe_head(str(path)), f"shipped ({path.name})"
+    return None, "untrained"
 
 
 @RERANKERS.register("dhe")
@@ -136,18 +155,15 @@ class DHERerank(Reranker):
         """Without explicit weights: the map's adapted head, else the head shipped for the map's model."""
         if self.conf["weights"]:
             return
-        head = head_from_extras(vmap.extras, "map")
+        head, source = map_head(vmap)
         if head is not None:
-            self.head, self.trained, self.source = head.to(self.device), True, "map-adapted"
-        elif vmap.model in SHIPPED_HEADS:
-            path = WEIGHTS_DIR / SHIPPED_HEADS[vmap.model]
-            self.head, self.trained, self.source = load_dhe_head(str(path)).to(self.device), True, f"shipped ({path.name})"
+            self.head, self.trained, self.source = head.to(self.device), True, source
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
             w, h = self.conf[key]
             return int(w), int(h)
-        return (gw, gh) if gw * gh <= 576 else fallback
+        return grid_for(gw, gh, fallback)
 
     def _ensure_head(self, tokens: int) -> DHEHead:
         if self.head is None or self.head.tokens != tokens:
@@ -173,7 +189,7 @@ class DHERerank(Reranker):
     def homographies(self, q: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(K, 3, 3) query->candidate homographies in ``frame`` pixels, and the head grid used."""
         _, gh, gw = q.shape
-        hw, hh = self._grid("head_grid", gw, gh, (12, 9))
+        hw, hh = self._grid("head_grid", gw, gh, HEAD_GRID_FALLBACK)
         head = self._ensure_head(hw * hh)
         qa = F.normalize(F.adaptive_avg_pool2d(q.unsqueeze(0), (hh, hw)), dim=1)
         ca = F.normalize(F.adaptive_avg_pool2d(cands, (hh, hw)), dim=1)
@@ -184,7 +200,7 @@ class DHERerank(Reranker):
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         h, _ = self.homographies(q, cands)
         frame = tuple(self.conf["frame"])
-        mw, mh = self._grid("match_grid", q.shape[2], q.shape[1], (20, 15))
+        mw, mh = self._grid("match_grid", q.shape[2], q.shape[1], MATCH_GRID_FALLBACK)
         if (mh, mw) != tuple(q.shape[1:]):
             q = F.normalize(F.adaptive_avg_pool2d(q.unsqueeze(0), (mh, mw)), dim=1)[0]
             cands = F.normalize(F.adaptive_avg_pool2d(cands, (mh, mw)), dim=1)

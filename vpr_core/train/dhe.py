@@ -81,6 +81,7 @@ class PairSource:
         self.conf = conf
         self.size = tuple(conf["frame"])
         self.geo_pairs = np.zeros((0, 2), dtype=np.int64)
+        self.xy: np.ndarray | None = None  # UTM positions (same order as paths) when the names carry them
         if conf["pairs"] in ("geo", "both"):
             self.geo_pairs = self._mine_geo(folder)
             if conf["pairs"] == "geo" and not len(self.geo_pairs):
@@ -98,6 +99,7 @@ class PairSource:
             if self.conf["pairs"] == "both":  # an unlabelled folder: self-supervised pairs only
                 return np.zeros((0, 2), dtype=np.int64)
             raise
+        self.xy = geo.xy
         m = build_map(geo, local=False)
         return geotagged_pairs(geo.xy, m.descriptors)
 
@@ -125,15 +127,12 @@ class TripletSource:
     """Geotagged triplets for ``--joint``: (anchor, positive) from mined pairs, negatives hardest under the current model."""
 
     def __init__(self, pairs: PairSource, conf: dict[str, Any]) -> None:
-        from ..dataset import load_geoset
-
         self.pairs = pairs
         self.conf = conf
         folder = Path(pairs.folder)
-        geo = load_geoset(folder)
-        if [Path(p).name for p in geo.paths] != [Path(p).name for p in pairs.paths]:
+        if pairs.xy is None:
             raise VprError(f"{folder}: --joint needs every image named in the VPR convention (@east@north@...)")
-        self.xy = geo.xy
+        self.xy = pairs.xy
         if not len(pairs.geo_pairs):
             raise VprError(f"{folder}: --joint needs geotagged positive pairs (within 25 m and similar); none found")
         far = np.linalg.norm(self.xy[:, None] - self.xy[None], axis=2) > float(conf["positive_radius_m"])

@@ -138,7 +138,7 @@ def train_geowarp(images: str | Path, out: str | Path, conf: dict[str, Any] | No
         opt = torch.optim.Adam(head.parameters(), lr=float(c["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(c["lr_step"]), gamma=float(c["lr_gamma"]))
     start = loop.load_for_resume(out, {"main": head}, opt, sched, c, RESUME_KEYS) if resume else 0
-    source = PairSource(Path(images), {**c, "pairs": c["pairs"]})
+    source = PairSource(Path(images), c)
     trainer = GeoWarpTrainer(head, ex, source, c)
     record = {"config": c, "data": {"images": str(images), "num_images": len(source.paths), "qp_pairs": int(len(source.geo_pairs))},
               "code_version": loop.code_version(), "format": "GeoWarp homography_regression state_dict"}  # fmt: skip
