@@ -47,14 +47,16 @@ def timed(fn, repeat: int) -> list[float]:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    from vpr_core.dataset import load_geoset
-    from vpr_core.export import dhe_module, global_module
-    from vpr_core.images import load_image
-    from vpr_core.localizer import Localizer
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.io.images import load_image
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.model import map_model
+    from vpr_core.rerank.dhe import map_head
+    from vpr_core.runtime.export import dhe_module, global_module
 
     device, backend, fp16 = args.device, args.worker, args.worker.endswith("fp16")
     name = backend.replace("-fp16", "")
-    loc = Localizer.from_file(args.map, device=device, backend="eager" if name == "eager" else name, reranker="dhe", reranker_conf={"top_k": 32})
+    loc = Localizer.from_file(args.map, device=device, backend="eager" if name == "eager" else name, reranker="dhe", reranker_top_k=32)
     loc.extractor.fp16 = fp16 and loc.extractor.device.type == "cuda"
     q = load_geoset(args.queries, zone=loc.map.zone)
     images = [load_image(p) for p in q.paths[: args.n]]
@@ -65,13 +67,13 @@ def worker(args: argparse.Namespace) -> dict:
         v = [t[s] for t in timings]
         out[s] = (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
     # the exported modules alone
-    g, _ = global_module(map_path=args.map)
-    d = dhe_module(map_path=args.map)
+    g = global_module(map_model(loc.map))
+    d = dhe_module(map_head(loc.map)[0], (loc.map.local.shape[3], loc.map.local.shape[2]), loc.map.local.shape[1])
     dev = loc.extractor.device
     if name == "onnxruntime":
         import onnxruntime as ort
 
-        from vpr_core.export import temp_onnx
+        from vpr_core.runtime.compile import temp_onnx
 
         sg = ort.InferenceSession(str(temp_onnx(g)), providers=["CPUExecutionProvider"])
         sd = ort.InferenceSession(str(temp_onnx(d)), providers=["CPUExecutionProvider"])
@@ -80,7 +82,7 @@ def worker(args: argparse.Namespace) -> dict:
         out["module_global"] = float(np.median(timed(lambda: sg.run(None, gi), args.repeat)))
         out["module_dhe"] = float(np.median(timed(lambda: sd.run(None, di), args.repeat)))
     elif name == "tensorrt":
-        from vpr_core.accel import compile_tensorrt
+        from vpr_core.runtime.compile import compile_tensorrt
 
         tmp = Path(tempfile.mkdtemp())
         for ex, key in ((g, "module_global"), (d, "module_dhe")):

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.cli import parse_sets  # noqa: E402
-from vpr_core.dataset import load_geoset  # noqa: E402
-from vpr_core.evaluation import evaluate  # noqa: E402
-from vpr_core.localizer import Localizer  # noqa: E402
-from vpr_core.mapping import build_and_save  # noqa: E402
+from vpr_core.config import parse_sets  # noqa: E402
+from vpr_core.eval.recall import evaluate  # noqa: E402
+from vpr_core.io.geoset import load_geoset  # noqa: E402
+from vpr_core.localize.localizer import Localizer  # noqa: E402
+from vpr_core.map.build import build_and_save  # noqa: E402
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
 

@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.dataset import load_geoset  # noqa: E402
 from vpr_core.demo import generate  # noqa: E402
-from vpr_core.mapping import build_and_save  # noqa: E402
+from vpr_core.io.geoset import load_geoset  # noqa: E402
+from vpr_core.map.build import build_and_save  # noqa: E402
 from vpr_ros.harness import NodeProcess, Peer, new_domain  # noqa: E402
 
 

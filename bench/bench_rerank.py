@@ -27,16 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.adapt import adapt_map  # noqa: E402
-from vpr_core.dataset import load_geoset  # noqa: E402
-from vpr_core.evaluation import evaluate  # noqa: E402
-from vpr_core.extract import Extractor  # noqa: E402
-from vpr_core.images import load_image  # noqa: E402
-from vpr_core.localizer import Localizer  # noqa: E402
-from vpr_core.mapdb import save_map  # noqa: E402
-from vpr_core.mapping import build_map  # noqa: E402
+from vpr_core.eval.recall import evaluate  # noqa: E402
+from vpr_core.io.geoset import load_geoset  # noqa: E402
+from vpr_core.io.images import load_image  # noqa: E402
+from vpr_core.localize.localizer import Localizer  # noqa: E402
+from vpr_core.map.adapt import adapt_map  # noqa: E402
+from vpr_core.map.build import build_map  # noqa: E402
+from vpr_core.map.format import save_map  # noqa: E402
 from vpr_core.rerank import build_reranker  # noqa: E402
 from vpr_core.rerank.dhe import DHEHead  # noqa: E402
+from vpr_core.runtime.extractor import Extractor  # noqa: E402
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
 
@@ -92,7 +92,7 @@ def main() -> int:
         r1, ms = [], []
         for m, conf in methods.items():
             vm = adapted if m == "dhe-adapted" else vmap
-            loc = Localizer(vm, device=args.device, reranker=base(m), reranker_conf={k: v for k, v in conf.items() if v is not None} if base(m) != "none" else None)
+            loc = Localizer(vm, device=args.device, reranker=base(m), reranker_options={k: v for k, v in conf.items() if v is not None} if base(m) != "none" else {})
             rep, _ = evaluate(loc, q, thr, progress=False)
             tag = "" if loc.reranker.trained else "*"
             r1.append(f"{rep['recall@1']:.1f}{tag}")
@@ -113,8 +113,8 @@ def main() -> int:
     for m, conf in methods.items():
         if m in ("none", "dhe-adapted"):  # the adapted head costs what the shipped one does
             continue
-        rr = build_reranker(base(m), {**{k: v for k, v in conf.items() if v is not None}, "top_k": args.k, **({"frame": [320, 240]} if base(m) != "geowarp" else {})}).to(dev)
-        rr.attach(vmap)
+        rr = build_reranker(base(m), {**{k: v for k, v in conf.items() if v is not None}, "top_k": args.k})
+        rr.bind(vmap, dev, loc.model.input_size)
         lat[m] = timed(lambda rr=rr: rr.score(qd, cands))
         print(f"  {m:11s} p50 {lat[m][0]:7.1f} ms  p95 {lat[m][1]:7.1f} ms")
     ratio = lat["dhe"][0] / lat["ransac"][0]

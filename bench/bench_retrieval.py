@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.extract import Extractor  # noqa: E402
+from vpr_core.localize.retrieval import Index, brute_force_search  # noqa: E402
 from vpr_core.models import build_global_model  # noqa: E402
-from vpr_core.retrieval import Index, brute_force_search  # noqa: E402
+from vpr_core.runtime.extractor import Extractor  # noqa: E402
 
 
 def timeit(fn, repeat: int = 3) -> float:

@@ -24,8 +24,8 @@ def street(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def street_map(street, tmp_path_factory) -> Path:
-    from vpr_core.dataset import load_geoset
-    from vpr_core.mapping import build_and_save
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.map.build import build_and_save
 
     out = tmp_path_factory.mktemp("maps") / "street.vprmap"
     build_and_save(load_geoset(street / "database"), out, device="cpu", source=str(street / "database"))  # as `vpr map build` records it

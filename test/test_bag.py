@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from vpr_core.bag import FixSample, GeoFrames, extract_map_images, write_run_bag
-from vpr_core.dataset import load_geoset
 from vpr_core.geodesy import from_utm, to_utm
-from vpr_core.images import load_image
+from vpr_core.io.bags import FixSample, GeoFrames, write_run_bag
+from vpr_core.io.geoset import load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.map.build import extract_map_images
 
 VPR = str(Path(sys.executable).parent / "vpr")
 T0 = 1_000_000_000_000  # bag time starts at 1000 s: sim time is then unmistakable
@@ -60,7 +61,7 @@ def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_
     m = tmp_path / "bag.vprmap"
     r = run("map", "build", "--bag", bags["map_mcap"], "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", m)
     assert "kept 24, skipped 0" in r.stdout
-    from vpr_core.mapdb import load_map
+    from vpr_core.map.format import load_map
 
     folder_map, bag_map = load_map(street_map), load_map(m)
     # the recorded JPEG bytes are the folder's files: the same descriptors, positions to the centimetre
@@ -228,17 +229,17 @@ def ros1_bag(folder: Path, out: Path) -> Path:
 def test_ros1_bags_work_the_same(street, street_map, tmp_path):
     from rosbags.highlevel import AnyReader
 
-    from vpr_core.bag import evaluate_bag, write_estimates_bag
-    from vpr_core.localizer import Localizer
+    from vpr_core.eval.bag import evaluate_bag, write_estimates_bag
+    from vpr_core.localize.localizer import Localizer
 
     mapping, query = ros1_bag(street / "database", tmp_path / "mapping.bag"), ros1_bag(street / "queries", tmp_path / "query.bag")
     run("map", "build", "--bag", mapping, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", tmp_path / "m.vprmap")
-    from vpr_core.mapdb import load_map
+    from vpr_core.map.format import load_map
 
     assert np.allclose(load_map(tmp_path / "m.vprmap").descriptors, load_map(street_map).descriptors, atol=1e-3)  # k-means threads: last bits
     loc = Localizer.from_file(street_map, device="cpu")
     r = evaluate_bag(loc, query, "/camera/image", "/gps/fix", 5.0, progress=False)
-    from vpr_core.evaluation import evaluate
+    from vpr_core.eval.recall import evaluate
 
     want, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
     assert r.report["recall@1"] == want["recall@1"] and r.report["num_queries"] == 10

@@ -55,7 +55,7 @@ def test_build_and_eval(street, tmp_path):
 
 
 def test_csv_build(street, tmp_path):
-    from vpr_core.dataset import read_folder
+    from vpr_core.io.geoset import read_folder
 
     rows = read_folder(street / "database")[:6]
     csv = tmp_path / "db.csv"
@@ -141,7 +141,7 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     # 1.5 m: the 1 m lateral offset makes some top-1s right and some wrong - something to calibrate against
     r = vpr("calibrate", "--map", street_map, "--queries", street / "queries", "--threshold", 1.5, "--out", out, "--plot", png)
     assert "Brier score" in r.stdout and png.exists()
-    from vpr_core.mapdb import load_map
+    from vpr_core.map.format import load_map
 
     m = load_map(out)
     assert m.extras["calibration.none"].shape == (4,)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.dataset import load_geoset
-from vpr_core.evaluation import evaluate
-from vpr_core.images import load_image
-from vpr_core.localizer import Localizer
+from vpr_core.eval.recall import evaluate
+from vpr_core.io.geoset import load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.localize.localizer import Localizer
 
 VPR = str(Path(sys.executable).parent / "vpr")
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: TensorRT/CUDA paths need an NVIDIA GPU")
@@ -97,7 +97,7 @@ def test_tensorrt_request_falls_back_on_cpu(street_map):
 
 
 def test_torch_topk_search_matches_faiss():
-    from vpr_core.retrieval import Index, TorchIndex, make_index
+    from vpr_core.localize.retrieval import Index, TorchIndex, make_index
 
     rng = np.random.default_rng(0)
     db = rng.normal(size=(500, 64)).astype(np.float32)

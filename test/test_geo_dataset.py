@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from vpr_core.dataset import load_geoset, parse_vpr_name, read_csv
 from vpr_core.errors import ImageError, VprError
 from vpr_core.geodesy import UtmZone, from_utm, to_utm, zone_of
+from vpr_core.io.geoset import load_geoset, parse_vpr_name, read_csv
 
 
 def test_utm_round_trip_and_forced_zone():

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from vpr_core.dataset import load_geoset
 from vpr_core.errors import MapError, VprError
-from vpr_core.estimate import estimate_position, margin_confidence, spatial_margin
-from vpr_core.evaluation import evaluate, recalls
-from vpr_core.images import load_image
-from vpr_core.localizer import Localizer
+from vpr_core.eval.recall import evaluate, recalls
+from vpr_core.io.geoset import load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.localize.estimate import estimate_position, margin_confidence, spatial_margin
+from vpr_core.localize.localizer import Localizer
 
 
 def test_recall_protocol_by_hand():
@@ -65,8 +65,8 @@ def test_wrong_model_or_top_k(street_map):
 
 
 def test_pca_whitening_map(street, tmp_path):
-    from vpr_core.mapdb import load_map
-    from vpr_core.mapping import build_and_save
+    from vpr_core.map.build import build_and_save
+    from vpr_core.map.format import load_map
 
     db = load_geoset(street / "database")
     m = build_and_save(db, tmp_path / "pca.vprmap", model_conf={"pca_dim": 16}, device="cpu")

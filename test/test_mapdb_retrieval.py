@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vpr_core.errors import MapError
-from vpr_core.mapdb import load_map, save_map
-from vpr_core.retrieval import Index, brute_force_search
+from vpr_core.localize.retrieval import Index, brute_force_search
+from vpr_core.map.format import load_map, save_map
 
 
 def test_map_round_trip(street_map, tmp_path):
@@ -56,7 +56,7 @@ def test_version_and_foreign_file(street_map, tmp_path):
     with pytest.raises(MapError, match="not a vpr map"):
         load_map(p)
     m = load_map(street_map)
-    import vpr_core.mapdb as mapdb
+    import vpr_core.map.format as mapdb
 
     old = mapdb.FORMAT_VERSION
     try:
@@ -97,7 +97,7 @@ def test_outputs_get_normal_permissions(tmp_path):
     """Temp-then-rename must not leave mkstemp's 0600: a node running as another user has to read the map."""
     import os
 
-    from vpr_core.mapdb import atomic_write
+    from vpr_core.io.files import atomic_write
 
     old = os.umask(0o022)
     try:

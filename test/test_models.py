@@ -113,11 +113,11 @@ def test_cosplace_loads_checkpoint_strictly(tmp_path):
 
 
 def test_cosplace_map_round_trip(street, tmp_path):
-    from vpr_core.dataset import load_geoset
     from vpr_core.errors import MapError
-    from vpr_core.localizer import Localizer
-    from vpr_core.mapdb import load_map
-    from vpr_core.mapping import build_and_save
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.build import build_and_save
+    from vpr_core.map.format import load_map
 
     ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 64})
     ckpt = tmp_path / "ResNet18_64_cosplace.pth"
@@ -130,11 +130,11 @@ def test_cosplace_map_round_trip(street, tmp_path):
     assert m.model == "cosplace" and m.fingerprint == built.fingerprint
     assert np.array_equal(m.descriptors, built.descriptors) and m.descriptors.shape == (24, 64)
     loc = Localizer(m, device="cpu")
-    from vpr_core.images import load_image
+    from vpr_core.io.images import load_image
 
     est = loc.localize(load_image(db.paths[5]))
     assert est.matches[0].index == 5  # a map image finds itself
     other = tmp_path / "other.pth"
     make_official_checkpoint(ref, other, seed=1)
     with pytest.raises(MapError, match="fingerprint"):
-        Localizer(m, device="cpu", model_overrides={"weights": str(other)})
+        Localizer(m, device="cpu", model_options={"weights": str(other)})

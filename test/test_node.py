@@ -11,10 +11,10 @@ import torch
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus
 
-from vpr_core.dataset import load_geoset
 from vpr_core.geodesy import to_utm
-from vpr_core.images import load_image
-from vpr_core.mapdb import load_map
+from vpr_core.io.geoset import load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.map.format import load_map
 from vpr_ros.harness import NodeProcess, Peer, new_domain, running_node
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vpr_core.errors import ImageError
-from vpr_core.rawimage import decode_compressed, decode_raw
+from vpr_core.io.camera import decode_compressed, decode_raw
 
 rng = np.random.default_rng(0)
 # smooth image so that demosaicing and chroma subsampling are near-lossless

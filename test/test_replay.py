@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_core.bag import FixSample, write_run_bag
-from vpr_core.dataset import load_geoset
 from vpr_core.geodesy import to_utm
+from vpr_core.io.bags import FixSample, write_run_bag
+from vpr_core.io.geoset import load_geoset
 from vpr_ros.harness import new_domain, ros_env, running_node
 
 T0 = 1_000_000_000_000

@@ -166,9 +166,9 @@ def test_rerankers_are_registered_and_batched():
 
 @pytest.mark.parametrize("name", ["ransac", "dhe", "geowarp"])
 def test_localizer_reranks(street, street_map, name):
-    from vpr_core.dataset import load_geoset
-    from vpr_core.evaluation import evaluate
-    from vpr_core.localizer import Localizer
+    from vpr_core.eval.recall import evaluate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
 
     loc = Localizer.from_file(street_map, device="cpu", reranker=name)
     q = load_geoset(street / "queries", zone=loc.map.zone)
@@ -184,10 +184,10 @@ def test_localizer_reranks(street, street_map, name):
 
 
 def test_rerank_without_local_features(street, tmp_path):
-    from vpr_core.dataset import load_geoset
     from vpr_core.errors import MapError
-    from vpr_core.localizer import Localizer
-    from vpr_core.mapping import build_and_save
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.build import build_and_save
 
     m = build_and_save(load_geoset(street / "database"), tmp_path / "nolocal.vprmap", device="cpu", local=False)
     assert m.local is None
@@ -196,7 +196,7 @@ def test_rerank_without_local_features(street, tmp_path):
 
 
 def test_logistic_calibration_recovers_probabilities():
-    from vpr_core.calibration import fit_logistic, predict, reliability
+    from vpr_core.localize.calibration import fit_logistic, predict, reliability
 
     rng = np.random.default_rng(0)
     x = np.column_stack([np.ones(4000), rng.normal(size=(4000, 3))])

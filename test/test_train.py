@@ -37,8 +37,8 @@ def test_trapezoids_and_pairs():
 
 
 def held_out_loss(head, street, seed=123):
-    from vpr_core.extract import Extractor
     from vpr_core.models import build_global_model
+    from vpr_core.runtime.extractor import Extractor
 
     src = PairSource(street / "database", {**DEFAULTS, **SMALL, "batch_size": 6, "seed": seed})
     ex = Extractor(build_global_model("xfeat-gem", {"input_size": [320, 240], "keep_aspect": False}), "cpu")
@@ -104,17 +104,17 @@ def test_kill_during_save_leaves_checkpoint_loadable(street, tmp_path):
 
 
 def test_trained_head_serves_the_dhe_reranker(street, street_map, tmp_path):
-    from vpr_core.dataset import load_geoset
     from vpr_core.errors import VprError
-    from vpr_core.evaluation import evaluate
-    from vpr_core.localizer import Localizer
+    from vpr_core.eval.recall import evaluate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
 
     out = train_dhe(street / "database", tmp_path / "h.torch", {**SMALL, "iterations": 2})
-    loc = Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_conf={"weights": str(out)})
+    loc = Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_weights=str(out))
     report, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
     assert report["reranker_trained"] and report["num_queries"] == 10
     with pytest.raises(VprError, match="for a 108-cell grid but this map gives 80 cells"):
-        Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_conf={"weights": str(out), "head_grid": [10, 8]}).localize(
+        Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_weights=str(out), reranker_options={"head_grid": [10, 8]}).localize(
             np.zeros((240, 320, 3), np.uint8)
         )
 
@@ -169,8 +169,8 @@ def test_geowarp_training_learns_the_overlap(street, tmp_path):
     rr = GeoWarpRerank({"weights": str(out)})  # the checkpoint is in the layout the re-ranker loads strictly
     assert rr.trained
     # all three losses run, with the reference's weights, on geotagged query-positive pairs
-    from vpr_core.extract import Extractor
     from vpr_core.models import build_global_model
+    from vpr_core.runtime.extractor import Extractor
     from vpr_core.train.dhe import PairSource
 
     c = {**GW, "batch_size": 2}
@@ -219,10 +219,10 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     """``vpr map adapt``: fine-tunes on the map's database images only, stores the head in the map, dhe picks it up."""
     import shutil
 
-    from vpr_core.dataset import load_geoset
-    from vpr_core.evaluation import evaluate
-    from vpr_core.localizer import Localizer
-    from vpr_core.mapdb import load_map
+    from vpr_core.eval.recall import evaluate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.format import load_map
     from vpr_core.rerank.dhe import SHIPPED_HEADS, WEIGHTS_DIR
 
     vpr = Path(sys.executable).parent / "vpr"
@@ -240,7 +240,7 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     report, _ = evaluate(loc, load_geoset(street / "queries", zone=m.zone), 5.0, progress=False)
     assert report["reranker_weights"] == "map-adapted" and report["num_queries"] == 10
     # explicit weights win over the map's head
-    assert Localizer(m, device="cpu", reranker="dhe", reranker_conf={"weights": str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"])}).reranker.source.endswith(".pt")
+    assert Localizer(m, device="cpu", reranker="dhe", reranker_weights=str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"])).reranker.source.endswith(".pt")
     # images gone: a clear error naming the fix, exit 2, the map untouched
     moved = tmp_path / "moved"
     shutil.copytree(street / "database", moved)

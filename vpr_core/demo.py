@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .dataset import vpr_name
 from .geodesy import UtmZone, from_utm, to_utm
+from .io.geoset import vpr_name
 
 ORIGIN_LATLON = (48.1374, 11.5755)  # any point on Earth; the street runs east from here
 IMG_W, IMG_H, FOCAL = 320, 240, 160.0
@@ -192,8 +192,8 @@ IMAGE_TOPIC, FIX_TOPIC = "/camera/image/compressed", "/gps/fix"
 
 def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
     """Each run folder as a ROS 2 bag (mcap): CompressedImage (the files' JPEG bytes) + NavSatFix at each image stamp."""
-    from .bag import FixSample, write_run_bag
-    from .dataset import load_geoset
+    from .io.bags import FixSample, write_run_bag
+    from .io.geoset import load_geoset
 
     bags = {}
     for name, folder in runs.items():
@@ -209,7 +209,7 @@ def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
 
 def prepare(out: Path, seed: int, device: str):
     """Render the street, record both runs as bags, build the map from the mapping bag."""
-    from .bag import build_map_from_bag
+    from .map.build import build_map_from_bag
 
     print(f"rendering the synthetic street (seed {seed}) into {out}/ ...")
     db_run, q_run, _ = generate(out, seed)
@@ -224,10 +224,10 @@ def prepare(out: Path, seed: int, device: str):
 
 def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
     """Generate the street, record it as bags, build a map from the mapping bag, replay the query bag offline."""
-    from .bag import evaluate_bag, write_estimates_bag
-    from .cli import print_report
-    from .evaluation import plot_trajectory, write_json
-    from .localizer import Localizer
+    from .eval.bag import evaluate_bag, write_estimates_bag
+    from .eval.plots import plot_trajectory
+    from .eval.report import print_report, write_json
+    from .localize.localizer import Localizer
 
     vmap, _, bags = prepare(out, seed, device)
     loc = Localizer(vmap, device=device, reranker="dhe")  # the node's default

@@ -7,9 +7,9 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import Header
 
-from vpr_core.localizer import Estimate
-from vpr_core.outputs import fix_fields, pose_fields
-from vpr_core.rawimage import decode_compressed, decode_raw
+from vpr_core.io.camera import decode_compressed, decode_raw
+from vpr_core.localize.localizer import Estimate
+from vpr_core.localize.outputs import fix_fields, pose_fields
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_core.bag import GeoFrame, GeoFrames
 from vpr_core.demo import DEMO_THRESHOLD_M, FIX_TOPIC, IMAGE_TOPIC, prepare
 from vpr_core.geodesy import to_utm
+from vpr_core.io.bags import GeoFrame, GeoFrames
 
 from .harness import new_domain, ros_env, running_node
 from .player import play

@@ -20,8 +20,8 @@ import rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from vpr_core.bag import IMAGE_TYPES, cdr_bytes, msgtype_of, open_bag
 from vpr_core.errors import VprError
+from vpr_core.io.bags import IMAGE_TYPES, cdr_bytes, msgtype_of, open_bag
 
 
 def message_class(msgtype: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,3 +36,33 @@ class L2Norm(nn.Module):
 class Flatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
+
+
+def reset_parameters(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Re-draw every Linear/Conv/attention/norm parameter from PyTorch's default distribution with ``generator``.
+
+    A seeded initialisation that leaves the global RNG alone: library code never calls
+    ``torch.manual_seed``, which would change every other user's random stream.
+    Other parameters (e.g. a zero positional embedding) keep their values.
+    """
+    g = generator
+    with torch.no_grad():
+        for m in module.modules():  # first pass: plain layers (attention's out_proj among them)
+            if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=g)
+                if m.bias is not None:
+                    fan_in = m.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    nn.init.uniform_(m.bias, -bound, bound, generator=g)
+        for m in module.modules():  # second pass: what containers override (as their own reset does)
+            if isinstance(m, nn.MultiheadAttention):
+                if m.in_proj_weight is not None:
+                    nn.init.xavier_uniform_(m.in_proj_weight, generator=g)
+                if m.in_proj_bias is not None:
+                    nn.init.zeros_(m.in_proj_bias)
+                if m.out_proj.bias is not None:
+                    nn.init.zeros_(m.out_proj.bias)
+            elif isinstance(m, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    return module

@@ -37,16 +37,32 @@ class Reranker:
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         self.trained = True
         self.source = "n/a"  # where the weights came from, for reports and diagnostics
+        self.device = torch.device("cpu")
+        self._frame: tuple[int, int] | None = None
 
     @property
     def top_k(self) -> int:
         return int(self.conf["top_k"])
 
-    def to(self, device: torch.device) -> Reranker:
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(w, h) nominal frame of pixel thresholds and points: ``conf['frame']`` if given, else the bound one."""
+        if self.conf.get("frame"):
+            w, h = self.conf["frame"]
+            return int(w), int(h)
+        if self._frame is None:
+            raise VprError(f"re-ranker '{self.name}' has no frame: set conf['frame'] or bind() it to a map first")
+        return self._frame
+
+    def bind(self, vmap, device: torch.device | str = "cpu", frame: tuple[int, int] | None = None) -> Reranker:
+        """Serve ``vmap`` on ``device``, with ``frame`` (the global model's input size) as the nominal frame; once, at start-up."""
+        self.device = torch.device(device)
+        self._frame = (int(frame[0]), int(frame[1])) if frame is not None else None
+        self._bind_map(vmap)
         return self
 
-    def attach(self, vmap) -> None:
-        """Take map-specific state (e.g. an adapted head) from the map it will serve; default: none."""
+    def _bind_map(self, vmap) -> None:
+        """Take map-specific state (e.g. an adapted head) and move weights to ``self.device``; default: none."""
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         raise NotImplementedError

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import VprError
 from ..models.base import load_checkpoint_state, load_strict
+from ..models.layers import reset_parameters
 from .base import RERANKERS, Reranker, RerankResult
 from .geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 
@@ -49,7 +50,7 @@ def correlation(fa: torch.Tensor, fb: torch.Tensor, eps: float = 0.0) -> torch.T
 class DHEHead(nn.Module):
     """Keys: ``encoder.layers.*``, ``encoder2.layers.*``, ``pe``, ``linear.*``."""
 
-    def __init__(self, tokens: int = 576, nhead: int = 12, ffn: int = 2048) -> None:
+    def __init__(self, tokens: int = 576, nhead: int = 12, ffn: int = 2048, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if tokens % nhead:
             raise VprError(f"DHE head: {tokens} grid positions are not divisible by {nhead} heads; choose another head_grid")
@@ -59,6 +60,8 @@ class DHEHead(nn.Module):
         self.pe = nn.Parameter(torch.zeros(1, tokens, tokens))
         self.linear = nn.Linear(tokens * tokens, 16)
         self.tokens = tokens
+        if generator is not None:  # reproducible initialisation without touching the global RNG
+            reset_parameters(self, generator)
 
     def forward(self, corr: torch.Tensor) -> torch.Tensor:
         """corr (B, T, T) -> points (B, 8, 2): rows 0-3 in the query, 4-7 in the candidate."""
@@ -145,19 +148,19 @@ class DHERerank(Reranker):
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
         self.head: DHEHead | None = None  # untrained heads are built on first use: their size follows the map's grid
-        self.device = torch.device("cpu")
         self.trained = bool(self.conf["weights"])
         self.source = str(self.conf["weights"]) if self.trained else "untrained"
         if self.trained:  # load now: a bad file must fail at start-up, not at the first frame
             self.head = load_dhe_head(str(self.conf["weights"]))
 
-    def attach(self, vmap) -> None:
+    def _bind_map(self, vmap) -> None:
         """Without explicit weights: the map's adapted head, else the head shipped for the map's model."""
-        if self.conf["weights"]:
-            return
-        head, source = map_head(vmap)
-        if head is not None:
-            self.head, self.trained, self.source = head.to(self.device), True, source
+        if not self.conf["weights"]:
+            head, source = map_head(vmap)
+            if head is not None:
+                self.head, self.trained, self.source = head, True, source
+        if self.head is not None:
+            self.head = self.head.to(self.device)
 
     def _grid(self, key: str, gw: int, gh: int, fallback: tuple[int, int]) -> tuple[int, int]:
         if self.conf[key]:
@@ -174,16 +177,9 @@ class DHERerank(Reranker):
                 )
             else:
                 log.warning("DHE head is untrained (no weights): re-ranking results are not meaningful")
-                torch.manual_seed(0)
-                self.head = DHEHead(tokens)
+                self.head = DHEHead(tokens, generator=torch.Generator().manual_seed(0))
             self.head = self.head.to(self.device).eval()
         return self.head
-
-    def to(self, device: torch.device) -> DHERerank:
-        self.device = device
-        if self.head is not None:
-            self.head = self.head.to(device)
-        return self
 
     @torch.inference_mode()
     def homographies(self, q: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -199,7 +195,7 @@ class DHERerank(Reranker):
     @torch.inference_mode()
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         h, _ = self.homographies(q, cands)
-        frame = tuple(self.conf["frame"])
+        frame = self.frame
         mw, mh = self._grid("match_grid", q.shape[2], q.shape[1], MATCH_GRID_FALLBACK)
         if (mh, mw) != tuple(q.shape[1:]):
             q = F.normalize(F.adaptive_avg_pool2d(q.unsqueeze(0), (mh, mw)), dim=1)[0]

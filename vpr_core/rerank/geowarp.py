@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import load_checkpoint_state, load_strict
+from ..models.layers import reset_parameters
 from .base import RERANKERS, Reranker, RerankResult
 from .dhe import correlation
 from .geometry import dlt
@@ -35,7 +36,14 @@ UNIT_SQUARE = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 class GeoWarpHead(nn.Module):
     """Keys: ``conv.{0,3,6,...}.weight/bias`` (conv), ``conv.{1,4,...}.*`` (BN), ``linear.*``."""
 
-    def __init__(self, kernel_sizes=(7, 5, 5, 5, 5, 5), channels=(225, 128, 128, 64, 64, 64, 64), padding: int = 1, grid: int = 15) -> None:
+    def __init__(
+        self,
+        kernel_sizes=(7, 5, 5, 5, 5, 5),
+        channels=(225, 128, 128, 64, 64, 64, 64),
+        padding: int = 1,
+        grid: int = 15,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         mods: list[nn.Module] = []
         for cin, cout, k in zip(channels[:-1], channels[1:], kernel_sizes):
@@ -44,6 +52,8 @@ class GeoWarpHead(nn.Module):
         with torch.no_grad():
             n = self.conv.eval()(torch.zeros(1, channels[0], grid, grid)).numel()
         self.linear = nn.Linear(n, 16)
+        if generator is not None:  # reproducible initialisation without touching the global RNG
+            reset_parameters(self.conv, generator)
         nn.init.zeros_(self.linear.weight)
         with torch.no_grad():
             self.linear.bias.copy_(torch.cat([UNIT_SQUARE.reshape(-1)] * 2))
@@ -86,9 +96,8 @@ class GeoWarpRerank(Reranker):
             log.warning("GeoWarp head is untrained (identity warp): the score is the plain dense similarity")
         self.head.eval()
 
-    def to(self, device: torch.device) -> GeoWarpRerank:
-        self.head = self.head.to(device)
-        return self
+    def _bind_map(self, vmap) -> None:
+        self.head = self.head.to(self.device)
 
     def predict(self, fq: torch.Tensor, fc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean quads for query and candidates (K, 4, 2) from both directions."""

@@ -46,7 +46,7 @@ class RansacRerank(Reranker):
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         _, gh, gw = q.shape
-        frame = tuple(self.conf["frame"])
+        frame = self.frame
         kp = grid_keypoints(gh, gw, frame).numpy().astype(np.float64)
         qf = q.flatten(1).t().float()
         cf = cands.flatten(2).transpose(1, 2).float()

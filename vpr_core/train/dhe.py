@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VprError
-from ..extract import Extractor
-from ..images import list_images, load_image, resize
+from ..io.images import list_images, load_image, resize
 from ..models import build_global_model
 from ..rerank.dhe import DHEHead
+from ..runtime.extractor import Extractor
 from . import loop
 from .pairs import homographic_pair, photometric
 from .rei import rei_loss
@@ -89,8 +89,8 @@ class PairSource:
         self._cache: dict[int, np.ndarray] = {}
 
     def _mine_geo(self, folder: Path) -> np.ndarray:
-        from ..dataset import load_geoset
-        from ..mapping import build_map
+        from ..io.geoset import load_geoset
+        from ..runtime.extractor import describe_images
         from .pairs import geotagged_pairs
 
         try:
@@ -100,8 +100,8 @@ class PairSource:
                 return np.zeros((0, 2), dtype=np.int64)
             raise
         self.xy = geo.xy
-        m = build_map(geo, local=False)
-        return geotagged_pairs(geo.xy, m.descriptors)
+        _, desc, _ = describe_images(geo.paths, "xfeat-vlad")  # the map builder's default model
+        return geotagged_pairs(geo.xy, desc)
 
     def image(self, i: int) -> np.ndarray:
         if i not in self._cache:
@@ -177,7 +177,6 @@ def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None =
     joint = bool(c["joint"])
     if joint and int(c["save_every"]) % int(c["mine_every"]):
         raise VprError(f"--joint: save_every ({c['save_every']}) must be a multiple of mine_every ({c['mine_every']}) for exact resume")
-    torch.manual_seed(int(c["seed"]))
     model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False, **({"weights": c["backbone"]} if c.get("backbone") else {})})
     ex = Extractor(model, device)
     model = ex.model.eval()
@@ -187,7 +186,7 @@ def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None =
 
         head = load_dhe_head(str(init), tokens).to(ex.device)
     else:
-        head = DHEHead(tokens).to(ex.device)
+        head = DHEHead(tokens, generator=torch.Generator().manual_seed(int(c["seed"]))).to(ex.device)
         init_identity(head, tuple(c["frame"]))
     modules: dict[str, torch.nn.Module] = {"main": head}
     params = list(head.parameters())

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..extract import Extractor
 from ..models import build_global_model
 from ..rerank.dhe import correlation
 from ..rerank.geowarp import GeoWarpHead, grid_volume, warp
+from ..runtime.extractor import Extractor
 from . import loop
 from .dhe import PairSource
 from .pairs import homographic_pair_with_targets
@@ -127,11 +127,10 @@ def train_geowarp(images: str | Path, out: str | Path, conf: dict[str, Any] | No
     """Train GeoWarp's head; the checkpoint loads with ``--rerank geowarp --rerank-set weights=CKPT``."""
     c = {**DEFAULTS, **(conf or {})}
     out = Path(out)
-    torch.manual_seed(int(c["seed"]))
     model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False})
     ex = Extractor(model, device)
     ex.model.eval().requires_grad_(False)
-    head = GeoWarpHead(grid=int(c["grid"])).to(ex.device)
+    head = GeoWarpHead(grid=int(c["grid"]), generator=torch.Generator().manual_seed(int(c["seed"]))).to(ex.device)
     if c["optim"] == "sgd":
         opt = torch.optim.SGD(head.parameters(), lr=float(c["lr"]), momentum=0.9, weight_decay=0.001)
     else:

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import VprError
-from ..mapdb import atomic_write
+from ..io.files import atomic_write
 
 StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
 

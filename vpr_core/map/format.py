@@ -8,8 +8,6 @@ file beside the target and renames it, so a crash never leaves a half-written ma
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,11 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from .errors import MapError
-from .geodesy import UtmZone
+from ..errors import MapError
+from ..geodesy import UtmZone
+from ..io.files import atomic_write
+
+__all__ = ["FORMAT_VERSION", "VprMap", "load_map", "map_info", "save_map"]
 
 FORMAT = "vpr_ros.map"
 FORMAT_VERSION = 1
@@ -56,22 +57,6 @@ class VprMap:
         """ENU origin (UTM east, north, alt) for pose output: the first map image, altitude 0 when unknown."""
         a = float(self.alt[0]) if len(self.alt) and np.isfinite(self.alt[0]) else 0.0
         return float(self.east[0]), float(self.north[0]), a
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``; the temp file is removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get normal permissions (a node may run as another user)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_map(m: VprMap, path: str | Path) -> None:
@@ -171,3 +156,18 @@ def load_map(path: str | Path) -> VprMap:
         info=dict(meta.get("info", {})),
         **geo,
     )
+
+
+def map_info(m: VprMap) -> dict[str, Any]:
+    """What ``vpr map info`` prints: size, model identity, zone, stored parts and provenance."""
+    return {
+        "images": len(m),
+        "model": m.model,
+        "dim": int(m.descriptors.shape[1]),
+        "fingerprint": m.fingerprint,
+        "zone": f"{m.zone.number}{m.zone.letter}",
+        "model_conf": m.model_conf,
+        "model_state": {k: list(v.shape) for k, v in m.model_state.items()},
+        "extras": sorted(m.extras),
+        **m.info,
+    }

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from .calibration import FEATURES, fit_logistic, predict, reliability
-from .dataset import load_geoset
-from .errors import VprError
-from .evaluation import evaluate
-from .localizer import Localizer
-from .mapdb import atomic_write, load_map, save_map
+from ..errors import VprError
+from ..io.geoset import load_geoset
+from ..localize.calibration import FEATURES, fit_logistic, predict, reliability
+from ..localize.config import LocalizerConfig
+from ..localize.localizer import Localizer
+from ..map.format import load_map, save_map
+from .plots import plot_reliability
+from .recall import evaluate
+
+__all__ = ["calibrate"]
 
 
 def calibrate(
-    map_path: str, queries: str | None, csv: str | None, threshold: float, reranker: str = "none", reranker_conf: dict[str, Any] | None = None,
-    device: str = "auto", out: str | None = None, plot: str | None = None,
-) -> np.ndarray:  # fmt: skip
+    map_path: str,
+    queries: str | None,
+    csv: str | None,
+    threshold: float,
+    config: LocalizerConfig | None = None,
+    out: str | None = None,
+    plot: str | None = None,
+) -> np.ndarray:
+    """Fit ``config.reranker``'s confidence on a labelled run, store it in the map (``out`` or in place); returns the coefficients."""
+    config = config or LocalizerConfig()
+    reranker = config.reranker
     vmap = load_map(map_path)
     geo = load_geoset(queries, csv, vmap.zone)
     vmap.extras.pop(f"calibration.{reranker}", None)  # evidence from the uncalibrated localizer
-    loc = Localizer(vmap, device=device, reranker=reranker, reranker_conf=reranker_conf)
+    loc = Localizer(vmap, config)
     _, est = evaluate(loc, geo, threshold)
     x = np.stack([e.evidence for e in est])
     err = np.array([np.hypot(e.east - t[0], e.north - t[1]) for e, t in zip(est, geo.xy)])
@@ -46,24 +55,3 @@ def calibrate(
         plot_reliability(before, p, y, plot, reranker)
         print(f"plot: {plot}")
     return coef
-
-
-def plot_reliability(before: np.ndarray, after: np.ndarray, y: np.ndarray, path: str, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
-    for pred, label in ((before, "uncalibrated"), (after, "calibrated")):
-        r = reliability(pred, y)
-        ax.plot([a for a, _, _ in r], [b for _, b, _ in r], "o-", label=label)
-    ax.set_xlabel("predicted confidence")
-    ax.set_ylabel("observed fraction correct")
-    ax.set_title(f"reliability: {name}")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)

@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import VprError
-from .images import load_image, resize
-from .models import GlobalModel
+from ..errors import VprError
+from ..io.images import load_image, resize
+from ..models import GlobalModel, build_global_model
+
+__all__ = ["DEVICES", "Extractor", "describe_images", "resolve_device"]
+
+#: Device names a user may give ("cuda:N" selects one GPU).
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -21,8 +27,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VprError(f"device '{device}' requested but CUDA is not available; use device: auto or cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise VprError(f"device '{device}' unknown; use auto, cpu or cuda")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VprError(f"device '{device}' unknown; use {', '.join(DEVICES)}")
     return torch.device(device)
 
 
@@ -71,6 +77,15 @@ class Extractor:
         return out
 
     @torch.inference_mode()
+    def describe(self, x: torch.Tensor, local: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(global (B, D), local grid (B, C, gh, gw) or None), float32 on the model's device: the per-frame path."""
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            if local:
+                g, loc = self.model.describe(x)
+                return g.float(), loc.float()
+            return self.model(x).float(), None
+
+    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             d = self.model(x)
@@ -109,3 +124,25 @@ class Extractor:
             gs.append(g)
         g = np.concatenate(gs) if gs else np.zeros((0, self.model.dim), np.float32)
         return g, (np.concatenate(ls) if local and ls else None)
+
+
+def describe_images(
+    paths: Sequence[Path],
+    model_name: str,
+    model_conf: dict[str, Any] | None = None,
+    device: str = "auto",
+    local: bool = False,
+) -> tuple[GlobalModel, np.ndarray, np.ndarray | None]:
+    """The named model (its vocabulary learnt from ``paths`` first, when it needs one) and the images' descriptors."""
+    model = build_global_model(model_name, model_conf)
+    ex = Extractor(model, device)
+    if model.needs_fit:
+        model.fit(lambda: ex.tensor_batches(paths, desc="vocabulary"), len(paths))
+    desc, local_feats = ex.describe_paths(paths, desc="map descriptors", local=local)
+    bad = ~np.isfinite(desc).all(axis=1)
+    if bad.any():
+        raise VprError(
+            f"{paths[int(np.argmax(bad))]}: model '{model_name}' produced NaN/Inf descriptors "
+            f"({int(bad.sum())} images); check the weights"
+        )
+    return model, desc, local_feats

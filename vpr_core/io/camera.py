@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 from .images import decode_image, to_rgb
 
 # encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None)

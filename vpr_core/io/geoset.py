@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VprError
-from .geodesy import UtmZone, to_utm, valid_latlon, zone_of
+from ..errors import VprError
+from ..geodesy import UtmZone, to_utm, valid_latlon, zone_of
 from .images import list_images
 
 

@@ -1,4 +1,4 @@
-"""ROS bags without ROS: map building from mapping runs, offline evaluation by replay.
+"""ROS bags without ROS: reading images paired with interpolated fixes, writing recorded runs.
 
 Reads ROS 2 (sqlite3, mcap) and ROS 1 bags with ``rosbags`` (pure Python). Each image
 is paired with the NavSatFix linearly interpolated (in UTM) at the image's header
@@ -13,9 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import shutil
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from .dataset import GeoImage, make_geoset, vpr_name
-from .errors import ImageError, VprError
-from .geodesy import UtmZone, to_utm, zone_of
-from .rawimage import decode_compressed, decode_raw
+from ..errors import ImageError, VprError
+from ..geodesy import UtmZone, to_utm, zone_of
+from .camera import decode_compressed, decode_raw
+from .files import staged
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +63,12 @@ def cdr_bytes(reader, conn, raw: bytes | memoryview) -> bytes:
     return bytes(ros2_types().serialize_cdr(reader.deserialize(raw, conn.msgtype), msgtype_of(conn)))
 
 
-def _header(T, stamp_ns: int, frame_id: str):
+def msg_header(T, stamp_ns: int, frame_id: str):
     t = T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
     return T["std_msgs/msg/Header"](stamp=t, frame_id=frame_id)
 
 
-@contextmanager
-def staged(out: Path) -> Iterator[Path]:
-    """A not-yet-existing path beside ``out`` to build a folder at; renamed to ``out`` only when the block completes."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield parent / "staged"
-        (parent / "staged").rename(out)
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
-
-
-def _writer(path: Path, storage: str):
+def bag_writer(path: Path, storage: str):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     if storage not in ("mcap", "sqlite3"):
@@ -303,155 +287,6 @@ class GeoFrames:
                     yield GeoFrame(f, *pos)
 
 
-# ---- map building ---------------------------------------------------------------
-
-
-def _image_file(gf: GeoFrame, zone: UtmZone, lat: float, lon: float, index: int) -> tuple[str, bytes]:
-    """VPR-convention name and bytes: a CompressedImage's payload as recorded, raw images as lossless PNG."""
-    import cv2
-
-    f = gf.frame
-    ext = ".jpg" if f.encoded is not None and "png" not in f.fmt.lower() else ".png"
-    name = vpr_name(gf.east, gf.north, zone, lat, lon, f"{f.stamp}", ext)
-    if f.encoded is not None:
-        return name, f.encoded
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise VprError(f"cannot encode frame {index} as PNG")
-    return name, buf.tobytes()
-
-
-def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_dir: str | Path, min_spacing: float = 0.0,
-                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True) -> tuple[list[GeoImage], UtmZone, Skips, int]:  # fmt: skip
-    """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags."""
-    from .geodesy import from_utm
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
-    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std)
-    images: list[GeoImage] = []
-    last_xy: tuple[float, float] | None = None
-    if out_dir.exists():
-        out_dir.rmdir()  # empty (checked above): replaced by the staged folder
-    with staged(out_dir) as tmp:
-        tmp.mkdir()
-        for gf in tqdm(src, total=src.num_images, desc="bag frames", unit="img", disable=not progress):
-            if not isinstance(gf, GeoFrame):
-                continue
-            if last_xy is not None and math.hypot(gf.east - last_xy[0], gf.north - last_xy[1]) < min_spacing:
-                src.skips.add("closer than min-spacing")
-                continue
-            lat, lon = (float(v[0]) for v in from_utm(np.array([gf.east]), np.array([gf.north]), src.zone))
-            name, data = _image_file(gf, src.zone, lat, lon, len(images))
-            (tmp / name).write_bytes(data)
-            images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, (gf.east, gf.north, src.zone.number, src.zone.letter)))
-            last_xy = (gf.east, gf.north)
-        if not images:
-            raise BagError(f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check --fix-topic, --max-fix-age")
-    return images, src.zone, src.skips, src.num_images
-
-
-def build_map_from_bag(bag: str | Path, image_topic: str, fix_topic: str, out: str | Path, images_out: str | Path | None = None, min_spacing: float = 0.0,
-                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True, **build_kw: Any):  # fmt: skip
-    """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map adapt``."""
-    from .mapdb import save_map
-    from .mapping import build_map
-
-    out = Path(out)
-    images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
-    images, zone, skips, seen = extract_map_images(bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress)
-    m = build_map(make_geoset(images, zone), source=str(images_out), **build_kw)
-    m.info["bag"] = {"path": str(bag), "image_topic": image_topic, "fix_topic": fix_topic, "frames": seen, "kept": len(images), "skipped": dict(skips.counts)}
-    save_map(m, out)
-    return m, skips, seen
-
-
-# ---- offline evaluation -----------------------------------------------------------
-
-
-@dataclass
-class BagEval:
-    report: dict[str, Any]
-    estimates: list  # Estimate per scored frame
-    true_xy: np.ndarray
-    all_estimates: list  # (Frame, Estimate) for every localized frame, scored or not
-    skips: Skips
-
-
-def evaluate_bag(localizer, bag: str | Path, image_topic: str, fix_topic: str, threshold: float, max_fix_age: float = 1.0,
-                 max_fix_std: float = 10.0, progress: bool = True) -> BagEval:  # fmt: skip
-    """Replay every image through the localizer as the robot would; score those with ground truth."""
-    from .evaluation import RECALL_NS, localizer_info, summarize
-
-    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std, zone=localizer.map.zone)
-    k = max(localizer.top_k, max(RECALL_NS))
-    scored, truth, everything = [], [], []
-    t0 = time.perf_counter()
-    for item in tqdm(src, total=src.num_images, desc="replay", unit="img", disable=not progress):
-        f = item.frame if isinstance(item, GeoFrame) else item
-        est = localizer.localize(f.image, k=k)
-        everything.append((f, est))
-        if isinstance(item, GeoFrame):
-            scored.append(est)
-            truth.append((item.east, item.north))
-    wall = time.perf_counter() - t0
-    if not scored:
-        raise BagError(f"{bag}: no frame has ground truth (skipped: {src.skips.summary()}); check --fix-topic and --max-fix-age")
-    true_xy = np.array(truth)
-    report = summarize(scored, true_xy, threshold, localizer.map.xy) | localizer_info(localizer)
-    report |= {
-        "bag": str(bag),
-        "image_topic": image_topic,
-        "fix_topic": fix_topic,
-        "frames_localized": len(everything),
-        "frames_skipped": dict(src.skips.counts),
-        "throughput_fps": len(everything) / wall if wall > 0 else float("nan"),
-    }
-    return BagEval(report, scored, true_xy, everything, src.skips)
-
-
-def write_estimates_bag(src: str | Path, out: str | Path, results: list, min_confidence: float = 0.0, prefix: str = "/vpr", map_frame: str = "map",
-                        storage: str = "mcap") -> int:  # fmt: skip
-    """Copy every message of ``src`` into a new ROS 2 bag at ``out`` and add the estimates as NavSatFix + PoseWithCovarianceStamped.
-
-    Written to a temporary folder beside ``out`` and renamed when complete.
-    """
-    from .outputs import COVARIANCE_TYPE_KNOWN, fix_fields, pose_fields
-
-    out = Path(out)
-    if out.exists():
-        raise VprError(f"{out}: exists; remove it or choose another --out-bag")
-    ts = ros2_types()
-    T = ts.types
-    POSE = "geometry_msgs/msg/PoseWithCovarianceStamped"
-    n = 0
-    with staged(out) as tmp, open_bag(src) as reader, _writer(tmp, storage) as w:
-        conns = {}
-        for c in reader.connections:
-            if (c.topic, c.msgtype) not in conns:
-                conns[(c.topic, c.msgtype)] = w.add_connection(c.topic, msgtype_of(c), typestore=reader.typestore if reader.is2 else ts)
-        for c, t, raw in reader.messages():
-            w.write(conns[(c.topic, c.msgtype)], t, cdr_bytes(reader, c, raw))
-            n += 1
-        fix_c = w.add_connection(f"{prefix}/fix", NAVSATFIX, typestore=ts)
-        pose_c = w.add_connection(f"{prefix}/pose", POSE, typestore=ts)
-        for f, est in results:
-            ff, pf = fix_fields(est, min_confidence), pose_fields(est)
-            fix = T[NAVSATFIX](
-                header=_header(T, f.stamp, "vpr"), status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
-                latitude=ff.latitude, longitude=ff.longitude, altitude=ff.altitude,
-                position_covariance=np.array(ff.covariance, dtype=np.float64), position_covariance_type=COVARIANCE_TYPE_KNOWN,
-            )  # fmt: skip
-            position = T["geometry_msgs/msg/Point"](x=pf.position[0], y=pf.position[1], z=pf.position[2])
-            pose = T["geometry_msgs/msg/Pose"](position=position, orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
-            msg = T[POSE](header=_header(T, f.stamp, map_frame), pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.array(pf.covariance)))
-            w.write(fix_c, f.logtime, ts.serialize_cdr(fix, NAVSATFIX))
-            w.write(pose_c, f.logtime, ts.serialize_cdr(msg, POSE))
-            n += 2
-    return n
-
-
 # ---- writing runs -----------------------------------------------------------------
 
 
@@ -477,7 +312,7 @@ def write_run_bag(out: str | Path, images: list[tuple], fixes: list[FixSample], 
     ts = ros2_types()
     T = ts.types
     compressed = bool(images) and isinstance(images[0][1], bytes | bytearray)
-    with staged(out) as tmp, _writer(tmp, storage) as w:
+    with staged(out) as tmp, bag_writer(tmp, storage) as w:
         ic = w.add_connection(image_topic, COMPRESSED if compressed else IMAGE, typestore=ts)
         fc = w.add_connection(fix_topic, NAVSATFIX, typestore=ts)
         msgs: list[tuple[int, Any, bytes]] = []
@@ -486,16 +321,16 @@ def write_run_bag(out: str | Path, images: list[tuple], fixes: list[FixSample], 
             logtime = item[2] if len(item) > 2 else stamp  # a third element: a receive time other than the stamp
             if compressed:
                 fmt = "png" if bytes(data[:4]) == b"\x89PNG" else "jpeg"
-                m = T[COMPRESSED](header=_header(T, stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8))
+                m = T[COMPRESSED](header=msg_header(T, stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8))
                 msgs.append((logtime, ic, ts.serialize_cdr(m, COMPRESSED)))
             else:
                 h, wd = data.shape[:2]
-                m = T[IMAGE](header=_header(T, stamp, frame_id), height=h, width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3,
+                m = T[IMAGE](header=msg_header(T, stamp, frame_id), height=h, width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3,
                              data=np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))  # fmt: skip
                 msgs.append((logtime, ic, ts.serialize_cdr(m, IMAGE)))
         for f in fixes:
             cov = np.diag([f.std**2, f.std**2, (2 * f.std) ** 2]).reshape(-1).astype(np.float64)
-            m = T[NAVSATFIX](header=_header(T, f.stamp, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
+            m = T[NAVSATFIX](header=msg_header(T, f.stamp, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
                              latitude=f.lat, longitude=f.lon, altitude=f.alt, position_covariance=cov, position_covariance_type=2)  # fmt: skip
             msgs.append((f.stamp, fc, ts.serialize_cdr(m, NAVSATFIX)))
         for stamp, c, data in sorted(msgs, key=lambda x: x[0]):

@@ -1,84 +1,39 @@
 """Inference backends for the per-frame global model: TensorRT, onnxruntime, eager - with a logged fallback chain.
 
 ``auto`` on a CUDA device tries TensorRT (torch-tensorrt, dynamo IR, FP16), then CUDA
-eager; on CPU it is eager. Compiled artefacts are cached on disk, keyed by model
-fingerprint, input shape, precision, GPU name and TensorRT version, so a robot
-compiles once and loads the engine at every later start. Any failure to load or
-compile is logged and the next backend takes over; the chain of reasons is kept in
+eager; on CPU it is eager. Compiled artefacts are cached on disk (see ``compile``), so
+a robot compiles once and loads the engine at every later start. Any failure to load
+or compile is logged and the next backend takes over; the chain of reasons is kept in
 ``runner.fallbacks`` for the node's diagnostics.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from .errors import VprError
-from .mapdb import atomic_write
+from ..errors import VprError
+from .compile import GlobalNet, cache_dir, cache_key, compile_tensorrt, global_exported, to_onnx
+from .extractor import Extractor
+
+__all__ = ["BACKENDS", "CompiledRunner", "EagerRunner", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "make_runner"]
 
 log = logging.getLogger(__name__)
 
+#: Backend names a user may give.
 BACKENDS = ("auto", "eager", "tensorrt", "onnxruntime")
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("VPR_ENGINE_CACHE") or Path.home() / ".cache" / "vpr_ros" / "engines")
-
-
-def trt_version() -> str | None:
-    try:
-        import tensorrt
-
-        return str(tensorrt.__version__)
-    except Exception:
-        return None
-
-
-def gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-
-
-def cache_key(kind: str, fingerprint: str, shape: tuple[int, ...], precision: str) -> str:
-    """File stem unique to everything that makes an engine (in)valid."""
-    parts = {"kind": kind, "fingerprint": fingerprint, "shape": list(shape), "precision": precision, "gpu": gpu_name() if kind == "tensorrt" else "",
-             "tensorrt": trt_version() if kind == "tensorrt" else "", "torch": torch.__version__.split("+")[0]}  # fmt: skip
-    h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{fingerprint}-{'x'.join(map(str, shape))}-{precision}-{h}"
-
-
-def compile_tensorrt(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], precision: str = "fp16", out: Path | None = None,
-                     device: str = "auto") -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """torch-tensorrt (dynamo) compile, saved as an ExportedProgram at ``out`` (atomically)."""
-    if not torch.cuda.is_available():
-        raise VprError("TensorRT needs an NVIDIA GPU with CUDA; none here (export --format onnx and build with trtexec on the robot)")
-    try:
-        import torch_tensorrt
-    except ImportError as e:
-        raise VprError(f"torch-tensorrt is not installed ({e}); pip install torch-tensorrt matching your torch, or use --format onnx") from None
-    if precision not in ("fp16", "fp32"):
-        raise VprError(f"precision must be fp16 or fp32, got '{precision}'")
-    mod = module.cuda().eval()
-    cuda_inputs = [x.cuda() for x in inputs]
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        trt = torch_tensorrt.compile(mod, ir="dynamo", inputs=cuda_inputs, enabled_precisions={torch.half if precision == "fp16" else torch.float}, min_block_size=1)
-    out = Path(out) if out else cache_dir() / "engine.ep"
-    atomic_write(out, lambda t: torch_tensorrt.save(trt, str(t), inputs=cuda_inputs))
-    return out, {"compile_s": time.perf_counter() - t0, "precision": precision, "gpu": gpu_name(), "tensorrt": trt_version()}
+Output = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class Runner:
-    """x (1, 3, H, W) on the model's device -> (global (1, D) numpy, local grid (1, C, gh, gw) float32 CPU tensor or None).
+    """x (1, 3, H, W) on the model's device -> (global (1, D), local grid (1, C, gh, gw) or None), float32 tensors.
 
-    ``local=False`` lets a backend skip handing over the grid (no re-ranker needs it).
+    Outputs stay on the extractor's device, so retrieval and re-ranking never round-trip
+    through host memory. ``local=False`` lets a backend skip the grid (no re-ranker needs it).
     """
 
     name = "eager"
@@ -86,18 +41,18 @@ class Runner:
     def __init__(self) -> None:
         self.fallbacks: list[str] = []
 
-    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor, local: bool = True) -> Output:
         raise NotImplementedError
 
 
 class EagerRunner(Runner):
-    def __init__(self, extractor) -> None:
+    def __init__(self, extractor: Extractor) -> None:
         super().__init__()
         self.ex = extractor
         self.name = f"eager-{extractor.device.type}{'-fp16' if extractor.fp16 else ''}"
 
-    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
-        return self.ex.describe_local(x) if local else (self.ex(x), None)
+    def __call__(self, x: torch.Tensor, local: bool = True) -> Output:
+        return self.ex.describe(x, local)
 
 
 class CompiledRunner(Runner):
@@ -105,18 +60,18 @@ class CompiledRunner(Runner):
 
     kind = ""
 
-    def __init__(self, extractor, fingerprint: str, precision: str) -> None:
+    def __init__(self, extractor: Extractor, fingerprint: str, precision: str) -> None:
         super().__init__()
         self.ex, self.fingerprint, self.precision = extractor, fingerprint, precision
         self.fallback = EagerRunner(extractor)
-        self.compiled: dict[tuple[int, ...], Callable] = {}
+        self.compiled: dict[tuple[int, ...], Callable[[torch.Tensor], Output]] = {}
         self.failed: str | None = None
         self.name = f"{self.kind}-{precision}"
 
-    def artefact(self, shape: tuple[int, ...]) -> Callable:
+    def artefact(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], Output]:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, local: bool = True) -> tuple[np.ndarray, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor, local: bool = True) -> Output:
         if self.failed:
             return self.fallback(x, local)
         shape = tuple(x.shape)
@@ -125,26 +80,29 @@ class CompiledRunner(Runner):
                 self.compiled[shape] = self.artefact(shape)
             g, loc = self.compiled[shape](x)
         except Exception as e:
-            self.failed = f"{self.kind} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); using {self.fallback.name}"
+            why = str(e).splitlines()[0] if str(e) else ""
+            self.failed = f"{self.kind} failed ({type(e).__name__}: {why}); using {self.fallback.name}"
             self.fallbacks.append(self.failed)
             self.name = self.fallback.name
             log.warning("%s", self.failed)
             return self.fallback(x, local)
-        return np.asarray(g, dtype=np.float32), loc
+        return g, (loc if local else None)
 
     def path(self, shape: tuple[int, ...], suffix: str) -> Path:
         return cache_dir() / f"{cache_key(self.kind, self.fingerprint, shape, self.precision)}{suffix}"
 
 
 class OnnxRuntimeRunner(CompiledRunner):
-    """The exported ONNX graph under onnxruntime (CPU, or CUDA when its provider exists)."""
+    """The exported ONNX graph under onnxruntime (CPU, or CUDA when its provider exists).
+
+    onnxruntime takes host arrays: the frame goes to the host once and the outputs come
+    back to the extractor's device (a no-op on CPU, where this backend is meant to run).
+    """
 
     kind = "onnxruntime"
 
-    def artefact(self, shape: tuple[int, ...]) -> Callable:
+    def artefact(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], Output]:
         import onnxruntime as ort
-
-        from .export import global_exported, to_onnx
 
         path = self.path(shape, ".onnx")
         if path.exists():
@@ -157,10 +115,11 @@ class OnnxRuntimeRunner(CompiledRunner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         sess = ort.InferenceSession(str(path), opts, providers=providers)
+        device = self.ex.device
 
-        def run(x: torch.Tensor):
+        def run(x: torch.Tensor) -> Output:
             g, loc = sess.run(None, {"image": x.detach().cpu().numpy()})
-            return g, torch.from_numpy(loc)
+            return torch.from_numpy(g).to(device), torch.from_numpy(loc).to(device)
 
         return run
 
@@ -168,9 +127,7 @@ class OnnxRuntimeRunner(CompiledRunner):
 class TensorRTRunner(CompiledRunner):
     kind = "tensorrt"
 
-    def artefact(self, shape: tuple[int, ...]) -> Callable:
-        from .export import GlobalNet
-
+    def artefact(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], Output]:
         path = self.path(shape, ".ep")
         mod = None
         if path.exists():
@@ -185,15 +142,15 @@ class TensorRTRunner(CompiledRunner):
             compile_tensorrt(GlobalNet(self.ex.model).eval(), (torch.rand(shape),), self.precision, path)
             mod = torch.export.load(str(path)).module()
 
-        def run(x: torch.Tensor):
+        def run(x: torch.Tensor) -> Output:
             with torch.no_grad():
                 g, loc = mod(x.cuda())
-            return g.float().cpu().numpy(), loc.float().cpu()
+            return g.float(), loc.float()
 
         return run
 
 
-def make_runner(extractor, backend: str, fingerprint: str, precision: str = "fp16") -> Runner:
+def make_runner(extractor: Extractor, backend: str, fingerprint: str, precision: str = "fp16") -> Runner:
     """The requested backend, or the first that can run here - each step down logged and kept in ``fallbacks``."""
     if backend not in BACKENDS:
         raise VprError(f"backend '{backend}' unknown; choose one of {', '.join(BACKENDS)}")

@@ -14,10 +14,24 @@ import faiss
 import numpy as np
 import torch
 
-from .errors import VprError
+from ..errors import VprError
+
+__all__ = ["INDEX_KINDS", "RETRIEVALS", "Index", "TorchIndex", "brute_force_search", "make_index"]
 
 log = logging.getLogger(__name__)
+#: Index kinds: exact inner product, or IVF-Flat / IVF-PQ for large maps.
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
+#: Search implementations a user may force (auto: GPU when it helps).
+RETRIEVALS = ("auto", "faiss", "torch")
+
+Queries = np.ndarray | torch.Tensor
+
+
+def _host(queries: Queries) -> np.ndarray:
+    """faiss-cpu reads host memory: a device tensor is copied once, here."""
+    if isinstance(queries, torch.Tensor):
+        queries = queries.detach().float().cpu().numpy()
+    return np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
 
 
 class Index:
@@ -51,9 +65,9 @@ class Index:
             log.info("faiss index on GPU")
         self.index = index
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) for each query row, best first."""
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        q = _host(queries)
         if q.shape[1] != self.dim:
             raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
         return self.index.search(q, min(k, self.size))
@@ -70,18 +84,20 @@ class TorchIndex:
         self.on_gpu = self.db.device.type == "cuda"
 
     @torch.inference_mode()
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = np.atleast_2d(queries)
+    def search(self, queries: Queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids); a query tensor already on the index's device is used in place."""
+        q = queries if isinstance(queries, torch.Tensor) else torch.from_numpy(_host(queries))
+        q = torch.atleast_2d(q).to(self.db.device, torch.float32)
         if q.shape[1] != self.dim:
             raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
-        s, i = torch.topk(torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32)).to(self.db.device) @ self.db.T, min(k, self.size), dim=1)
-        return s.cpu().numpy(), i.cpu().numpy()
+        s, i = torch.topk(q @ self.db.T, min(k, self.size), dim=1)
+        return s.cpu().numpy(), i.cpu().numpy()  # K numbers: the estimate is computed on the host
 
 
 def make_index(descriptors: np.ndarray, kind: str = "flat", device: torch.device | None = None, retrieval: str = "auto") -> Index | TorchIndex:
     """faiss GPU > torch top-k on the GPU (map fits) > faiss CPU; ``retrieval`` 'faiss' or 'torch' forces one."""
-    if retrieval not in ("auto", "faiss", "torch"):
-        raise VprError(f"retrieval '{retrieval}' unknown; choose auto, faiss or torch")
+    if retrieval not in RETRIEVALS:
+        raise VprError(f"retrieval '{retrieval}' unknown; choose one of {', '.join(RETRIEVALS)}")
     cuda = device is not None and device.type == "cuda"
     faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if retrieval == "torch" or (retrieval == "auto" and cuda and kind == "flat" and not faiss_gpu and _fits_gpu(descriptors)):

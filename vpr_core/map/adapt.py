@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from .dataset import load_geoset
-from .errors import MapError, VprError
-from .images import list_images
-from .mapdb import VprMap, load_map, save_map
-from .rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
+from ..errors import MapError, VprError
+from ..io.geoset import load_geoset
+from ..io.images import list_images
+from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
+from .format import VprMap, load_map, save_map
 
 ADAPT_DEFAULTS: dict[str, Any] = {"iterations": 300, "batch_size": 8, "lr": 1e-4, "seed": 0, "save_every": 100, "pairs": "self"}
 
@@ -40,7 +40,7 @@ def map_images(vmap: VprMap, images: str | Path | None = None) -> list[Path]:
 
 def adapt_map(map_path: str | Path, out: str | Path | None = None, images: str | Path | None = None, conf: dict[str, Any] | None = None,
               device: str = "cpu", log: str | Path | None = None) -> VprMap:  # fmt: skip
-    from .train.dhe import train_dhe
+    from ..train.dhe import train_dhe
 
     c = {**ADAPT_DEFAULTS, **(conf or {})}
     vmap = load_map(map_path)

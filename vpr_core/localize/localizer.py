@@ -15,17 +15,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .accel import make_runner
+from ..errors import MapError
+from ..geodesy import UtmZone, from_utm
+from ..io.images import to_rgb
+from ..map.format import VprMap, load_map
+from ..map.model import map_model
+from ..rerank import build_reranker
+from ..runtime.backends import make_runner
+from ..runtime.extractor import Extractor
 from .calibration import evidence, predict
-from .errors import MapError, VprError
+from .config import LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, spatial_margin
-from .extract import Extractor
-from .geodesy import UtmZone, from_utm
-from .images import to_rgb
-from .mapdb import VprMap, load_map
-from .models import build_global_model
-from .rerank import build_reranker
 from .retrieval import make_index
+
+__all__ = ["Estimate", "Localizer", "Match"]
 
 
 @dataclass
@@ -56,64 +59,47 @@ class Estimate:
     evidence: np.ndarray | None = None  # calibration features of this frame
 
 
-def map_model(vmap: VprMap, overrides: dict[str, Any] | None = None):
-    """The global model a map was built with, its map state loaded; refused unless weights and dimension match the map."""
-    model = build_global_model(vmap.model, {**vmap.model_conf, **(overrides or {})})
-    model.load_map_state(vmap.model_state)
-    fp = model.fingerprint()
-    if fp != vmap.fingerprint:
-        raise MapError(
-            f"map fingerprint {vmap.fingerprint} does not match the '{vmap.model}' weights here ({fp}); "
-            "use the weights the map was built with or rebuild the map"
-        )
-    if model.dim != vmap.descriptors.shape[1]:
-        raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
-    return model
-
-
 class Localizer:
-    def __init__(
-        self,
-        vmap: VprMap,
-        device: str = "auto",
-        top_k: int = 10,
-        index: str = "flat",
-        global_model: str | None = None,
-        model_overrides: dict[str, Any] | None = None,
-        estimate: dict[str, float] | None = None,
-        reranker: str = "none",
-        reranker_conf: dict[str, Any] | None = None,
-        backend: str = "auto",
-        retrieval: str = "auto",
-    ) -> None:
-        if global_model and global_model != vmap.model:
+    """Frame in, estimate out; built from a map and one :class:`LocalizerConfig` (keyword overrides allowed)."""
+
+    def __init__(self, vmap: VprMap, config: LocalizerConfig | None = None, **overrides: Any) -> None:
+        c = LocalizerConfig(**{**(config.__dict__ if config else {}), **overrides}).validate()
+        if c.global_model and c.global_model != vmap.model:
             raise MapError(
-                f"map was built with global model '{vmap.model}' but '{global_model}' is configured; "
-                f"set global_model to '{vmap.model}' or rebuild the map with --model {global_model}"
+                f"map was built with global model '{vmap.model}' but '{c.global_model}' is configured; "
+                f"set global_model to '{vmap.model}' or rebuild the map with --model {c.global_model}"
             )
-        if top_k < 1:
-            raise VprError(f"top_k must be >= 1, got {top_k}")
+        self.config = c
         self.map = vmap
-        self.top_k = top_k
-        self.reranker = build_reranker(reranker, reranker_conf)
+        self.top_k = c.top_k
+        self.reranker = build_reranker(c.reranker, c.reranker_conf())
         if self.reranker.needs_local and vmap.local is None:
-            raise MapError(f"re-ranker '{reranker}' needs the map's local features, but this map has none; rebuild it without --no-local")
-        model = map_model(vmap, model_overrides)
-        self.extractor = Extractor(model, device)
-        self.index = make_index(vmap.descriptors, kind=index, device=self.extractor.device, retrieval=retrieval)
-        self.runner = make_runner(self.extractor, backend, vmap.fingerprint)
-        if self.reranker.conf.get("frame", 0) is None:
-            self.reranker.conf["frame"] = list(self.extractor.model.input_size)
-        self.reranker.to(self.extractor.device)
-        self.reranker.attach(vmap)
-        self.local = torch.from_numpy(vmap.local) if vmap.local is not None else None
-        self.calibration = vmap.extras.get(f"calibration.{reranker}")
-        self.estimate_conf = {**ESTIMATE_DEFAULTS, **(estimate or {})}
+            raise MapError(
+                f"re-ranker '{c.reranker}' needs the map's local features, but this map has none; rebuild it without --no-local"
+            )
+        self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
+        device = self.extractor.device
+        self.index = make_index(vmap.descriptors, kind=c.index, device=device, retrieval=c.retrieval)
+        self.runner = make_runner(self.extractor, c.backend, vmap.fingerprint)
+        self.reranker.bind(vmap, device, self.extractor.model.input_size)
+        # The map's grids go where the re-ranker runs once, here; per frame only the K candidates are gathered.
+        self.local = self._grids_on(device) if self.reranker.needs_local else None
+        self.calibration = vmap.extras.get(f"calibration.{c.reranker}")
+        self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
         self.origin = vmap.origin
 
+    def _grids_on(self, device: torch.device) -> torch.Tensor:
+        """The map's float16 grids as a tensor on ``device`` when they fit in half its free memory, else on the host."""
+        local = torch.from_numpy(self.map.local)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if local.numel() * local.element_size() < 0.5 * free:
+                return local.to(device)
+        return local
+
     @classmethod
-    def from_file(cls, path: str | Path, **kw: Any) -> Localizer:
-        return cls(load_map(path), **kw)
+    def from_file(cls, path: str | Path, config: LocalizerConfig | None = None, **overrides: Any) -> Localizer:
+        return cls(load_map(path), config, **overrides)
 
     @property
     def model(self):
@@ -126,7 +112,6 @@ class Localizer:
         t1 = time.perf_counter()
         rr = self.reranker
         desc, qloc = self.runner(x, local=rr.needs_local)
-        qloc = qloc if rr.needs_local else None
         t2 = time.perf_counter()
         scores, ids = self.index.search(desc, max(k or self.top_k, rr.top_k if rr.needs_local else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
@@ -136,7 +121,9 @@ class Localizer:
         rscores = inliers = None
         if qloc is not None and len(ids):
             kk = min(rr.top_k, len(ids))
-            res = rr.score(qloc[0].to(self.extractor.device), self.local[torch.from_numpy(ids[:kk])].float().to(self.extractor.device))
+            sel = torch.from_numpy(ids[:kk]).to(self.local.device)
+            cands = self.local.index_select(0, sel).to(rr.device, torch.float32, non_blocking=True)
+            res = rr.score(qloc[0].to(rr.device), cands)
             rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
             order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score
             ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]

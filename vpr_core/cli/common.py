@@ -1,0 +1,62 @@
+"""Arguments several verbs share, and the pieces of their handlers that repeat."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import VprError
+from ..io.geoset import GeoSet, load_geoset
+from ..localize.config import LocalizerConfig
+
+__all__ = ["add_config_args", "add_device_arg", "add_geo_args", "config_from_args", "geoset", "need_topics"]
+
+
+def add_device_arg(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+
+
+def add_config_args(sp: argparse.ArgumentParser, fields: list[str]) -> None:
+    """The ``LocalizerConfig`` knobs ``fields`` as this verb's arguments (flags, defaults and choices from the config)."""
+    from ..config import add_arguments
+
+    add_arguments(sp, LocalizerConfig, fields)
+
+
+def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
+    from ..config import from_surface
+
+    return from_surface(LocalizerConfig, vars(args), "cli").validate("cli")
+
+
+def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool = False) -> None:
+    """Where the geotagged images come from: a VPR-convention folder, a CSV or (``bag``) a ROS bag."""
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument(folder, metavar="DIR", help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)")
+    g.add_argument("--csv", metavar="FILE", help="CSV with columns image,lat,lon[,alt,heading]; image paths relative to the CSV")
+    if bag:
+        g.add_argument("--bag", metavar="PATH", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix")
+        sp.add_argument("--image-topic", metavar="T", help="with --bag: sensor_msgs/Image or CompressedImage topic")
+        sp.add_argument("--fix-topic", metavar="T", help="with --bag: sensor_msgs/NavSatFix topic (interpolated at each image stamp)")
+        sp.add_argument(
+            "--max-fix-age",
+            type=float,
+            default=1.0,
+            metavar="S",
+            help="skip images whose neighbouring fixes are further than S seconds (default 1)",
+        )
+        sp.add_argument(
+            "--max-fix-std",
+            type=float,
+            default=10.0,
+            metavar="M",
+            help="skip fixes whose horizontal std (covariance) exceeds M metres (default 10)",
+        )
+
+
+def geoset(args: argparse.Namespace, folder: str | None, zone=None) -> GeoSet:
+    return load_geoset(folder, getattr(args, "csv", None), zone)
+
+
+def need_topics(args: argparse.Namespace) -> None:
+    if not args.image_topic or not args.fix_topic:
+        raise VprError("--bag needs --image-topic (Image or CompressedImage) and --fix-topic (NavSatFix)")

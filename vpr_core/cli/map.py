@@ -1,0 +1,112 @@
+"""``vpr map build|adapt|info``: make a map from geotagged images or a bag, adapt its DHE head, inspect it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import VprError
+from .common import add_device_arg, add_geo_args, geoset, need_topics
+
+__all__ = ["add"]
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..config import parse_sets
+    from ..map.build import build_and_save, build_map_from_bag
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
+    kw = {"model_name": args.model, "model_conf": parse_sets(args.set), "device": args.device, "local": not args.no_local}
+    if args.bag:
+        need_topics(args)
+        m, skips, seen = build_map_from_bag(
+            args.bag,
+            args.image_topic,
+            args.fix_topic,
+            out,
+            images_out=args.images_out,
+            min_spacing=args.min_spacing,
+            max_fix_age=args.max_fix_age,
+            max_fix_std=args.max_fix_std,
+            **kw,
+        )
+        print(
+            f"bag {args.bag}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "
+            f"({skips.summary()}); images in {m.info['source']}"
+        )
+    else:
+        m = build_and_save(geoset(args, args.images), out, source=str(args.images or args.csv), **kw)
+    print(
+        f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), "
+        f"UTM zone {m.zone.number}{m.zone.letter}"
+    )
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from ..map.adapt import adapt_map
+
+    conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}.items() if v is not None}
+    m = adapt_map(args.map, out=args.out, images=args.images, conf=conf, device=args.device, log=args.log)
+    done = m.info["dhe_adapted"]
+    print(
+        f"map {args.out or args.map}: DHE head adapted on its {done['images']} database images "
+        f"({done['iterations']} iterations); '--rerank dhe' now uses it"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..map.format import load_map, map_info
+
+    print(json.dumps(map_info(load_map(args.map)), indent=2))
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    mp = sub.add_parser("map", help="build or inspect a map").add_subparsers(dest="map_command", required=True)
+    b = mp.add_parser(
+        "build",
+        help="describe geotagged images into a map file",
+        description="Build a map: one global descriptor and geotag per image, plus the model's map-specific parts "
+        "(e.g. the VLAD vocabulary).",
+    )
+    add_geo_args(b, "--images", "database images", bag=True)
+    b.add_argument(
+        "--min-spacing", type=float, default=0.0, metavar="M", help="with --bag: skip frames closer than M metres to the previous kept one"
+    )
+    b.add_argument("--images-out", metavar="DIR", help="with --bag: where the kept frames are written (default MAP.images/)")
+    b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
+    b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256",
+    )
+    b.add_argument("--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)")
+    add_device_arg(b)
+    b.set_defaults(func=cmd_build)
+
+    a = mp.add_parser(
+        "adapt",
+        help="fine-tune the DHE head on the map's own database images and store it in the map",
+        description="Self-supervised (homographic views, REI loss) fine-tuning of the DHE head on the map's database "
+        "images only; the adapted head is stored in the map and used by '--rerank dhe' when no weights are given.",
+    )
+    a.add_argument("map", metavar="MAP")
+    a.add_argument("--out", metavar="MAP", help="write the adapted map here (default: update MAP in place, atomically)")
+    a.add_argument("--images", metavar="DIR", help="the map's database images (default: the folder or CSV recorded at build time)")
+    a.add_argument("--iterations", type=int, help="iterations (default 300)")
+    a.add_argument("--batch-size", type=int, help="pairs per iteration (default 8)")
+    a.add_argument("--seed", type=int)
+    a.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step")
+    add_device_arg(a)
+    a.set_defaults(func=cmd_adapt)
+
+    i = mp.add_parser("info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON.")
+    i.add_argument("map", metavar="MAP")
+    i.set_defaults(func=cmd_info)

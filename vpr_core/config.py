@@ -1,0 +1,196 @@
+"""Settings declared once, shown on every surface: dataclass fields that know their CLI flag and ROS parameter.
+
+A setting is a dataclass field made with :func:`knob`: its library default, help text,
+type, choices (a callable, so registries are read when asked) and range, and how it
+appears on each surface (the ``vpr`` command line, the ROS node). Where a surface
+deliberately uses another name or default, the field carries that with a one-line
+reason. The CLI adds its arguments with :func:`add_arguments`; the node declares its
+parameters from :func:`knobs`; both validate through :func:`validate`, so a choice
+list or a range exists in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import VprError
+
+__all__ = ["Knob", "Surface", "add_arguments", "from_surface", "knob", "knobs", "parse_sets", "validate"]
+
+SURFACES = ("cli", "ros")
+
+
+@dataclass(frozen=True)
+class Surface:
+    """How a setting appears on one surface: its name there, its default there and, when that differs, why."""
+
+    name: str
+    default: Any
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Knob:
+    field: str
+    help: str
+    type: type
+    default: Any
+    choices: Callable[[], Sequence[str]] | None
+    range: tuple[float, float] | None
+    surfaces: dict[str, Surface]
+    runtime: bool  # may change while the node runs (parameter service)
+    accepts: Callable[[Any], bool] | None  # values allowed beside the choices (e.g. "cuda:1")
+    registry: bool  # choices are registered method names: a miss is "unknown", not "invalid"
+
+    def on(self, surface: str) -> Surface | None:
+        return self.surfaces.get(surface)
+
+
+def knob(
+    default: Any,
+    help: str,
+    *,
+    type: type,
+    choices: Callable[[], Sequence[str]] | None = None,
+    range: tuple[float, float] | None = None,
+    cli: str | tuple[str, Any, str] | None = None,
+    ros: str | tuple[str, Any, str] | None = None,
+    runtime: bool = False,
+    accepts: Callable[[Any], bool] | None = None,
+    registry: bool = False,
+) -> Any:
+    """A dataclass field; ``cli``/``ros`` give the name on that surface, or (name, default, why) where the default differs."""
+    surfaces: dict[str, Surface] = {}
+    for key, spec in (("cli", cli), ("ros", ros)):
+        if spec is None:
+            continue
+        if isinstance(spec, str):
+            surfaces[key] = Surface(spec, default)
+        else:
+            name, value, why = spec
+            if not why:
+                raise ValueError(f"{name}: a surface default that differs needs its reason")
+            surfaces[key] = Surface(name, value, why)
+    meta = {"knob": (help, type, choices, range, surfaces, runtime, accepts, registry)}
+    if isinstance(default, dict | list):
+        return dataclasses.field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def knobs(cls: type, surface: str | None = None) -> list[Knob]:
+    """The settings of a config class (those shown on ``surface`` only, when given), in declaration order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if "knob" not in f.metadata:
+            continue
+        help_, type_, choices, range_, surfaces, runtime, accepts, registry = f.metadata["knob"]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        k = Knob(f.name, help_, type_, default, choices, range_, surfaces, runtime, accepts, registry)
+        if surface is None or k.on(surface) is not None:
+            out.append(k)
+    return out
+
+
+def _label(k: Knob, surface: str | None) -> str:
+    s = k.on(surface) if surface else None
+    if s is None:
+        return k.field
+    return f"parameter {s.name}" if surface == "ros" else s.name
+
+
+def check(k: Knob, value: Any, surface: str | None = None) -> None:
+    """One setting's value against its type, choices and range; a one-line VprError naming it on ``surface``."""
+    label = _label(k, surface)
+    if k.type in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise VprError(f"{label}={value!r} is not a number; give a {k.type.__name__}")
+    if k.type is float and not math.isfinite(float(value)):
+        raise VprError(f"{label}={value} is not finite; give a number in [{k.range[0]:g}, {k.range[1]:g}]")
+    if k.range is not None and not (k.range[0] <= value <= k.range[1]):
+        raise VprError(f"{label}={value} is out of range; give a value in [{k.range[0]:g}, {k.range[1]:g}]")
+    if k.choices is not None:
+        allowed = list(k.choices())
+        if value not in allowed and not (k.accepts and k.accepts(value)):
+            shown = ", ".join(repr(c) if c == "" else str(c) for c in allowed)
+            raise VprError(f"{label}='{value}' is {'unknown' if k.registry else 'invalid'}; choose one of {shown}")
+
+
+def validate(config: Any, surface: str | None = None) -> None:
+    """Every setting of ``config``; errors name the setting as ``surface`` shows it (flag or parameter)."""
+    for k in knobs(type(config)):
+        check(k, getattr(config, k.field), surface)
+
+
+def parse_sets(items: Sequence[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON when they are JSON (numbers, lists, bools)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise VprError(f"{flag} expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _arg_type(k: Knob, flag: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = k.type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {k.type.__name__}") from None
+        try:
+            check(k, value, "cli")
+        except VprError as e:
+            raise argparse.ArgumentTypeError(str(e).split("=", 1)[1] if "=" in str(e) else str(e)) from None
+        return value
+
+    parse.__name__ = k.type.__name__  # argparse names the type in its messages
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, fields: Sequence[str]) -> None:
+    """Add the CLI arguments of ``cls``'s ``fields`` (each must be shown on the CLI) to ``parser``."""
+    by_field = {k.field: k for k in knobs(cls, "cli")}
+    for name in fields:
+        k = by_field[name]
+        s = k.on("cli")
+        assert s is not None
+        help_ = k.help
+        if k.type is dict:
+            parser.add_argument(s.name, action="append", metavar="KEY=VALUE", dest=k.field, help=help_)
+            continue
+        kw: dict[str, Any] = {"dest": k.field, "default": s.default}
+        if k.choices is not None and k.accepts is None:
+            kw["choices"] = [c for c in k.choices() if c != ""]  # "" is the default's "not set", never typed
+            kw["type"] = k.type
+        else:
+            kw["type"] = _arg_type(k, s.name)
+        if k.type is not str and k.choices is None:
+            kw["metavar"] = k.type.__name__.upper()
+        default_text = s.default if s.default != "" else "none"
+        parser.add_argument(s.name, help=f"{help_} (default: {default_text})", **kw)
+
+
+def from_surface(cls: type, values: dict[str, Any], surface: str) -> Any:
+    """An instance of ``cls`` from a surface's values keyed by field (argparse dests) or by parameter name (ROS)."""
+    kw: dict[str, Any] = {}
+    for k in knobs(cls, surface):
+        s = k.on(surface)
+        key = k.field if surface == "cli" else s.name
+        if key not in values:
+            continue
+        value = values[key]
+        if k.type is dict and surface == "cli":
+            value = parse_sets(value, s.name)
+        elif value is None:
+            value = s.default
+        kw[k.field] = value
+    return cls(**kw)

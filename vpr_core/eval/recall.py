@@ -1,0 +1,81 @@
+"""Recall@N by the standard VPR protocol, localization error, per-stage latency, plots.
+
+A query counts as localized at N when any of its top-N map images lies within
+``threshold`` metres of the query's true position (UTM, in the map's zone).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..io.geoset import GeoSet
+from ..io.images import load_image
+from ..localize.localizer import Estimate, Localizer
+
+RECALL_NS = (1, 5, 10, 20)
+
+
+def recalls(ranked_xy: list[np.ndarray], true_xy: np.ndarray, threshold: float, ns=RECALL_NS) -> dict[str, float]:
+    """Recall@N in percent; ``ranked_xy[q]`` holds the positions of query q's candidates, best first."""
+    hits = np.zeros(len(ns))
+    for cand, t in zip(ranked_xy, true_xy):
+        d = np.linalg.norm(cand - t, axis=1) <= threshold
+        first = int(np.argmax(d)) if d.any() else 10**9
+        hits += np.array([first < n for n in ns])
+    return {f"recall@{n}": float(100.0 * h / max(len(true_xy), 1)) for n, h in zip(ns, hits)}
+
+
+def latency_summary(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = list(timings[0]) if timings else []
+    return {k: {"p50": float(np.percentile([t[k] for t in timings], 50)), "p95": float(np.percentile([t[k] for t in timings], 95))} for k in keys}
+
+
+def summarize(estimates: list[Estimate], true_xy: np.ndarray, threshold: float, map_xy: np.ndarray) -> dict[str, Any]:
+    ranked = [np.array([[m.east, m.north] for m in e.matches]) for e in estimates]
+    err = np.array([np.hypot(e.east - t[0], e.north - t[1]) for e, t in zip(estimates, true_xy)])
+    has_pos = np.array([(np.linalg.norm(map_xy - t, axis=1) <= threshold).any() for t in true_xy])
+    report: dict[str, Any] = recalls(ranked, true_xy, threshold)
+    report |= {
+        "threshold_m": threshold,
+        "num_queries": len(estimates),
+        "queries_without_positive": int((~has_pos).sum()),
+        "median_error_m": float(np.median(err)) if len(err) else float("nan"),
+        "p90_error_m": float(np.percentile(err, 90)) if len(err) else float("nan"),
+        "mean_confidence": float(np.mean([e.confidence for e in estimates])) if estimates else float("nan"),
+        "latency_ms": latency_summary([e.timings for e in estimates]),
+    }
+    return report
+
+
+def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: bool = True) -> tuple[dict[str, Any], list[Estimate]]:
+    """Localize every query image one at a time (as the robot would) and score the result."""
+    k = max(localizer.top_k, max(RECALL_NS))
+    estimates: list[Estimate] = []
+    for path in tqdm(queries.paths, desc="queries", unit="img", disable=not progress):
+        t0 = time.perf_counter()
+        img = load_image(path)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        est = localizer.localize(img, k=k)
+        est.timings = {"load": load_ms, **est.timings}
+        estimates.append(est)
+    report = summarize(estimates, queries.xy, threshold, localizer.map.xy) | localizer_info(localizer)
+    return report, estimates
+
+
+def localizer_info(localizer: Localizer) -> dict[str, Any]:
+    rr = localizer.reranker
+    return {
+        "model": localizer.map.model,
+        "map_size": len(localizer.map),
+        "device": str(localizer.extractor.device),
+        "reranker": rr.name,
+        "reranker_conf": {**rr.conf, "frame": list(rr.frame)} if rr.needs_local else {},
+        "reranker_trained": bool(rr.trained),
+        "reranker_weights": rr.source,
+        "backend": localizer.runner.name,
+        "retrieval": f"{localizer.index.kind}{' (gpu)' if localizer.index.on_gpu else ''}",
+    }

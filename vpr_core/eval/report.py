@@ -1,0 +1,27 @@
+"""An evaluation report as JSON on disk and as the few lines a person reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..io.files import atomic_write
+
+__all__ = ["print_report", "write_json"]
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+
+
+def print_report(report: dict[str, Any]) -> None:
+    rec = "  ".join(f"R@{k.split('@')[1]} {v:5.1f}" for k, v in report.items() if k.startswith("recall@"))
+    rr = f" + {report['reranker']}" if report.get("reranker", "none") != "none" else ""
+    if rr and report.get("reranker_weights", "n/a") != "n/a":
+        rr += f" [{report['reranker_weights']}]"
+    print(f"{report.get('model', '')}{rr} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
+    print(f"  {rec}")
+    print(f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence {report['mean_confidence']:.2f}")
+    lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
+    print(f"  latency ms p50/p95: {lat}")

@@ -1,0 +1,145 @@
+"""``LocalizerConfig``: every knob of the per-frame pipeline, with its CLI flag and ROS parameter.
+
+The ``vpr`` arguments (``eval``, ``calibrate``) and the node's declared parameters are
+generated from these fields, so names, choices and ranges are written once. The two
+surfaces differ on purpose in two defaults, each with its reason below: the
+re-ranker (the robot gets the most accurate one; offline evaluation reports the plain
+ranking unless asked) and the confidence threshold of a FIX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import knob, validate
+from ..errors import VprError
+from ..models import GLOBAL_MODELS
+from ..rerank import RERANKERS
+from ..runtime.backends import BACKENDS
+from ..runtime.extractor import DEVICES
+from .estimate import ESTIMATE_DEFAULTS
+from .retrieval import INDEX_KINDS, RETRIEVALS
+
+__all__ = ["LocalizerConfig"]
+
+#: Re-rankers whose head loads from a weights file.
+WEIGHTED_RERANKERS = ("dhe", "geowarp")
+
+
+def _cuda_index(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
+
+
+@dataclass
+class LocalizerConfig:
+    """The per-frame pipeline: global model, search, re-ranking, estimate and the FIX threshold."""
+
+    global_model: str = knob(
+        "",
+        "Expected global model; empty = the map's. A different one is refused at start-up.",
+        type=str,
+        choices=lambda: ["", *GLOBAL_MODELS.names()],
+        registry=True,
+        cli="--model",
+        ros="global_model",
+    )
+    model_options: dict = knob(
+        {},
+        "Global-model option overrides, e.g. weights=PATH (the map's fingerprint must still match).",
+        type=dict,
+        cli="--set",
+    )
+    top_k: int = knob(
+        10, "Candidates retrieved per frame (recalls are scored on 20).", type=int, range=(1, 1000), cli="--top-k", ros="top_k"
+    )
+    index: str = knob("flat", "faiss index: exact flat search, or IVF for large maps.", type=str, choices=lambda: INDEX_KINDS)
+    device: str = knob(
+        "auto",
+        "auto (CUDA when present), cpu, cuda or cuda:N.",
+        type=str,
+        choices=lambda: DEVICES,
+        accepts=_cuda_index,
+        cli="--device",
+        ros="device",
+    )
+    backend: str = knob(
+        "auto",
+        "Global model runtime: auto (TensorRT FP16 on CUDA with an on-disk engine cache, else eager), tensorrt, "
+        "onnxruntime or eager; each fallback is logged and reported.",
+        type=str,
+        choices=lambda: BACKENDS,
+        cli="--backend",
+        ros="backend",
+    )
+    retrieval: str = knob(
+        "auto",
+        "Search: auto (faiss GPU, else torch top-k on the GPU when the map fits, else faiss CPU), faiss or torch.",
+        type=str,
+        choices=lambda: RETRIEVALS,
+        cli="--retrieval",
+        ros="retrieval",
+    )
+    reranker: str = knob(
+        "none",
+        "Re-ranker of the global top-K. dhe uses the map's adapted head, else the one shipped for XFeat maps "
+        "(corridor R@1 92.8 vs ransac 86.5, 0.48x RANSAC's time at K=32).",
+        type=str,
+        choices=lambda: RERANKERS.names(),
+        registry=True,
+        cli="--rerank",
+        ros=("reranker", "dhe", "a robot gets the most accurate re-ranker; offline runs report the plain ranking unless asked"),
+    )
+    reranker_top_k: int = knob(
+        0,
+        "Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5).",
+        type=int,
+        range=(0, 1000),
+        cli="--rerank-k",
+        ros="reranker_top_k",
+    )
+    reranker_weights: str = knob(
+        "",
+        "Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = dhe: the map's "
+        "adapted head, else the one shipped for XFeat maps. (CLI: --rerank-set weights=PATH.)",
+        type=str,
+        ros="reranker_weights",
+    )
+    reranker_options: dict = knob(
+        {},
+        "Re-ranker option, e.g. weights=homography_regression.torch (ROS: reranker_weights, reranker_top_k).",
+        type=dict,
+        cli="--rerank-set",
+    )
+    min_confidence: float = knob(
+        0.5,
+        "A fix is STATUS_FIX at or above this confidence, else STATUS_NO_FIX.",
+        type=float,
+        range=(0.0, 1.0),
+        cli=("--min-confidence", 0.0, "an offline out-bag keeps every estimate as a FIX unless asked, to show them all"),
+        ros="min_confidence",
+        runtime=True,
+    )
+    estimate: dict = knob({}, f"Overrides of the estimate's constants ({', '.join(ESTIMATE_DEFAULTS)}).", type=dict)
+
+    def validate(self, surface: str | None = None) -> LocalizerConfig:
+        """Check every knob (one-line VprError naming it as ``surface`` shows it); returns self."""
+        validate(self, surface)
+        if self.reranker_weights and self.reranker not in WEIGHTED_RERANKERS:
+            name = "parameter reranker_weights" if surface == "ros" else "reranker_weights"
+            raise VprError(
+                f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker {' or '.join(WEIGHTED_RERANKERS)}"
+            )
+        unknown = set(self.estimate) - set(ESTIMATE_DEFAULTS)
+        if unknown:
+            raise VprError(f"estimate: unknown option(s) {sorted(unknown)}; known: {sorted(ESTIMATE_DEFAULTS)}")
+        return self
+
+    def reranker_conf(self) -> dict[str, Any]:
+        """The re-ranker's own options: ``reranker_options`` plus the explicit top-K and weights."""
+        conf = dict(self.reranker_options)
+        if self.reranker_top_k:
+            conf["top_k"] = int(self.reranker_top_k)
+        if self.reranker_weights:
+            conf["weights"] = self.reranker_weights
+        return conf

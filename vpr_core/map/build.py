@@ -1,0 +1,126 @@
+"""Map building: geotagged images (folder, CSV or a mapping run's bag) -> descriptors, vocabulary, geotags -> map file."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import VprError
+from ..geodesy import UtmZone, from_utm
+from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
+from ..io.files import staged
+from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
+from ..runtime.extractor import describe_images
+from .format import VprMap, save_map
+
+__all__ = ["build_and_save", "build_map", "build_map_from_bag", "extract_map_images"]
+
+
+def build_map(
+    geo: GeoSet,
+    model_name: str = "xfeat-vlad",
+    model_conf: dict[str, Any] | None = None,
+    device: str = "auto",
+    source: str = "",
+    local: bool = True,
+) -> VprMap:
+    """Describe every image of ``geo`` with the named model; learns the vocabulary first when needed.
+
+    ``local`` stores each image's dense grid (float16) for re-ranking: measured cheaper than
+    recomputing candidates' features per query (see bench/bench_rerank.py).
+    """
+    paths = geo.paths
+    model, desc, local_feats = describe_images(paths, model_name, model_conf, device, local=local)
+    info = {
+        "source": source,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "num_images": len(paths),
+        "trained_weights": bool(model.trained),
+        "local_features": {"grid": list(model.local_grid), "dtype": "float16", "bytes_per_image": int(local_feats[0].nbytes)}
+        if local_feats is not None
+        else None,
+    }
+    return VprMap(
+        descriptors=desc.astype(np.float32),
+        lat=geo.lat,
+        lon=geo.lon,
+        alt=geo.alt,
+        east=geo.east,
+        north=geo.north,
+        zone=geo.zone,
+        names=[p.name for p in paths],
+        model=model_name,
+        model_conf=model.conf,
+        fingerprint=model.fingerprint(),
+        model_state=model.map_state(),
+        info=info,
+        local=local_feats,
+    )
+
+
+def build_and_save(geo: GeoSet, out: str | Path, **kw: Any) -> VprMap:
+    m = build_map(geo, **kw)
+    save_map(m, out)
+    return m
+
+
+def _image_file(gf: GeoFrame, zone: UtmZone, lat: float, lon: float, index: int) -> tuple[str, bytes]:
+    """VPR-convention name and bytes: a CompressedImage's payload as recorded, raw images as lossless PNG."""
+    f = gf.frame
+    ext = ".jpg" if f.encoded is not None and "png" not in f.fmt.lower() else ".png"
+    name = vpr_name(gf.east, gf.north, zone, lat, lon, f"{f.stamp}", ext)
+    if f.encoded is not None:
+        return name, f.encoded
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise VprError(f"cannot encode frame {index} as PNG")
+    return name, buf.tobytes()
+
+
+def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_dir: str | Path, min_spacing: float = 0.0,
+                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True) -> tuple[list[GeoImage], UtmZone, Skips, int]:  # fmt: skip
+    """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
+    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std)
+    images: list[GeoImage] = []
+    last_xy: tuple[float, float] | None = None
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above): replaced by the staged folder
+    with staged(out_dir) as tmp:
+        tmp.mkdir()
+        for gf in tqdm(src, total=src.num_images, desc="bag frames", unit="img", disable=not progress):
+            if not isinstance(gf, GeoFrame):
+                continue
+            if last_xy is not None and math.hypot(gf.east - last_xy[0], gf.north - last_xy[1]) < min_spacing:
+                src.skips.add("closer than min-spacing")
+                continue
+            lat, lon = (float(v[0]) for v in from_utm(np.array([gf.east]), np.array([gf.north]), src.zone))
+            name, data = _image_file(gf, src.zone, lat, lon, len(images))
+            (tmp / name).write_bytes(data)
+            images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, (gf.east, gf.north, src.zone.number, src.zone.letter)))
+            last_xy = (gf.east, gf.north)
+        if not images:
+            raise BagError(f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check --fix-topic, --max-fix-age")
+    return images, src.zone, src.skips, src.num_images
+
+
+def build_map_from_bag(bag: str | Path, image_topic: str, fix_topic: str, out: str | Path, images_out: str | Path | None = None, min_spacing: float = 0.0,
+                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True, **build_kw: Any):  # fmt: skip
+    """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map adapt``."""
+    out = Path(out)
+    images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
+    images, zone, skips, seen = extract_map_images(bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress)
+    m = build_map(make_geoset(images, zone), source=str(images_out), **build_kw)
+    m.info["bag"] = {"path": str(bag), "image_topic": image_topic, "fix_topic": fix_topic, "frames": seen, "kept": len(images), "skipped": dict(skips.counts)}
+    save_map(m, out)
+    return m, skips, seen
+
+
