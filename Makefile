@@ -14,11 +14,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m vpr_ros.demo --out demo_out
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q test
 
+# Formatting and lint over the whole repo (ruff version pinned in setup.py and pyproject.toml); part of `make test`.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check vpr_core vpr_ros test bench launch
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) bench/bench_datasets.py ../shared/datasets

@@ -37,8 +37,22 @@ setup(
         "rosbags>=0.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "colcon-core", "colcon-ros", "ros-ament-package", "pyyaml", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
-        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],  # TensorRT: torch-tensorrt matching your torch, on the robot
+        "test": [
+            "pytest>=7",
+            "ruff==0.17.6",
+            "colcon-core",
+            "colcon-ros",
+            "ros-ament-package",
+            "pyyaml",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "onnxscript",
+        ],
+        "export": [
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "onnxscript",
+        ],  # TensorRT: torch-tensorrt matching your torch, on the robot
         "ros": [
             "ros-jazzy-rclpy[fastrtps]",
             "ros-jazzy-sensor-msgs",

@@ -56,7 +56,9 @@ def worker(args: argparse.Namespace) -> dict:
 
     device, backend, fp16 = args.device, args.worker, args.worker.endswith("fp16")
     name = backend.replace("-fp16", "")
-    loc = Localizer.from_file(args.map, device=device, backend="eager" if name == "eager" else name, reranker="dhe", reranker_top_k=32)
+    loc = Localizer.from_file(
+        args.map, device=device, backend="eager" if name == "eager" else name, reranker="dhe", reranker_top_k=32
+    )
     loc.extractor.fp16 = fp16 and loc.extractor.device.type == "cuda"
     q = load_geoset(args.queries, zone=loc.map.zone)
     images = [load_image(p) for p in q.paths[: args.n]]
@@ -136,25 +138,62 @@ def main() -> int:
     env = dict(os.environ, VPR_ENGINE_CACHE=tempfile.mkdtemp(prefix="vpr-bench-engines-"))
     rows = []
     for b in backends(args.device):
-        r = subprocess.run([sys.executable, __file__, "--map", args.map, "--queries", args.queries, "--n", str(args.n), "--repeat", str(args.repeat),
-                            "--device", args.device, "--worker", b], capture_output=True, text=True, env=env)  # fmt: skip
+        r = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--map",
+                args.map,
+                "--queries",
+                args.queries,
+                "--n",
+                str(args.n),
+                "--repeat",
+                str(args.repeat),
+                "--device",
+                args.device,
+                "--worker",
+                b,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if r.returncode != 0:
-            print(f"{b}: failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}", file=sys.stderr)
+            print(
+                f"{b}: failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}",
+                file=sys.stderr,
+            )
             continue
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {dev}; Localizer with dhe K=32, {rows[0]['n'] if rows else 0} queries; ms p50/p95")
-    print(f"{'backend':18s} " + " ".join(f"{s:>13s}" for s in STAGES) + f" {'global mod':>10s} {'dhe mod':>8s} {'RSS MiB':>8s} {'CUDA MiB':>8s}")
+    print(
+        f"{'backend':18s} "
+        + " ".join(f"{s:>13s}" for s in STAGES)
+        + f" {'global mod':>10s} {'dhe mod':>8s} {'RSS MiB':>8s} {'CUDA MiB':>8s}"
+    )
     for r in rows:
         cells = " ".join(f"{r[s][0]:6.1f}/{r[s][1]:6.1f}" for s in STAGES)
-        print(f"{r['backend']:18s} {cells} {r['module_global']:10.2f} {r['module_dhe']:8.2f} {r['peak_rss_mib']:8.0f} {r['peak_cuda_mib']:8.0f}")
+        print(
+            f"{r['backend']:18s} {cells} {r['module_global']:10.2f} {r['module_dhe']:8.2f} {r['peak_rss_mib']:8.0f} "
+            f"{r['peak_cuda_mib']:8.0f}"
+        )
         for f in r["fallbacks"]:
             print(f"   fallback: {f}")
     base = next((r for r in rows if r["backend"].startswith("eager") and not r["backend"].endswith("fp16")), None)
     if base:
-        parts = [f"{r['backend']}: global x{base['module_global'] / r['module_global']:.2f}, dhe x{base['module_dhe'] / r['module_dhe']:.2f}, "
-                 f"total x{base['total'][0] / r['total'][0]:.2f}" for r in rows if r is not base]  # fmt: skip
-        print(f"summary ({dev}): speed-up over {base['backend']} FP32 - " + ("; ".join(parts) or "no other backend present"))
+        parts = [
+            f"{r['backend']}: global x{base['module_global'] / r['module_global']:.2f}, dhe "
+            f"x{base['module_dhe'] / r['module_dhe']:.2f}, "
+            f"total x{base['total'][0] / r['total'][0]:.2f}"
+            for r in rows
+            if r is not base
+        ]
+        print(
+            f"summary ({dev}): speed-up over {base['backend']} FP32 - "
+            + ("; ".join(parts) or "no other backend present")
+        )
     return 0
 
 

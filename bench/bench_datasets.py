@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.config import parse_sets  # noqa: E402
-from vpr_core.eval.recall import evaluate  # noqa: E402
-from vpr_core.io.geoset import load_geoset  # noqa: E402
-from vpr_core.localize.localizer import Localizer  # noqa: E402
-from vpr_core.map.build import build_and_save  # noqa: E402
+from vpr_core.config import parse_sets
+from vpr_core.eval.recall import evaluate
+from vpr_core.io.geoset import load_geoset
+from vpr_core.localize.localizer import Localizer
+from vpr_core.map.build import build_and_save
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
 
@@ -40,23 +40,34 @@ def main() -> int:
     conf = parse_sets(args.set)
     rows = []
     print(f"model {args.model} {conf or ''} on {args.device}, torch threads {torch.get_num_threads()}")
-    print(f"{'set':10s} {'db':>5s} {'q':>5s} {'thr m':>6s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@20':>6s} {'med m':>6s} {'build s':>8s} {'ms/q p50':>9s} {'p95':>6s}")
+    print(
+        f"{'set':10s} {'db':>5s} {'q':>5s} {'thr m':>6s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@20':>6s} "
+        f"{'med m':>6s} {'build s':>8s} {'ms/q p50':>9s} {'p95':>6s}"
+    )
     for name in args.sets:
         base = args.root / name / "images" / "test"
         db = load_geoset(base / "database")
         q = load_geoset(base / "queries", zone=db.zone)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            vmap = build_and_save(db, Path(tmp) / "m.vprmap", model_name=args.model, model_conf=conf, device=args.device)
+            vmap = build_and_save(
+                db, Path(tmp) / "m.vprmap", model_name=args.model, model_conf=conf, device=args.device
+            )
             build_s = time.perf_counter() - t
         rep, _ = evaluate(Localizer(vmap, device=args.device), q, SETS.get(name, 25.0), progress=False)
         lat = rep["latency_ms"]["total"]
         rows.append((name, rep))
         print(
-            f"{name:10s} {len(db.paths):5d} {len(q.paths):5d} {rep['threshold_m']:6.1f} {rep['recall@1']:6.1f} {rep['recall@5']:6.1f} "
-            f"{rep['recall@10']:6.1f} {rep['recall@20']:6.1f} {rep['median_error_m']:6.2f} {build_s:8.1f} {lat['p50']:9.1f} {lat['p95']:6.1f}"
+            f"{name:10s} {len(db.paths):5d} {len(q.paths):5d} {rep['threshold_m']:6.1f} {rep['recall@1']:6.1f} "
+            f"{rep['recall@5']:6.1f} "
+            f"{rep['recall@10']:6.1f} {rep['recall@20']:6.1f} {rep['median_error_m']:6.2f} {build_s:8.1f} "
+            f"{lat['p50']:9.1f} {lat['p95']:6.1f}"
         )
-    print("summary: " + ", ".join(f"{n} R@1 {r['recall@1']:.1f} (R@5 {r['recall@5']:.1f})" for n, r in rows) + f" [{args.model}]")
+    print(
+        "summary: "
+        + ", ".join(f"{n} R@1 {r['recall@1']:.1f} (R@5 {r['recall@5']:.1f})" for n, r in rows)
+        + f" [{args.model}]"
+    )
     return 0
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.demo import generate  # noqa: E402
-from vpr_core.io.geoset import load_geoset  # noqa: E402
-from vpr_core.map.build import build_and_save  # noqa: E402
-from vpr_ros.harness import NodeProcess, Peer, new_domain  # noqa: E402
+from vpr_core.demo import generate
+from vpr_core.io.geoset import load_geoset
+from vpr_core.map.build import build_and_save
+from vpr_ros.harness import NodeProcess, Peer, new_domain
 
 
 def main() -> int:
@@ -80,16 +80,23 @@ def main() -> int:
     print(f"{'measure':42s} {'value':>12s}")
     print(f"{'publish->fix latency p50 (one at a time)':42s} {p50:10.1f} ms")
     print(f"{'publish->fix latency p95':42s} {p95:10.1f} ms")
-    print(f"{'node stage latency total p50/p95':42s} {d.get('latency_total_ms_p50')}/{d.get('latency_total_ms_p95')} ms")
+    print(
+        f"{'node stage latency total p50/p95':42s} {d.get('latency_total_ms_p50')}/{d.get('latency_total_ms_p95')} ms"
+    )
     print(f"{'flood: published':42s} {args.flood:8d} @ {pub_hz:.0f} Hz")
     print(f"{'flood: answered':42s} {answered:12d}")
     print(f"{'flood: dropped (not answered)':42s} {100 * (1 - answered / args.flood):10.1f} %")
     print(f"{'flood: node-counted drops (busy)':42s} {d.get('frames_dropped_busy'):>12s}")
-    print(f"{'flood: publish->fix latency p50/p95/max':42s} {np.percentile(flood_lat, 50):.0f}/{np.percentile(flood_lat, 95):.0f}/{max(flood_lat):.0f} ms")
+    print(
+        f"{'flood: publish->fix latency p50/p95/max':42s} "
+        f"{np.percentile(flood_lat, 50):.0f}/{np.percentile(flood_lat, 95):.0f}/{max(flood_lat):.0f} ms"
+    )
     print(f"{'node RSS before/after flood':42s} {rss0 / 1024:.0f}/{rss1 / 1024:.0f} MiB")
     print(
-        f"summary: latency p50 {p50:.0f} ms p95 {p95:.0f} ms; flood {args.flood}@{pub_hz:.0f} Hz -> {answered} answered "
-        f"({100 * (1 - answered / args.flood):.0f}% dropped), max latency {max(flood_lat):.0f} ms; RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MiB"
+        f"summary: latency p50 {p50:.0f} ms p95 {p95:.0f} ms; flood {args.flood}@{pub_hz:.0f} Hz -> {answered} "
+        "answered "
+        f"({100 * (1 - answered / args.flood):.0f}% dropped), max latency {max(flood_lat):.0f} ms; RSS "
+        f"{rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MiB"
     )
     return 0
 

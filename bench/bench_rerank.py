@@ -27,16 +27,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.eval.recall import evaluate  # noqa: E402
-from vpr_core.io.geoset import load_geoset  # noqa: E402
-from vpr_core.io.images import load_image  # noqa: E402
-from vpr_core.localize.localizer import Localizer  # noqa: E402
-from vpr_core.map.adapt import adapt_map  # noqa: E402
-from vpr_core.map.build import build_map  # noqa: E402
-from vpr_core.map.format import save_map  # noqa: E402
-from vpr_core.rerank import build_reranker  # noqa: E402
-from vpr_core.rerank.dhe import DHEHead  # noqa: E402
-from vpr_core.runtime.extractor import Extractor  # noqa: E402
+from vpr_core.eval.recall import evaluate
+from vpr_core.io.geoset import load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.localize.localizer import Localizer
+from vpr_core.map.adapt import adapt_map
+from vpr_core.map.build import build_map
+from vpr_core.map.format import save_map
+from vpr_core.rerank import build_reranker
+from vpr_core.rerank.dhe import DHEHead
+from vpr_core.runtime.extractor import Extractor
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
 
@@ -87,12 +87,22 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 save_map(vmap, Path(tmp) / "m.vprmap")
                 t0 = time.perf_counter()
-                adapted = adapt_map(Path(tmp) / "m.vprmap", conf={"iterations": args.adapt_iterations}, device=args.device)
-                print(f"   ({name}: map adapt, {args.adapt_iterations} iterations on {len(vmap)} database images, {time.perf_counter() - t0:.0f} s)")
+                adapted = adapt_map(
+                    Path(tmp) / "m.vprmap", conf={"iterations": args.adapt_iterations}, device=args.device
+                )
+                print(
+                    f"   ({name}: map adapt, {args.adapt_iterations} iterations on {len(vmap)} database images, "
+                    f"{time.perf_counter() - t0:.0f} s)"
+                )
         r1, ms = [], []
         for m, conf in methods.items():
             vm = adapted if m == "dhe-adapted" else vmap
-            loc = Localizer(vm, device=args.device, reranker=base(m), reranker_options={k: v for k, v in conf.items() if v is not None} if base(m) != "none" else {})
+            loc = Localizer(
+                vm,
+                device=args.device,
+                reranker=base(m),
+                reranker_options={k: v for k, v in conf.items() if v is not None} if base(m) != "none" else {},
+            )
             rep, _ = evaluate(loc, q, thr, progress=False)
             tag = "" if loc.reranker.trained else "*"
             r1.append(f"{rep['recall@1']:.1f}{tag}")
@@ -119,20 +129,34 @@ def main() -> int:
         print(f"  {m:11s} p50 {lat[m][0]:7.1f} ms  p95 {lat[m][1]:7.1f} ms")
     ratio = lat["dhe"][0] / lat["ransac"][0]
     head = DHEHead(108)
-    print(f"  DHE/RANSAC latency ratio {ratio:.2f} (DHE head on XFeat: 12x9 = 108 tokens, {head.flops() / 1e9:.2f} GFLOP per pair; "
-          f"reference 24x24 head: {DHEHead(576).flops() / 1e9:.1f} GFLOP per pair)")  # fmt: skip
+    print(
+        f"  DHE/RANSAC latency ratio {ratio:.2f} (DHE head on XFeat: 12x9 = 108 tokens, {head.flops() / 1e9:.2f} GFLOP "
+        "per pair; "
+        f"reference 24x24 head: {DHEHead(576).flops() / 1e9:.1f} GFLOP per pair)"
+    )
 
     print("\n3) candidates' dense features: stored vs recomputed")
     per_img = vmap.local[0].nbytes
-    paths = [vmap_path for vmap_path in (args.root / "corridor" / "images" / "test" / "database").glob("*.jpg")][: args.k]
+    paths = [vmap_path for vmap_path in (args.root / "corridor" / "images" / "test" / "database").glob("*.jpg")][
+        : args.k
+    ]
     imgs = [load_image(p) for p in paths]
     rex = Extractor(loc.model, args.device)
     rec = timed(lambda: rex.describe_local(rex.to_tensor(imgs)), 3)
-    print(f"  stored (float16 {vmap.local.shape[1]}x{vmap.local.shape[2]}x{vmap.local.shape[3]}): {per_img / 1024:.1f} KiB per map image "
-          f"({per_img * 10000 / 2**30:.2f} GiB per 10k images); lookup ~0 ms")  # fmt: skip
-    print(f"  recomputed from images: {rec[0]:.0f} ms per query for K={len(imgs)} (plus reading {len(imgs)} images), no extra map memory")
     print(
-        "summary: R@1 " + "; ".join(f"{n} " + " / ".join(f"{m} {summary[(n, m)]:.1f}" for m in methods if m != "ransac-cv2") for n in SETS)
+        f"  stored (float16 {vmap.local.shape[1]}x{vmap.local.shape[2]}x{vmap.local.shape[3]}): {per_img / 1024:.1f} "
+        "KiB per map image "
+        f"({per_img * 10000 / 2**30:.2f} GiB per 10k images); lookup ~0 ms"
+    )
+    print(
+        f"  recomputed from images: {rec[0]:.0f} ms per query for K={len(imgs)} (plus reading {len(imgs)} images), no "
+        "extra map memory"
+    )
+    print(
+        "summary: R@1 "
+        + "; ".join(
+            f"{n} " + " / ".join(f"{m} {summary[(n, m)]:.1f}" for m in methods if m != "ransac-cv2") for n in SETS
+        )
         + f"; K={args.k} rerank ms: "
         + ", ".join(f"{m} {v[0]:.0f}" for m, v in lat.items())
         + f"; DHE/RANSAC {ratio:.2f}; stored {per_img / 1024:.0f} KiB/img vs recompute {rec[0]:.0f} ms/query"

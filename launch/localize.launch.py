@@ -1,4 +1,5 @@
-"""Start the vpr_localizer node: ros2 launch vpr_ros localize.launch.py map:=route.vprmap image_topic:=/camera/image_raw"""
+"""Start the vpr_localizer node: ros2 launch vpr_ros localize.launch.py map:=route.vprmap
+image_topic:=/camera/image_raw"""
 
 import os
 
@@ -14,7 +15,9 @@ def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory("vpr_ros")
     args = [
         DeclareLaunchArgument("map", description="map file built with 'vpr map build'"),
-        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "localize.yaml"), description="parameter file"),
+        DeclareLaunchArgument(
+            "config", default_value=os.path.join(share, "config", "localize.yaml"), description="parameter file"
+        ),
         DeclareLaunchArgument("image_topic", default_value="image", description="camera topic"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),

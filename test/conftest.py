@@ -28,5 +28,7 @@ def street_map(street, tmp_path_factory) -> Path:
     from vpr_core.map.build import build_and_save
 
     out = tmp_path_factory.mktemp("maps") / "street.vprmap"
-    build_and_save(load_geoset(street / "database"), out, device="cpu", source=str(street / "database"))  # as `vpr map build` records it
+    build_and_save(
+        load_geoset(street / "database"), out, device="cpu", source=str(street / "database")
+    )  # as `vpr map build` records it
     return out

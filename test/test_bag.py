@@ -59,24 +59,73 @@ def bags(street, tmp_path_factory) -> dict[str, Path]:
 
 def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_path):
     m = tmp_path / "bag.vprmap"
-    r = run("map", "build", "--bag", bags["map_mcap"], "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", m)
+    r = run(
+        "map",
+        "build",
+        "--bag",
+        bags["map_mcap"],
+        "--image-topic",
+        "/camera/image",
+        "--fix-topic",
+        "/gps/fix",
+        "--out",
+        m,
+    )
     assert "kept 24, skipped 0" in r.stdout
     from vpr_core.map.format import load_map
 
     folder_map, bag_map = load_map(street_map), load_map(m)
     # the recorded JPEG bytes are the folder's files: the same descriptors, positions to the centimetre
-    assert np.allclose(bag_map.descriptors, folder_map.descriptors, atol=1e-3)  # same pixels; faiss k-means threads may differ in the last bits
+    assert np.allclose(
+        bag_map.descriptors, folder_map.descriptors, atol=1e-3
+    )  # same pixels; faiss k-means threads may differ in the last bits
     assert np.abs(bag_map.xy - folder_map.xy).max() < 0.02
     assert bag_map.info["bag"]["kept"] == 24 and Path(bag_map.info["source"]).is_dir()
     kept = sorted(p.read_bytes() for p in Path(bag_map.info["source"]).iterdir())
     assert kept == sorted(p.read_bytes() for p in (street / "database").iterdir())  # the recorded JPEGs, byte for byte
     folder = tmp_path / "folder.json"
-    run("eval", "--map", m, "--queries", street / "queries", "--threshold", 5, "--rerank", "ransac", "--json", folder, "-q")
+    run(
+        "eval",
+        "--map",
+        m,
+        "--queries",
+        street / "queries",
+        "--threshold",
+        5,
+        "--rerank",
+        "ransac",
+        "--json",
+        folder,
+        "-q",
+    )
     want = json.loads(folder.read_text())
-    for storage in ("query_sqlite", "query_mcap"):  # raw rgb8 in sqlite3, JPEG in mcap: both decode to the folder's pixels
+    for storage in (
+        "query_sqlite",
+        "query_mcap",
+    ):  # raw rgb8 in sqlite3, JPEG in mcap: both decode to the folder's pixels
         rep, png, out_bag = tmp_path / f"{storage}.json", tmp_path / f"{storage}.png", tmp_path / f"{storage}_out"
-        r = run("eval", "--map", m, "--bag", bags[storage], "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--threshold", 5,
-                "--rerank", "ransac", "--json", rep, "--plot", png, "--out-bag", out_bag, "-q")  # fmt: skip
+        r = run(
+            "eval",
+            "--map",
+            m,
+            "--bag",
+            bags[storage],
+            "--image-topic",
+            "/camera/image",
+            "--fix-topic",
+            "/gps/fix",
+            "--threshold",
+            5,
+            "--rerank",
+            "ransac",
+            "--json",
+            rep,
+            "--plot",
+            png,
+            "--out-bag",
+            out_bag,
+            "-q",
+        )
         got = json.loads(rep.read_text())
         for k in ("recall@1", "recall@5", "recall@10", "recall@20", "num_queries"):
             assert got[k] == want[k], (storage, k, got[k], want[k])
@@ -116,7 +165,8 @@ def check_out_bag(out_bag: Path, src: Path, report: dict) -> None:
 
 
 def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
-    """Images at 10 Hz, fixes at 1 Hz: interpolation, NO_FIX, NaN, loose covariance, gaps, backwards stamps, min-spacing."""
+    """Images at 10 Hz, fixes at 1 Hz: interpolation, NO_FIX, NaN, loose covariance, gaps, backwards stamps,
+    min-spacing."""
     lat0, lon0 = -33.8688, 151.2093
     from vpr_core.geodesy import zone_of
 
@@ -144,11 +194,15 @@ def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
     assert c["image stamp not increasing"] == 1
     assert c["NO_FIX"] == 3  # 2.5, 3, 3.5 s
     assert c["fix older than max-fix-age"] == 29  # 5.5 .. 19.5 s between fixes 15 s apart
-    assert c["fix covariance too large"] == 19  # 20.5 .. 29.5 s: the 21 s neighbour is too loose (its reason wins over the age)
+    assert (
+        c["fix covariance too large"] == 19
+    )  # 20.5 .. 29.5 s: the 21 s neighbour is too loose (its reason wins over the age)
     assert c["NaN/invalid fix"] == 2 and c["outside the fix coverage"] == 1  # 30, 30.5 s; 31.5 s is past the last fix
 
     images_dir = tmp_path / "kept"
-    geo, _, skips, seen = extract_map_images(bag, "/camera/image", "/gps/fix", images_dir, min_spacing=9.0, max_fix_age=1.5, progress=False)
+    geo, _, skips, seen = extract_map_images(
+        bag, "/camera/image", "/gps/fix", images_dir, min_spacing=9.0, max_fix_age=1.5, progress=False
+    )
     assert [round(g.utm[0] - float(e0[0]), 2) for g in geo] == [0.0, 10.0, 20.0, 40.0, 50.0, 200.0, 310.0]
     assert skips.counts["closer than min-spacing"] == 3 and seen == len(images)
     assert sorted(p.name for p in images_dir.iterdir()) == sorted(g.path.name for g in geo)
@@ -156,15 +210,55 @@ def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
 
 
 def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
-    base = ("map", "build", "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", tmp_path / "x.vprmap", "--bag")
+    base = (
+        "map",
+        "build",
+        "--image-topic",
+        "/camera/image",
+        "--fix-topic",
+        "/gps/fix",
+        "--out",
+        tmp_path / "x.vprmap",
+        "--bag",
+    )
     one_line_error(run(*base, tmp_path / "nope", ok=False), "bag not found")
-    r = run("map", "build", "--bag", bags["map_mcap"], "--image-topic", "/cam", "--fix-topic", "/gps/fix", "--out", tmp_path / "x.vprmap", ok=False)
+    r = run(
+        "map",
+        "build",
+        "--bag",
+        bags["map_mcap"],
+        "--image-topic",
+        "/cam",
+        "--fix-topic",
+        "/gps/fix",
+        "--out",
+        tmp_path / "x.vprmap",
+        ok=False,
+    )
     one_line_error(r, "no topic '/cam'", "/camera/image (sensor_msgs/msg/CompressedImage)", "--image-topic")
-    r = run("map", "build", "--bag", bags["map_mcap"], "--image-topic", "/gps/fix", "--fix-topic", "/gps/fix", "--out", tmp_path / "x.vprmap", ok=False)
-    one_line_error(r, "carries sensor_msgs/msg/NavSatFix", "expected sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage")
-    one_line_error(run("map", "build", "--bag", bags["map_mcap"], "--out", tmp_path / "x.vprmap", ok=False), "--image-topic")
+    r = run(
+        "map",
+        "build",
+        "--bag",
+        bags["map_mcap"],
+        "--image-topic",
+        "/gps/fix",
+        "--fix-topic",
+        "/gps/fix",
+        "--out",
+        tmp_path / "x.vprmap",
+        ok=False,
+    )
+    one_line_error(
+        r, "carries sensor_msgs/msg/NavSatFix", "expected sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"
+    )
+    one_line_error(
+        run("map", "build", "--bag", bags["map_mcap"], "--out", tmp_path / "x.vprmap", ok=False), "--image-topic"
+    )
     # no fixes at all
-    nofix = write_run_bag(tmp_path / "nofix", [(T0, (street / "database").iterdir().__next__().read_bytes())], [], storage="mcap")
+    nofix = write_run_bag(
+        tmp_path / "nofix", [(T0, (street / "database").iterdir().__next__().read_bytes())], [], storage="mcap"
+    )
     one_line_error(run(*base, nofix, ok=False), "no NavSatFix messages")
     # truncated storage files: mcap cut in half, sqlite3 overwritten with garbage
     for name, storage in (("cut_mcap", "mcap"), ("cut_sqlite", "sqlite3")):
@@ -172,10 +266,33 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
         f = next(p for p in src.iterdir() if p.suffix in (".mcap", ".db3"))
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2] if storage == "mcap" else b"not a database" * 100)
-        r = run("eval", "--map", tmp_path / "none.vprmap", "--bag", src, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", ok=False)
+        r = run(
+            "eval",
+            "--map",
+            tmp_path / "none.vprmap",
+            "--bag",
+            src,
+            "--image-topic",
+            "/camera/image",
+            "--fix-topic",
+            "/gps/fix",
+            ok=False,
+        )
         one_line_error(r, "map not found")  # the map is checked first
         out = tmp_path / f"{name}.vprmap"
-        r = run("map", "build", "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", out, "--bag", src, ok=False)
+        r = run(
+            "map",
+            "build",
+            "--image-topic",
+            "/camera/image",
+            "--fix-topic",
+            "/gps/fix",
+            "--out",
+            out,
+            "--bag",
+            src,
+            ok=False,
+        )
         if r.returncode == 0:  # a readable prefix: kept, and the cut counted
             assert "truncated" in r.stdout, r.stdout
         else:
@@ -185,8 +302,24 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
 
 
 def test_eval_bag_options_are_checked(street, street_map, bags, tmp_path):
-    one_line_error(run("eval", "--map", street_map, "--queries", street / "queries", "--out-bag", tmp_path / "o", ok=False), "--out-bag needs --bag")
-    r = run("eval", "--map", street_map, "--bag", bags["query_mcap"], "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out-bag", tmp_path, ok=False)
+    one_line_error(
+        run("eval", "--map", street_map, "--queries", street / "queries", "--out-bag", tmp_path / "o", ok=False),
+        "--out-bag needs --bag",
+    )
+    r = run(
+        "eval",
+        "--map",
+        street_map,
+        "--bag",
+        bags["query_mcap"],
+        "--image-topic",
+        "/camera/image",
+        "--fix-topic",
+        "/gps/fix",
+        "--out-bag",
+        tmp_path,
+        ok=False,
+    )
     one_line_error(r, "exists")
 
 
@@ -217,10 +350,24 @@ def ros1_bag(folder: Path, out: Path) -> Path:
         fc = w.add_connection("/gps/fix", "sensor_msgs/msg/NavSatFix", typestore=ts)
         for i, p in enumerate(g.paths):
             st = T0 + i * PERIOD
-            hdr = lambda frame, i=i, st=st: T["std_msgs/msg/Header"](seq=i, stamp=T["builtin_interfaces/msg/Time"](sec=st // 10**9, nanosec=st % 10**9), frame_id=frame)  # noqa: E731
-            img = T["sensor_msgs/msg/CompressedImage"](header=hdr("camera"), format="jpeg", data=np.frombuffer(p.read_bytes(), dtype=np.uint8))
-            fix = T["sensor_msgs/msg/NavSatFix"](header=hdr("gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=0, service=1), latitude=float(g.lat[i]),
-                                                 longitude=float(g.lon[i]), altitude=0.0, position_covariance=np.eye(3).reshape(-1), position_covariance_type=2)  # fmt: skip
+
+            def hdr(frame, i=i, st=st):
+                return T["std_msgs/msg/Header"](
+                    seq=i, stamp=T["builtin_interfaces/msg/Time"](sec=st // 10**9, nanosec=st % 10**9), frame_id=frame
+                )
+
+            img = T["sensor_msgs/msg/CompressedImage"](
+                header=hdr("camera"), format="jpeg", data=np.frombuffer(p.read_bytes(), dtype=np.uint8)
+            )
+            fix = T["sensor_msgs/msg/NavSatFix"](
+                header=hdr("gps"),
+                status=T["sensor_msgs/msg/NavSatStatus"](status=0, service=1),
+                latitude=float(g.lat[i]),
+                longitude=float(g.lon[i]),
+                altitude=0.0,
+                position_covariance=np.eye(3).reshape(-1),
+                position_covariance_type=2,
+            )
             w.write(ic, st, ts.serialize_ros1(img, "sensor_msgs/msg/CompressedImage"))
             w.write(fc, st, ts.serialize_ros1(fix, "sensor_msgs/msg/NavSatFix"))
     return out
@@ -232,11 +379,27 @@ def test_ros1_bags_work_the_same(street, street_map, tmp_path):
     from vpr_core.eval.bag import evaluate_bag, write_estimates_bag
     from vpr_core.localize.localizer import Localizer
 
-    mapping, query = ros1_bag(street / "database", tmp_path / "mapping.bag"), ros1_bag(street / "queries", tmp_path / "query.bag")
-    run("map", "build", "--bag", mapping, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", tmp_path / "m.vprmap")
+    mapping, query = (
+        ros1_bag(street / "database", tmp_path / "mapping.bag"),
+        ros1_bag(street / "queries", tmp_path / "query.bag"),
+    )
+    run(
+        "map",
+        "build",
+        "--bag",
+        mapping,
+        "--image-topic",
+        "/camera/image",
+        "--fix-topic",
+        "/gps/fix",
+        "--out",
+        tmp_path / "m.vprmap",
+    )
     from vpr_core.map.format import load_map
 
-    assert np.allclose(load_map(tmp_path / "m.vprmap").descriptors, load_map(street_map).descriptors, atol=1e-3)  # k-means threads: last bits
+    assert np.allclose(
+        load_map(tmp_path / "m.vprmap").descriptors, load_map(street_map).descriptors, atol=1e-3
+    )  # k-means threads: last bits
     loc = Localizer.from_file(street_map, device="cpu")
     r = evaluate_bag(loc, query, "/camera/image", "/gps/fix", 5.0, progress=False)
     from vpr_core.eval.recall import evaluate
@@ -245,6 +408,11 @@ def test_ros1_bags_work_the_same(street, street_map, tmp_path):
     assert r.report["recall@1"] == want["recall@1"] and r.report["num_queries"] == 10
     write_estimates_bag(query, tmp_path / "out", r.all_estimates)  # a ROS 1 input becomes a ROS 2 bag with CDR messages
     with AnyReader([tmp_path / "out"]) as rd:
-        assert {c.topic: c.msgcount for c in rd.connections} == {"/camera/image": 10, "/gps/fix": 10, "/vpr/fix": 10, "/vpr/pose": 10}
+        assert {c.topic: c.msgcount for c in rd.connections} == {
+            "/camera/image": 10,
+            "/gps/fix": 10,
+            "/vpr/fix": 10,
+            "/vpr/pose": 10,
+        }
         for c, _, raw in rd.messages():
             rd.deserialize(raw, c.msgtype)  # every copied message decodes as ROS 2 CDR

@@ -113,12 +113,17 @@ def test_huge_photo_is_downscaled(street, tmp_path):
 def test_bad_csv(tmp_path):
     csv = tmp_path / "db.csv"
     csv.write_text("image,latitude,longitude\na.jpg,1,2\n")
-    fails_with(vpr("map", "build", "--csv", csv, "--out", tmp_path / "m.vprmap", ok=False), "missing column(s) lat, lon")
+    fails_with(
+        vpr("map", "build", "--csv", csv, "--out", tmp_path / "m.vprmap", ok=False), "missing column(s) lat, lon"
+    )
 
 
 def test_bad_maps(street, street_map, tmp_path):
     q = street / "queries"
-    fails_with(vpr("eval", "--map", street_map, "--queries", q, "--model", "cosplace", ok=False), "built with global model 'xfeat-vlad'")
+    fails_with(
+        vpr("eval", "--map", street_map, "--queries", q, "--model", "cosplace", ok=False),
+        "built with global model 'xfeat-vlad'",
+    )
     cut = tmp_path / "cut.vprmap"
     cut.write_bytes(street_map.read_bytes()[:5000])
     fails_with(vpr("eval", "--map", cut, "--queries", q, ok=False), "cut.vprmap")
@@ -130,16 +135,43 @@ def test_bad_maps(street, street_map, tmp_path):
 
 def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     rep = tmp_path / "r.json"
-    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--threshold", 5, "--rerank", "ransac", "--json", rep, "-q")
+    r = vpr(
+        "eval",
+        "--map",
+        street_map,
+        "--queries",
+        street / "queries",
+        "--threshold",
+        5,
+        "--rerank",
+        "ransac",
+        "--json",
+        rep,
+        "-q",
+    )
     report = json.loads(rep.read_text())
     assert report["reranker"] == "ransac" and report["reranker_conf"]["top_k"] == 10 and "+ ransac" in r.stdout
     r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "dhe", "--rerank-k", 4, "-q")
-    assert "+ dhe [shipped (dhe_xfeat_12x9.pt)]" in r.stdout and "UNTRAINED" not in r.stderr  # the head shipped for XFeat maps
+    assert (
+        "+ dhe [shipped (dhe_xfeat_12x9.pt)]" in r.stdout and "UNTRAINED" not in r.stderr
+    )  # the head shipped for XFeat maps
     r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "geowarp", "--rerank-k", 2, "-q")
     assert "UNTRAINED" in r.stderr
     out, png = tmp_path / "cal.vprmap", tmp_path / "rel.png"
     # 1.5 m: the 1 m lateral offset makes some top-1s right and some wrong - something to calibrate against
-    r = vpr("calibrate", "--map", street_map, "--queries", street / "queries", "--threshold", 1.5, "--out", out, "--plot", png)
+    r = vpr(
+        "calibrate",
+        "--map",
+        street_map,
+        "--queries",
+        street / "queries",
+        "--threshold",
+        1.5,
+        "--out",
+        out,
+        "--plot",
+        png,
+    )
     assert "Brier score" in r.stdout and png.exists()
     from vpr_core.map.format import load_map
 
@@ -149,5 +181,19 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     vpr("eval", "--map", out, "--queries", street / "queries", "--threshold", 1.5, "--json", rep2, "-q")
     conf = json.loads(rep2.read_text())["mean_confidence"]
     assert 0.0 < conf < 1.0
-    fails_with(vpr("calibrate", "--map", street_map, "--queries", street / "queries", "--threshold", 50, "--out", tmp_path / "x.vprmap", ok=False), "nothing to calibrate")
+    fails_with(
+        vpr(
+            "calibrate",
+            "--map",
+            street_map,
+            "--queries",
+            street / "queries",
+            "--threshold",
+            50,
+            "--out",
+            tmp_path / "x.vprmap",
+            ok=False,
+        ),
+        "nothing to calibrate",
+    )
     assert not (tmp_path / "x.vprmap").exists()

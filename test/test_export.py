@@ -19,7 +19,9 @@ from vpr_core.io.images import load_image
 from vpr_core.localize.localizer import Localizer
 
 VPR = str(Path(sys.executable).parent / "vpr")
-no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: TensorRT/CUDA paths need an NVIDIA GPU")
+no_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: TensorRT/CUDA paths need an NVIDIA GPU"
+)
 
 
 @pytest.fixture()
@@ -33,8 +35,12 @@ def test_onnx_export_matches_eager(street_map, tmp_path):
     import onnxruntime as ort
 
     out = tmp_path / "m"
-    r = subprocess.run([VPR, "export", "--map", str(street_map), "--format", "onnx", "--module", "all", "--out", str(out), "--check"],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [VPR, "export", "--map", str(street_map), "--format", "onnx", "--module", "all", "--out", str(out), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "global:" in r.stdout and "dhe:" in r.stdout and r.stdout.count("max abs error") == 2
     # the global graph: float32 NCHW RGB in [0, 1] at the configured size -> the map's descriptor (vocabulary baked in)
@@ -58,10 +64,15 @@ def test_onnx_export_matches_eager(street_map, tmp_path):
 def test_export_errors_are_one_line(tmp_path):
     for args, needle in (
         (["--model", "xfeat-vlad", "--format", "onnx"], "export with --map MAP"),
-        (["--model", "xfeat-gem", "--format", "tensorrt"], "TensorRT needs an NVIDIA GPU" if not torch.cuda.is_available() else ""),
+        (
+            ["--model", "xfeat-gem", "--format", "tensorrt"],
+            "TensorRT needs an NVIDIA GPU" if not torch.cuda.is_available() else "",
+        ),
         (["--format", "onnx"], "give --model NAME or --map MAP"),
     ):
-        r = subprocess.run([VPR, "export", *args, "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [VPR, "export", *args, "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=600
+        )
         if not needle:
             continue
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -70,7 +81,9 @@ def test_export_errors_are_one_line(tmp_path):
 
 def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache):
     q = load_geoset(street / "queries", zone=load_geoset(street / "database").zone)
-    eager, _ = evaluate(Localizer.from_file(street_map, device="cpu", backend="eager", reranker="ransac"), q, 5.0, progress=False)
+    eager, _ = evaluate(
+        Localizer.from_file(street_map, device="cpu", backend="eager", reranker="ransac"), q, 5.0, progress=False
+    )
     loc = Localizer.from_file(street_map, device="cpu", backend="onnxruntime", reranker="ransac")
     ort_rep, est = evaluate(loc, q, 5.0, progress=False)
     assert ort_rep["backend"] == "onnxruntime-fp32" and not loc.runner.fallbacks
@@ -86,7 +99,11 @@ def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache)
     cached[0].write_bytes(b"not onnx")
     broken = Localizer.from_file(street_map, device="cpu", backend="onnxruntime")
     est = broken.localize(load_image(q.paths[0]))
-    assert broken.runner.name == "eager-cpu" and "onnxruntime failed" in broken.runner.fallbacks[0] and np.isfinite(est.lat)
+    assert (
+        broken.runner.name == "eager-cpu"
+        and "onnxruntime failed" in broken.runner.fallbacks[0]
+        and np.isfinite(est.lat)
+    )
 
 
 def test_tensorrt_request_falls_back_on_cpu(street_map):

@@ -98,7 +98,9 @@ def test_cosplace_loads_checkpoint_strictly(tmp_path):
     ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128})
     ckpt = tmp_path / "ResNet18_128_cosplace.pth"
     sd = make_official_checkpoint(ref, ckpt)
-    model = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(ckpt), "input_size": [128, 96]})
+    model = build_global_model(
+        "cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(ckpt), "input_size": [128, 96]}
+    )
     assert model.trained
     for k, v in model.state_dict().items():
         assert torch.equal(v, sd[k]), k

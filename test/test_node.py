@@ -23,7 +23,14 @@ def node_and_peer(street_map, tmp_path, request):
     """Start the node with the given params (indirect), connect a peer on a fresh domain."""
     params = dict(getattr(request, "param", {}))
     compressed = params.get("input") == "compressed"
-    with running_node(tmp_path / "node.log", {"compressed": compressed}, map_path=street_map, image_topic="/cam/image", device="cpu", **params) as (node, peer):
+    with running_node(
+        tmp_path / "node.log",
+        {"compressed": compressed},
+        map_path=street_map,
+        image_topic="/cam/image",
+        device="cpu",
+        **params,
+    ) as (node, peer):
         peer.wait_matched()
         yield node, peer
 
@@ -67,7 +74,9 @@ def test_raw_traversal(node_and_peer, street, street_map):
     assert all(0.0 <= c <= 1.0 for c in peer.conf)
     assert debug[0].encoding == "rgb8" and debug[0].width > debug[0].height
     view = np.frombuffer(bytes(debug[0].data), np.uint8).reshape(debug[0].height, debug[0].width, 3)
-    assert view[40:, debug[0].width // 2 + 10 :].std() > 10, "the best map image must be shown, not the grey placeholder"
+    assert view[40:, debug[0].width // 2 + 10 :].std() > 10, (
+        "the best map image must be shown, not the grey placeholder"
+    )
     assert peer.wait_for(lambda: peer.last_diag().get("frames_processed") == str(len(images)), 5)
     d = peer.last_diag()
     assert d["model"] == "xfeat-vlad" and d["map_size"] == "24" and d["device"] == "cpu"
@@ -106,7 +115,9 @@ def test_raw_bad_inputs_then_good(node_and_peer, street):
     assert node.proc.poll() is None
 
 
-@pytest.mark.parametrize("node_and_peer", [{"input": "compressed", "reranker": "ransac", "backend": "tensorrt"}], indirect=True)
+@pytest.mark.parametrize(
+    "node_and_peer", [{"input": "compressed", "reranker": "ransac", "backend": "tensorrt"}], indirect=True
+)
 def test_compressed_input(node_and_peer, street):
     node, peer = node_and_peer
     q, images = queries(street)
@@ -151,7 +162,9 @@ def test_flood(node_and_peer, street):
         time.sleep(max(0.0, t0 + i * 0.008 - time.monotonic()))  # 125 Hz
     rate = 200 / (time.monotonic() - t0)
     assert rate >= 100, rate
-    assert peer.wait_for(lambda: peer.fixes and peer.fixes[-1][1].header.stamp.sec == 1200, 20), "the newest frame must be answered"
+    assert peer.wait_for(lambda: peer.fixes and peer.fixes[-1][1].header.stamp.sec == 1200, 20), (
+        "the newest frame must be answered"
+    )
     time.sleep(1.5)
     d = peer.last_diag()
     received, processed, dropped = (int(d[k]) for k in ("frames_received", "frames_processed", "frames_dropped_busy"))
@@ -208,7 +221,9 @@ def test_ctrl_c_while_localizing_exits_cleanly(street_map, street, tmp_path):
     _, images = queries(street)
     for delay in (0.05, 0.15):
         domain = new_domain()
-        node = NodeProcess(domain, tmp_path / f"node{delay}.log", map_path=street_map, image_topic="/cam/image", device="cpu")
+        node = NodeProcess(
+            domain, tmp_path / f"node{delay}.log", map_path=street_map, image_topic="/cam/image", device="cpu"
+        )
         peer = None
         try:
             node.wait_ready()

@@ -24,7 +24,14 @@ def test_colcon_build(tmp_path):
     src.mkdir()
     (src / "vpr_ros").symlink_to(ROOT)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    r = subprocess.run([str(colcon), "build", "--base-paths", "src"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [str(colcon), "build", "--base-paths", "src"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     inst = tmp_path / "install" / "vpr_ros"
     share = inst / "share" / "vpr_ros"
@@ -35,14 +42,22 @@ def test_colcon_build(tmp_path):
     assert exe.is_file() and os.access(exe, os.X_OK)  # what `ros2 run vpr_ros localize_node` executes
     site = next((inst / "lib").glob("python3*/site-packages"))
     assert os.access(inst / "lib" / "vpr_ros" / "player", os.X_OK)  # `ros2 run vpr_ros player BAG`
-    check = ("import vpr_ros.localize_node, vpr_core.cli, vpr_core.rerank.dhe as d; "
-             "p = d.WEIGHTS_DIR / d.SHIPPED_HEADS['xfeat-vlad']; assert p.is_file() and p.stat().st_size > 1e6, p")  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", check], env=dict(env, PYTHONPATH=str(site)), capture_output=True, text=True)
+    check = (
+        "import vpr_ros.localize_node, vpr_core.cli, vpr_core.rerank.dhe as d; "
+        "p = d.WEIGHTS_DIR / d.SHIPPED_HEADS['xfeat-vlad']; assert p.is_file() and p.stat().st_size > 1e6, p"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", check], env=dict(env, PYTHONPATH=str(site)), capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
+    ]
 
 
 def test_launch_file_static():
@@ -52,7 +67,11 @@ def test_launch_file_static():
     assert args == {"map", "config", "image_topic", "use_sim_time", "namespace"}
     (node,) = _calls(tree, "Node")
     kw = {k.arg: k.value for k in node.keywords}
-    assert kw["package"].value == "vpr_ros" and kw["executable"].value == "localize_node" and kw["name"].value == "vpr_localizer"
+    assert (
+        kw["package"].value == "vpr_ros"
+        and kw["executable"].value == "localize_node"
+        and kw["name"].value == "vpr_localizer"
+    )
     setup = (ROOT / "setup.py").read_text()
     assert "localize_node = vpr_ros.localize_node:main" in setup
     params_src = ast.unparse(kw["parameters"])

@@ -41,8 +41,16 @@ def mosaic(pattern: str) -> np.ndarray:
         ("bayer_bggr8", lambda: mosaic("bggr"), 2),
         ("bayer_gbrg8", lambda: mosaic("gbrg"), 2),
         ("bayer_grbg8", lambda: mosaic("grbg"), 2),
-        ("yuv422_yuy2", lambda: cv2.cvtColor(RGB, cv2.COLOR_RGB2YUV_YUY2) if hasattr(cv2, "COLOR_RGB2YUV_YUY2") else None, 3),
-        ("yuv422", lambda: cv2.cvtColor(RGB, cv2.COLOR_RGB2YUV_UYVY) if hasattr(cv2, "COLOR_RGB2YUV_UYVY") else None, 3),
+        (
+            "yuv422_yuy2",
+            lambda: cv2.cvtColor(RGB, cv2.COLOR_RGB2YUV_YUY2) if hasattr(cv2, "COLOR_RGB2YUV_YUY2") else None,
+            3,
+        ),
+        (
+            "yuv422",
+            lambda: cv2.cvtColor(RGB, cv2.COLOR_RGB2YUV_UYVY) if hasattr(cv2, "COLOR_RGB2YUV_UYVY") else None,
+            3,
+        ),
     ],
 )
 def test_color_encodings(encoding, make, tol):

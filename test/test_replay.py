@@ -20,19 +20,40 @@ PERIOD = 250_000_000
 def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
     q = load_geoset(street / "queries", zone=load_geoset(street / "database").zone)
     stamps = [T0 + i * PERIOD for i in range(len(q.paths))]
-    bag = write_run_bag(tmp_path / "query_run", [(s, p.read_bytes()) for s, p in zip(stamps, q.paths)],
-                        [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, q.lat, q.lon)], image_topic="/cam/image/compressed")  # fmt: skip
+    bag = write_run_bag(
+        tmp_path / "query_run",
+        [(s, p.read_bytes()) for s, p in zip(stamps, q.paths)],
+        [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, q.lat, q.lon)],
+        image_topic="/cam/image/compressed",
+    )
     domain = new_domain()
-    with running_node(tmp_path / "node.log", {"topic": "/unused"}, domain, map_path=street_map, image_topic="/cam/image/compressed", input="compressed",
-                       device="cpu", use_sim_time=True, diagnostics_period=0.5, reranker="none") as (_, peer):  # fmt: skip  (none: fast, every 4 Hz frame answered)
-        r = subprocess.run([str(Path(sys.executable).parent / "vpr"), "play", str(bag), "--wait", "30", "--rate", "1"],
-                           env=ros_env(domain), capture_output=True, text=True, timeout=300)  # fmt: skip
+    with running_node(
+        tmp_path / "node.log",
+        {"topic": "/unused"},
+        domain,
+        map_path=street_map,
+        image_topic="/cam/image/compressed",
+        input="compressed",
+        device="cpu",
+        use_sim_time=True,
+        diagnostics_period=0.5,
+        reranker="none",
+    ) as (_, peer):  # fmt: skip  (none: fast, every 4 Hz frame answered)
+        r = subprocess.run(
+            [str(Path(sys.executable).parent / "vpr"), "play", str(bag), "--wait", "30", "--rate", "1"],
+            env=ros_env(domain),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         assert f"played {2 * len(stamps)} messages" in r.stdout
         assert peer.wait_for(lambda: len(peer.fixes) == len(stamps), 30), f"{len(peer.fixes)} of {len(stamps)} fixes"
         got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in peer.fixes]
         assert got == stamps  # every frame answered, in order, stamped with its bag stamp
-        est_e, est_n = to_utm(np.array([m.latitude for _, m in peer.fixes]), np.array([m.longitude for _, m in peer.fixes]), q.zone)
+        est_e, est_n = to_utm(
+            np.array([m.latitude for _, m in peer.fixes]), np.array([m.longitude for _, m in peer.fixes]), q.zone
+        )
         err = np.hypot(est_e - q.east, est_n - q.north)
         assert np.median(err) < 5.0, err
         # the node's own clock is the bag's: diagnostics are stamped in bag time (1000 s), not wall time
@@ -43,5 +64,7 @@ def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
 
 def test_play_reports_bad_input(tmp_path):
     vpr = str(Path(sys.executable).parent / "vpr")
-    r = subprocess.run([vpr, "play", str(tmp_path / "missing")], env=ros_env(new_domain()), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [vpr, "play", str(tmp_path / "missing")], env=ros_env(new_domain()), capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "bag not found" in r.stderr and "Traceback" not in r.stderr

@@ -19,32 +19,63 @@ torch.manual_seed(0)
 
 def dhe_head_keys() -> list[str]:
     """Lu-Feng/DHE-VPR HomographyRegression: two nn.TransformerEncoder stacks of 3 layers, pe, linear."""
-    layer = ["self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
-             "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"]  # fmt: skip
-    return [f"{enc}.layers.{i}.{k}" for enc in ("encoder", "encoder2") for i in range(3) for k in layer] + ["pe", "linear.weight", "linear.bias"]
+    layer = [
+        "self_attn.in_proj_weight",
+        "self_attn.in_proj_bias",
+        "self_attn.out_proj.weight",
+        "self_attn.out_proj.bias",
+        "linear1.weight",
+        "linear1.bias",
+        "linear2.weight",
+        "linear2.bias",
+        "norm1.weight",
+        "norm1.bias",
+        "norm2.weight",
+        "norm2.bias",
+    ]
+    return [f"{enc}.layers.{i}.{k}" for enc in ("encoder", "encoder2") for i in range(3) for k in layer] + [
+        "pe",
+        "linear.weight",
+        "linear.bias",
+    ]
 
 
 def geowarp_head_keys() -> list[str]:
     keys = []
     for i in range(6):
         keys += [f"conv.{3 * i}.weight", f"conv.{3 * i}.bias"]
-        keys += [f"conv.{3 * i + 1}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+        keys += [
+            f"conv.{3 * i + 1}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        ]
     return keys + ["linear.weight", "linear.bias"]
 
 
 def cct_keys(blocks: int = 8) -> list[str]:
     """DHE's features_extractor: CCT-14/7x2 (SHI-Labs naming) with blocks truncated, + GeM."""
-    keys = ["encoder.tokenizer.conv_layers.0.0.weight", "encoder.tokenizer.conv_layers.1.0.weight", "encoder.classifier.positional_emb"]
+    keys = [
+        "encoder.tokenizer.conv_layers.0.0.weight",
+        "encoder.tokenizer.conv_layers.1.0.weight",
+        "encoder.classifier.positional_emb",
+    ]
     keys += [f"encoder.classifier.{m}.{p}" for m in ("attention_pool", "norm", "fc") for p in ("weight", "bias")]
     for i in range(blocks):
         b = f"encoder.classifier.blocks.{i}"
-        keys += [f"{b}.pre_norm.weight", f"{b}.pre_norm.bias", f"{b}.self_attn.qkv.weight", f"{b}.self_attn.proj.weight", f"{b}.self_attn.proj.bias"]
+        keys += [
+            f"{b}.pre_norm.weight",
+            f"{b}.pre_norm.bias",
+            f"{b}.self_attn.qkv.weight",
+            f"{b}.self_attn.proj.weight",
+            f"{b}.self_attn.proj.bias",
+        ]
         keys += [f"{b}.{m}.{p}" for m in ("linear1", "norm1", "linear2") for p in ("weight", "bias")]
     return keys + ["pool.1.p"]
 
 
 def save_random(module: torch.nn.Module, path, scale: float = 0.02) -> dict:
-    sd = {k: (v + scale * torch.randn_like(v) if v.is_floating_point() else v.clone()) for k, v in module.state_dict().items()}
+    sd = {
+        k: (v + scale * torch.randn_like(v) if v.is_floating_point() else v.clone())
+        for k, v in module.state_dict().items()
+    }
     torch.save(sd, path)
     return sd
 
@@ -90,16 +121,22 @@ def test_geowarp_baselines_load(tmp_path, arch, pooling):
     assert all(k.startswith(("encoder.", "pool.")) for k in m.state_dict())
     p = tmp_path / f"{arch}_{pooling}.pth"
     save_random(m, p, scale=0.0)
-    assert build_global_model("geowarp", {"arch": arch, "pooling": pooling, "weights": str(p), "input_size": [160, 120]}).trained
+    assert build_global_model(
+        "geowarp", {"arch": arch, "pooling": pooling, "weights": str(p), "input_size": [160, 120]}
+    ).trained
 
 
 def test_geowarp_head_layout_identity_and_load(tmp_path):
     head = GeoWarpHead().eval()
     assert sorted(head.state_dict()) == sorted(geowarp_head_keys())
-    assert head.linear.in_features == 64 and [m.kernel_size[0] for m in head.conv if isinstance(m, torch.nn.Conv2d)] == [7, 5, 5, 5, 5, 5]
+    assert head.linear.in_features == 64 and [
+        m.kernel_size[0] for m in head.conv if isinstance(m, torch.nn.Conv2d)
+    ] == [7, 5, 5, 5, 5, 5]
     corners = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]])
     out = head(torch.rand(3, 225, 15, 15))
-    assert torch.equal(out, torch.cat([corners, corners]).expand(3, -1, -1)), "identity init must return the image corners"
+    assert torch.equal(out, torch.cat([corners, corners]).expand(3, -1, -1)), (
+        "identity init must return the image corners"
+    )
     p = tmp_path / "homography_regression_040.torch"
     sd = save_random(head, p)
     rr = GeoWarpRerank({"weights": str(p)})
@@ -173,7 +210,9 @@ def test_localizer_reranks(street, street_map, name):
     loc = Localizer.from_file(street_map, device="cpu", reranker=name)
     q = load_geoset(street / "queries", zone=loc.map.zone)
     report, est = evaluate(loc, q, threshold=5.0, progress=False)
-    assert report["reranker"] == name and report["reranker_trained"] == (name != "geowarp")  # DHE: the head shipped for XFeat maps
+    assert report["reranker"] == name and report["reranker_trained"] == (
+        name != "geowarp"
+    )  # DHE: the head shipped for XFeat maps
     assert report["latency_ms"]["rerank"]["p50"] > 0
     assert est[0].matches[0].rerank_score is not None
     if name == "geowarp":  # no inlier count: confidence falls back to the global margin, never a constant 0

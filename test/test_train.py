@@ -55,14 +55,24 @@ def test_training_lowers_rei_loss(street, tmp_path):
     head = DHEHead(108)
     init_identity(head, (320, 240))
     before = held_out_loss(head, street)
-    out = train_dhe(street / "database", tmp_path / "h.torch", {**SMALL, "iterations": 40, "batch_size": 4}, log=tmp_path / "log.jsonl")
+    out = train_dhe(
+        street / "database",
+        tmp_path / "h.torch",
+        {**SMALL, "iterations": 40, "batch_size": 4},
+        log=tmp_path / "log.jsonl",
+    )
     after = held_out_loss(load_dhe_head(str(out), 108), street)
     assert after < 0.9 * before, (before, after)
     rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["iteration"] == 40 and all("loss" in r for r in rows)
     assert (tmp_path / "h.loss.png").read_bytes()[:4] == b"\x89PNG"
     meta = json.loads((tmp_path / "h.torch.json").read_text())
-    assert meta["iteration"] == 40 and meta["config"]["lr"] == 1e-4 and meta["data"]["num_images"] == 24 and meta["code_version"]
+    assert (
+        meta["iteration"] == 40
+        and meta["config"]["lr"] == 1e-4
+        and meta["data"]["num_images"] == 24
+        and meta["code_version"]
+    )
 
 
 def test_resume_is_exact(street, tmp_path):
@@ -86,8 +96,23 @@ def test_resume_is_exact(street, tmp_path):
 def test_kill_during_save_leaves_checkpoint_loadable(street, tmp_path):
     ckpt = tmp_path / "k.torch"
     vpr = Path(sys.executable).with_name("vpr")
-    cmd = [str(vpr), "train", "dhe", "--images", str(street / "database"), "--out", str(ckpt), "--iterations", "100000",
-           "--batch-size", "2", "--save-every", "1", "--device", "cpu"]  # fmt: skip
+    cmd = [
+        str(vpr),
+        "train",
+        "dhe",
+        "--images",
+        str(street / "database"),
+        "--out",
+        str(ckpt),
+        "--iterations",
+        "100000",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "1",
+        "--device",
+        "cpu",
+    ]
     for n, delay in enumerate((0.13, 0.41, 0.77, 1.05)):
         p = subprocess.Popen(cmd + (["--resume"] if n else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t = time.time()
@@ -114,9 +139,9 @@ def test_trained_head_serves_the_dhe_reranker(street, street_map, tmp_path):
     report, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
     assert report["reranker_trained"] and report["num_queries"] == 10
     with pytest.raises(VprError, match="for a 108-cell grid but this map gives 80 cells"):
-        Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_weights=str(out), reranker_options={"head_grid": [10, 8]}).localize(
-            np.zeros((240, 320, 3), np.uint8)
-        )
+        Localizer.from_file(
+            street_map, device="cpu", reranker="dhe", reranker_weights=str(out), reranker_options={"head_grid": [10, 8]}
+        ).localize(np.zeros((240, 320, 3), np.uint8))
 
 
 def test_geowarp_overlap_targets_are_exact():
@@ -130,7 +155,9 @@ def test_geowarp_overlap_targets_are_exact():
     inter = trapezoid_intersection(t1, t2)
     # left side at x=-0.5 (t2's), right side at x=0.5 (t1's); top/bottom = the tighter edge
     assert np.allclose(inter[:, 0], [-0.5, 0.5, 0.5, -0.5])
-    assert inter[0, 1] == pytest.approx(max(-0.8 + (-0.2) * (0.5 / 1.5), -1.0)) and inter[3, 1] == pytest.approx(min(0.6 + 0.4 * (0.5 / 1.5), 1.0))
+    assert inter[0, 1] == pytest.approx(max(-0.8 + (-0.2) * (0.5 / 1.5), -1.0)) and inter[3, 1] == pytest.approx(
+        min(0.6 + 0.4 * (0.5 / 1.5), 1.0)
+    )
     # in t1's view, t1's own right side maps to the frame's right edge
     w1 = to_warped(inter, t1)
     assert np.allclose(w1[[1, 2], 0], 1.0)
@@ -142,7 +169,9 @@ def test_geowarp_overlap_targets_are_exact():
     rng = np.random.default_rng(9)
     q1, q2 = random_trapezoid(rng, 0.6), random_trapezoid(rng, 0.6)
     inter = trapezoid_intersection(q1, q2)
-    corner = 0.7 * inter[2] + 0.3 * inter[0]  # inside the overlap, near its bottom-right corner (a dot on the edge would be clipped)
+    corner = (
+        0.7 * inter[2] + 0.3 * inter[0]
+    )  # inside the overlap, near its bottom-right corner (a dot on the edge would be clipped)
     src = np.zeros((240, 320), np.float32)
     px = ((corner + 1) / 2 * [320, 240]).astype(int)
     src[px[1] - 3 : px[1] + 4, px[0] - 3 : px[0] + 4] = 255
@@ -161,7 +190,16 @@ def test_geowarp_training_learns_the_overlap(street, tmp_path):
     from vpr_core.train.geowarp import DEFAULTS as GW
     from vpr_core.train.geowarp import GeoWarpTrainer, train_geowarp
 
-    conf = {"iterations": 30, "batch_size": 4, "optim": "adam", "lr": 1e-3, "save_every": 10, "log_every": 1, "features_wise_w": 0.0, "consistency_w": 0.0}
+    conf = {
+        "iterations": 30,
+        "batch_size": 4,
+        "optim": "adam",
+        "lr": 1e-3,
+        "save_every": 10,
+        "log_every": 1,
+        "features_wise_w": 0.0,
+        "consistency_w": 0.0,
+    }
     out = train_geowarp(street / "database", tmp_path / "gw.torch", conf, log=tmp_path / "gw.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "gw.jsonl").read_text().splitlines()]
     first, last = np.mean([r["ss"] for r in rows[:5]]), np.mean([r["ss"] for r in rows[-5:]])
@@ -176,10 +214,17 @@ def test_geowarp_training_learns_the_overlap(street, tmp_path):
     c = {**GW, "batch_size": 2}
     src = PairSource(street / "database", c)
     assert len(src.geo_pairs) > 0
-    tr = GeoWarpTrainer(rr.head.train(), Extractor(build_global_model("xfeat-gem", {"input_size": [320, 240], "keep_aspect": False}), "cpu"), src, c)
+    tr = GeoWarpTrainer(
+        rr.head.train(),
+        Extractor(build_global_model("xfeat-gem", {"input_size": [320, 240], "keep_aspect": False}), "cpu"),
+        src,
+        c,
+    )
     loss, stats = tr.step(0)
     assert set(stats) == {"ss", "consistency", "features_wise"} and torch.isfinite(loss)
-    assert float(loss.detach()) == pytest.approx(stats["ss"] + 10 * stats["features_wise"] + 0.1 * stats["consistency"], rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(
+        stats["ss"] + 10 * stats["features_wise"] + 0.1 * stats["consistency"], rel=1e-4
+    )
     loss.backward()
     assert rr.head.linear.weight.grad.abs().sum() > 0
 
@@ -200,7 +245,16 @@ def test_geowarp_resume_is_exact(street, tmp_path):
 def test_joint_stage_trains_backbone_and_head(street, tmp_path):
     from vpr_core.models import build_global_model
 
-    conf = {**SMALL, "iterations": 3, "batch_size": 2, "joint": True, "pairs": "both", "mine_every": 5, "save_every": 5, "negatives": 1}
+    conf = {
+        **SMALL,
+        "iterations": 3,
+        "batch_size": 2,
+        "joint": True,
+        "pairs": "both",
+        "mine_every": 5,
+        "save_every": 5,
+        "negatives": 1,
+    }
     out = train_dhe(street / "database", tmp_path / "j.torch", conf, log=tmp_path / "j.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "j.jsonl").read_text().splitlines()]
     assert all(r["loss"] == pytest.approx(r["triplet"] + 100 * r["rei"], rel=1e-4) for r in rows)
@@ -227,25 +281,56 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
 
     vpr = Path(sys.executable).parent / "vpr"
     out = tmp_path / "adapted.vprmap"
-    r = subprocess.run([str(vpr), "map", "adapt", str(street_map), "--out", str(out), "--iterations", "3", "--batch-size", "2", "--log", str(tmp_path / "a.jsonl")],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            str(vpr),
+            "map",
+            "adapt",
+            str(street_map),
+            "--out",
+            str(out),
+            "--iterations",
+            "3",
+            "--batch-size",
+            "2",
+            "--log",
+            str(tmp_path / "a.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     m = load_map(out)
     assert m.info["dhe_adapted"] == {"iterations": 3, "images": 24, "init": "shipped"}
     shipped = torch.load(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"], weights_only=True)
-    assert not np.allclose(m.extras["dhe_head.linear.weight"], shipped["linear.weight"].float().numpy())  # it was trained
+    assert not np.allclose(
+        m.extras["dhe_head.linear.weight"], shipped["linear.weight"].float().numpy()
+    )  # it was trained
     assert "dhe_head.pe" not in load_map(street_map).extras  # --out leaves the source map alone
     loc = Localizer(m, device="cpu", reranker="dhe")
     assert loc.reranker.source == "map-adapted"
     report, _ = evaluate(loc, load_geoset(street / "queries", zone=m.zone), 5.0, progress=False)
     assert report["reranker_weights"] == "map-adapted" and report["num_queries"] == 10
     # explicit weights win over the map's head
-    assert Localizer(m, device="cpu", reranker="dhe", reranker_weights=str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"])).reranker.source.endswith(".pt")
+    assert Localizer(
+        m, device="cpu", reranker="dhe", reranker_weights=str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"])
+    ).reranker.source.endswith(".pt")
     # images gone: a clear error naming the fix, exit 2, the map untouched
     moved = tmp_path / "moved"
     shutil.copytree(street / "database", moved)
     (moved / m.names[0]).unlink()
     before = out.read_bytes()
-    r = subprocess.run([str(vpr), "map", "adapt", str(out), "--images", str(moved), "--iterations", "1"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "1 of the map's 24 images are missing" in r.stderr and "--images" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [str(vpr), "map", "adapt", str(out), "--images", str(moved), "--iterations", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (
+        r.returncode == 2
+        and "1 of the map's 24 images are missing" in r.stderr
+        and "--images" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert out.read_bytes() == before

@@ -13,7 +13,8 @@ from typing import Any
 
 
 def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``, whose public ``names`` map to their module (relative, e.g. ``.format``)."""
+    """``(__getattr__, __dir__)`` for ``package``, whose public ``names`` map to their module (relative, e.g.
+    ``.format``)."""
 
     def getattr_(name: str) -> Any:
         if name not in names:

@@ -65,7 +65,8 @@ def knob(
     accepts: Callable[[Any], bool] | None = None,
     registry: bool = False,
 ) -> Any:
-    """A dataclass field; ``cli``/``ros`` give the name on that surface, or (name, default, why) where the default differs."""
+    """A dataclass field; ``cli``/``ros`` give the name on that surface, or (name, default, why) where the default
+    differs."""
     surfaces: dict[str, Surface] = {}
     for key, spec in (("cli", cli), ("ros", ros)):
         if spec is None:

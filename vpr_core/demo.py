@@ -54,7 +54,9 @@ def _texture(rng: np.random.Generator, length: float, height: float) -> np.ndarr
             cv2.rectangle(tex, (x, y), (int(x + ww * 0.6), int(y + wh * 0.55)), frame, -1)
             cv2.rectangle(tex, (x + 3, y + 3), (int(x + ww * 0.6) - 3, int(y + wh * 0.55) - 3), win, -1)
     dx = int(rng.uniform(0.1, 0.8) * tw)
-    cv2.rectangle(tex, (dx, th - int(wh * 0.9)), (dx + int(ww * 0.5), th), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+    cv2.rectangle(
+        tex, (dx, th - int(wh * 0.9)), (dx + int(ww * 0.5), th), tuple(int(c) for c in rng.integers(0, 255, 3)), -1
+    )
     for _ in range(rng.integers(2, 6)):  # posters, signs, graffiti: the distinctive bits
         cx, cy = int(rng.uniform(0, tw)), int(rng.uniform(th * 0.4, th))
         col = tuple(int(c) for c in rng.integers(0, 255, 3))
@@ -99,7 +101,9 @@ def render(panels: list[Panel], x: float, y: float, yaw: float) -> np.ndarray:
     order = sorted(panels, key=lambda p: -abs((p.x0 + p.length / 2) - x))  # painter's: far first
     for p in order:
         wy = p.side * WALL_Y
-        corners = np.array([[p.x0, wy, 0], [p.x0 + p.length, wy, 0], [p.x0, wy, p.height], [p.x0 + p.length, wy, p.height]])
+        corners = np.array(
+            [[p.x0, wy, 0], [p.x0 + p.length, wy, 0], [p.x0, wy, p.height], [p.x0 + p.length, wy, p.height]]
+        )
         depth = (corners - c) @ rot[2]
         if (depth < 0.3).any():
             continue
@@ -136,7 +140,9 @@ class DemoRun:
     images: list[np.ndarray]
 
 
-def generate(out: str | Path, seed: int = 7, n_map: int = 60, n_query: int = 30, spacing: float = 2.0, write: bool = True) -> tuple[DemoRun, DemoRun, UtmZone]:
+def generate(
+    out: str | Path, seed: int = 7, n_map: int = 60, n_query: int = 30, spacing: float = 2.0, write: bool = True
+) -> tuple[DemoRun, DemoRun, UtmZone]:
     """Write ``out/database`` and ``out/queries`` in the VPR convention; returns both runs."""
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -191,7 +197,8 @@ IMAGE_TOPIC, FIX_TOPIC = "/camera/image/compressed", "/gps/fix"
 
 
 def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
-    """Each run folder as a ROS 2 bag (mcap): CompressedImage (the files' JPEG bytes) + NavSatFix at each image stamp."""
+    """Each run folder as a ROS 2 bag (mcap): CompressedImage (the files' JPEG bytes) + NavSatFix at each image
+    stamp."""
     from .io.bags import FixSample, write_run_bag
     from .io.geoset import load_geoset
 
@@ -202,8 +209,13 @@ def write_bags(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
         path = out / "bags" / name
         if path.exists():
             shutil.rmtree(path)
-        bags[name] = write_run_bag(path, [(s, p.read_bytes()) for s, p in zip(stamps, g.paths)],
-                                   [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, g.lat, g.lon)], image_topic=IMAGE_TOPIC, fix_topic=FIX_TOPIC)  # fmt: skip
+        bags[name] = write_run_bag(
+            path,
+            [(s, p.read_bytes()) for s, p in zip(stamps, g.paths)],
+            [FixSample(s, float(la), float(lo)) for s, la, lo in zip(stamps, g.lat, g.lon)],
+            image_topic=IMAGE_TOPIC,
+            fix_topic=FIX_TOPIC,
+        )
     return bags
 
 
@@ -238,6 +250,9 @@ def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
     plot_trajectory(r.report, r.estimates, r.true_xy, vmap.xy, loc.origin, out / "report.png")
     shutil.rmtree(out / "bags" / "query_estimates", ignore_errors=True)
     write_estimates_bag(bags["query"], out / "bags" / "query_estimates", r.all_estimates)
-    print(f"report: {out / 'report.json'}  plot: {out / 'report.png'}  bag with estimates: {out / 'bags' / 'query_estimates'}")
+    print(
+        f"report: {out / 'report.json'}  plot: {out / 'report.png'}  bag with estimates: "
+        f"{out / 'bags' / 'query_estimates'}"
+    )
     print("(synthetic data: proves the pipeline end to end; real accuracy comes from real data, see bench/)")
     return 0

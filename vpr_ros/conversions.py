@@ -13,7 +13,15 @@ from vpr_core.localize.outputs import fix_fields, pose_fields
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), source=f"{topic} ({msg.encoding} {msg.width}x{msg.height})")
+    return decode_raw(
+        msg.encoding,
+        msg.height,
+        msg.width,
+        msg.step,
+        msg.data,
+        bool(msg.is_bigendian),
+        source=f"{topic} ({msg.encoding} {msg.width}x{msg.height})",
+    )
 
 
 def compressed_to_rgb(msg: CompressedImage, topic: str) -> np.ndarray:
@@ -21,7 +29,9 @@ def compressed_to_rgb(msg: CompressedImage, topic: str) -> np.ndarray:
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
-    msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3)
+    msg = Image(
+        header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3
+    )
     msg.data = np.ascontiguousarray(rgb).tobytes()
     return msg
 

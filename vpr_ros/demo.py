@@ -34,17 +34,38 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out: Path = args.out
     vmap, map_path, bags = prepare(out, args.seed, args.device)
-    truth = {f.frame.stamp: (f.east, f.north) for f in GeoFrames(bags["query"], IMAGE_TOPIC, FIX_TOPIC, zone=vmap.zone) if isinstance(f, GeoFrame)}
+    truth = {
+        f.frame.stamp: (f.east, f.north)
+        for f in GeoFrames(bags["query"], IMAGE_TOPIC, FIX_TOPIC, zone=vmap.zone)
+        if isinstance(f, GeoFrame)
+    }
     domain = new_domain()
     os.environ.update(ros_env(domain))  # the player (this process) joins the node's private domain
     log = Path(tempfile.mkdtemp(prefix="vpr_demo_")) / "node.log"
-    with running_node(log, {"topic": "/vpr_demo/unused"}, domain, map_path=map_path, image_topic=IMAGE_TOPIC, input="compressed", device=args.device,
-                      use_sim_time=True) as (_, peer):  # fmt: skip
+    with running_node(
+        log,
+        {"topic": "/vpr_demo/unused"},
+        domain,
+        map_path=map_path,
+        image_topic=IMAGE_TOPIC,
+        input="compressed",
+        device=args.device,
+        use_sim_time=True,
+    ) as (_, peer):
         print(f"node up (ROS_DOMAIN_ID={domain}, use_sim_time); playing {bags['query']} over DDS")
         sent: dict[int, float] = {}
-        play(bags["query"], topics=[IMAGE_TOPIC], rate=args.rate, wait=30, quiet=True, on_publish=lambda _t, t_ns: sent.__setitem__(t_ns, time.monotonic()))
+        play(
+            bags["query"],
+            topics=[IMAGE_TOPIC],
+            rate=args.rate,
+            wait=30,
+            quiet=True,
+            on_publish=lambda _t, t_ns: sent.__setitem__(t_ns, time.monotonic()),
+        )
         deadline = time.monotonic() + 30
-        while len(peer.fixes) < len(sent) and time.monotonic() < deadline:  # the node drops frames it is too busy for: wait until fixes stop
+        while (
+            len(peer.fixes) < len(sent) and time.monotonic() < deadline
+        ):  # the node drops frames it is too busy for: wait until fixes stop
             n = len(peer.fixes)
             if not peer.wait_for(lambda n=n: len(peer.fixes) > n, 2.0):
                 break
@@ -60,12 +81,18 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(err)
             status = "FIX   " if fix.status.status >= 0 else "NO_FIX"
             conf = peer.conf[i] if i < len(peer.conf) else float("nan")
-            print(f"frame {i:3d} t={st / 1e9:.1f}: {status} lat {fix.latitude:.7f} lon {fix.longitude:.7f}  conf {conf:.2f}  error {err:6.2f} m  {lat[-1]:5.0f} ms")
+            print(
+                f"frame {i:3d} t={st / 1e9:.1f}: {status} lat {fix.latitude:.7f} lon {fix.longitude:.7f}  conf "
+                f"{conf:.2f}  error {err:6.2f} m  {lat[-1]:5.0f} ms"
+            )
         err = np.array(errors)
         print(
-            f"\n{len(peer.fixes)} of {len(sent)} frames answered at {5 * args.rate:g} Hz (the node skips frames that arrive while it is busy)"
-            f"\naccuracy over DDS: {100 * np.mean(err <= DEMO_THRESHOLD_M):.1f}% of fixes within {DEMO_THRESHOLD_M:g} m "
-            f"(median error {np.median(err):.2f} m); publish->fix latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms"
+            f"\n{len(peer.fixes)} of {len(sent)} frames answered at {5 * args.rate:g} Hz (the node skips frames that "
+            "arrive while it is busy)"
+            f"\naccuracy over DDS: {100 * np.mean(err <= DEMO_THRESHOLD_M):.1f}% of fixes within {DEMO_THRESHOLD_M:g} "
+            "m "
+            f"(median error {np.median(err):.2f} m); publish->fix latency p50 {np.percentile(lat, 50):.0f} ms, p95 "
+            f"{np.percentile(lat, 95):.0f} ms"
         )
         print("(synthetic data: proves the pipeline end to end; real accuracy comes from real data, see bench/)")
         return 0

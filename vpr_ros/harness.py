@@ -37,7 +37,12 @@ def new_domain() -> int:
 
 def ros_env(domain: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env.update(
+        ROS_DOMAIN_ID=str(domain),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONUNBUFFERED="1",
+        RCUTILS_COLORIZED_OUTPUT="0",
+    )
     return env
 
 
@@ -84,7 +89,14 @@ class NodeProcess:
 class Peer:
     """The test's side: publishes frames, records everything the node publishes."""
 
-    def __init__(self, domain: int, topic: str = "/cam/image", compressed: bool = False, node_name: str = "vpr_localizer", pub_qos: QoSProfile | None = None) -> None:
+    def __init__(
+        self,
+        domain: int,
+        topic: str = "/cam/image",
+        compressed: bool = False,
+        node_name: str = "vpr_localizer",
+        pub_qos: QoSProfile | None = None,
+    ) -> None:
         self.ctx = Context()
         rclpy.init(context=self.ctx, domain_id=domain)
         self.node = rclpy.create_node("vpr_test_peer", context=self.ctx)
@@ -95,7 +107,9 @@ class Peer:
         self.conf: list[float] = []
         self.diags: list[DiagnosticArray] = []
         out = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(NavSatFix, f"/{node_name}/fix", lambda m: self.fixes.append((time.monotonic(), m)), out)
+        self.node.create_subscription(
+            NavSatFix, f"/{node_name}/fix", lambda m: self.fixes.append((time.monotonic(), m)), out
+        )
         self.node.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose", self.poses.append, out)
         self.node.create_subscription(Float32, f"/{node_name}/confidence", lambda m: self.conf.append(m.data), out)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, out)
@@ -114,7 +128,9 @@ class Peer:
 
     def subscribe(self, msg_type, topic: str) -> list:
         box: list = []
-        self.node.create_subscription(msg_type, topic, box.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(
+            msg_type, topic, box.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        )
         return box
 
     def wait_matched(self, timeout: float = 20.0) -> None:
@@ -148,7 +164,10 @@ class Peer:
         for arr in reversed(self.diags):
             for st in arr.status:
                 if "vpr_localizer" in st.name:
-                    return {kv.key: kv.value for kv in st.values} | {"_level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level), "_message": st.message}
+                    return {kv.key: kv.value for kv in st.values} | {
+                        "_level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level),
+                        "_message": st.message,
+                    }
         return {}
 
     def close(self) -> None:
@@ -159,8 +178,11 @@ class Peer:
 
 
 @contextmanager
-def running_node(log: Path, peer_kwargs: dict | None = None, domain: int | None = None, **params) -> Iterator[tuple[NodeProcess, Peer]]:
-    """A started node and a connected peer on a private domain; stops both, and fails on a traceback in the node's log."""
+def running_node(
+    log: Path, peer_kwargs: dict | None = None, domain: int | None = None, **params
+) -> Iterator[tuple[NodeProcess, Peer]]:
+    """A started node and a connected peer on a private domain; stops both, and fails on a traceback in the node's
+    log."""
     domain = domain or new_domain()
     node = NodeProcess(domain, log, **params)
     peer = None

@@ -68,7 +68,9 @@ class VprLocalizer(Node):
         self.health = Health()
         self.problems = ProblemLog(every_s=5.0)
         self.frames: LatestFrame[Image | CompressedImage] = LatestFrame()
-        self.debug_view = DebugView(m.names, s.map_images_dir or m.info.get("source")) if s.publish_debug_image else None
+        self.debug_view = (
+            DebugView(m.names, s.map_images_dir or m.info.get("source")) if s.publish_debug_image else None
+        )
         self.worker_error: str | None = None
 
         self.pub_fix = self.create_publisher(NavSatFix, "~/fix", OUT_QOS)
@@ -78,9 +80,13 @@ class VprLocalizer(Node):
         self.pub_debug = self.create_publisher(Image, "~/debug_image", OUT_QOS) if s.publish_debug_image else None
         msg_type = CompressedImage if s.input == "compressed" else Image
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self.sub = self.create_subscription(msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events)
+        self.sub = self.create_subscription(
+            msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events
+        )
         # Steady clock: health reports keep coming with use_sim_time even when /clock stalls.
-        self.create_timer(s.diagnostics_period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            s.diagnostics_period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self._worker = threading.Thread(target=self._run_worker, name="vpr_worker", daemon=True)
         self._worker.start()
 
@@ -92,7 +98,10 @@ class VprLocalizer(Node):
             if "RELIABILITY" in policy
             else "match the publisher's QoS with image_qos"
         )
-        msg = f"{self.topic}: publisher QoS incompatible with this subscription (policy {policy}); no frames will arrive; {hint}"
+        msg = (
+            f"{self.topic}: publisher QoS incompatible with this subscription (policy {policy}); "
+            f"no frames will arrive; {hint}"
+        )
         self.health.qos_mismatch(msg)
         self.get_logger().error(msg)
 
@@ -115,7 +124,11 @@ class VprLocalizer(Node):
     def _process(self, msg: Image | CompressedImage, t_rx: float) -> None:
         t0 = time.monotonic()
         try:
-            rgb = compressed_to_rgb(msg, self.topic) if isinstance(msg, CompressedImage) else image_to_rgb(msg, self.topic)
+            rgb = (
+                compressed_to_rgb(msg, self.topic)
+                if isinstance(msg, CompressedImage)
+                else image_to_rgb(msg, self.topic)
+            )
             t1 = time.monotonic()
             est = self.localizer.localize(rgb)
         except ImageError as e:
@@ -141,14 +154,21 @@ class VprLocalizer(Node):
                 self.get_logger().error(text)
             return
         done = time.monotonic()
-        stages = {"wait": (t0 - t_rx) * 1e3, "decode": (t1 - t0) * 1e3, **est.timings, "end_to_end": (done - t_rx) * 1e3}
+        stages = {
+            "wait": (t0 - t_rx) * 1e3,
+            "decode": (t1 - t0) * 1e3,
+            **est.timings,
+            "end_to_end": (done - t_rx) * 1e3,
+        }
         self.health.frame_answered(done, stages, fix)
 
     def _publish(self, header: Header, est: Estimate, rgb: np.ndarray) -> bool:
         """Publish the estimate; True when the fix is STATUS_FIX."""
         min_conf = float(self.get_parameter("min_confidence").value)
         s = self.settings
-        self.pub_fix.publish(to_navsatfix(est, Header(stamp=header.stamp, frame_id=s.fix_frame_id or header.frame_id), min_conf))
+        self.pub_fix.publish(
+            to_navsatfix(est, Header(stamp=header.stamp, frame_id=s.fix_frame_id or header.frame_id), min_conf)
+        )
         self.pub_pose.publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
         self.pub_conf.publish(Float32(data=float(est.confidence)))
         if self.pub_debug is not None:
@@ -174,7 +194,10 @@ class VprLocalizer(Node):
             "image_topic": self.topic,
         }
         status = DiagnosticStatus(
-            name=f"{self.get_fully_qualified_name()}: localization", hardware_id=str(loc.extractor.device), level=bytes([level]), message=message
+            name=f"{self.get_fully_qualified_name()}: localization",
+            hardware_id=str(loc.extractor.device),
+            level=bytes([level]),
+            message=message,
         )
         status.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]
         arr = DiagnosticArray(status=[status])
@@ -191,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     logger = rclpy.logging.get_logger("vpr_localizer")
     try:
         node = VprLocalizer()
-    except (VprError, rclpy.exceptions.InvalidParameterValueException, rclpy.exceptions.InvalidParameterTypeException) as e:
+    except (
+        VprError,
+        rclpy.exceptions.InvalidParameterValueException,
+        rclpy.exceptions.InvalidParameterTypeException,
+    ) as e:
         logger.fatal(f"cannot start: {str(e).splitlines()[0]}")
         rclpy.try_shutdown()
         return 1

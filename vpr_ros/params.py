@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data, qos_profile_system_default
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
 
 from vpr_core.config import Knob, from_surface, knob, knobs, validate
 from vpr_core.errors import VprError
@@ -23,7 +30,10 @@ IMAGE_QOS = {
     # Reliable keep-last-1: newest frame only, and large frames survive Fast DDS defaults
     # (measured here: best-effort received 1 of 20 960x540 frames, reliable 20 of 20).
     "reliable": QoSProfile(
-        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE
+        depth=1,
+        history=HistoryPolicy.KEEP_LAST,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
     ),
     "sensor_data": qos_profile_sensor_data,
     "system_default": qos_profile_system_default,
@@ -38,13 +48,24 @@ class NodeSettings:
 
     map_path: str = knob("", "Map file built with 'vpr map build' (required).", type=str, ros="map_path")
     image_topic: str = knob(
-        "image", "Camera topic (sensor_msgs/Image, or CompressedImage with input: compressed).", type=str, ros="image_topic"
+        "image",
+        "Camera topic (sensor_msgs/Image, or CompressedImage with input: compressed).",
+        type=str,
+        ros="image_topic",
     )
     input: str = knob(
-        "raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png).", type=str, choices=lambda: INPUTS, ros="input"
+        "raw",
+        "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png).",
+        type=str,
+        choices=lambda: INPUTS,
+        ros="input",
     )
-    map_frame: str = knob("map", "frame_id of ~/pose (ENU metres from the map origin, REP-105).", type=str, ros="map_frame")
-    fix_frame_id: str = knob("", "frame_id of ~/fix; empty = the camera image's frame_id.", type=str, ros="fix_frame_id")
+    map_frame: str = knob(
+        "map", "frame_id of ~/pose (ENU metres from the map origin, REP-105).", type=str, ros="map_frame"
+    )
+    fix_frame_id: str = knob(
+        "", "frame_id of ~/fix; empty = the camera image's frame_id.", type=str, ros="fix_frame_id"
+    )
     image_qos: str = knob(
         "reliable",
         "reliable (keep-last 1), sensor_data (best effort) or system_default.",
@@ -56,7 +77,10 @@ class NodeSettings:
         False, "Publish ~/debug_image: the frame beside its best map match.", type=bool, ros="publish_debug_image"
     )
     map_images_dir: str = knob(
-        "", "Folder of the map's images for the debug view; empty = the folder the map was built from.", type=str, ros="map_images_dir"
+        "",
+        "Folder of the map's images for the debug view; empty = the folder the map was built from.",
+        type=str,
+        ros="map_images_dir",
     )
     diagnostics_period: float = knob(
         1.0, "Seconds between /diagnostics messages.", type=float, range=(0.1, 60.0), ros="diagnostics_period"
@@ -79,7 +103,9 @@ def _descriptor(k: Knob) -> ParameterDescriptor:
     if k.range is not None and k.type is int:
         d.integer_range = [IntegerRange(from_value=int(k.range[0]), to_value=int(k.range[1]), step=1)]
     elif k.range is not None:
-        d.floating_point_range = [FloatingPointRange(from_value=float(k.range[0]), to_value=float(k.range[1]), step=0.0)]
+        d.floating_point_range = [
+            FloatingPointRange(from_value=float(k.range[0]), to_value=float(k.range[1]), step=0.0)
+        ]
     return d
 
 
@@ -107,5 +133,7 @@ def read(node) -> tuple[NodeSettings, LocalizerConfig]:
     settings = from_surface(NodeSettings, values, "ros")
     validate(settings, "ros")
     if not settings.map_path:
-        raise VprError("parameter map_path is empty; pass -p map_path:=/path/to/route.vprmap (build one with 'vpr map build')")
+        raise VprError(
+            "parameter map_path is empty; pass -p map_path:=/path/to/route.vprmap (build one with 'vpr map build')"
+        )
     return settings, from_surface(LocalizerConfig, values, "ros").validate("ros")

@@ -33,15 +33,30 @@ def message_class(msgtype: str):
         return None
 
 
-def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, clock: bool = True, clock_hz: float = 100.0, wait: float = 0.0,
-         depth: int = 10, quiet: bool = False, on_publish: Callable[[str, int], None] | None = None) -> int:  # fmt: skip
-    """Publish ``bag``; returns the number of messages published. ``on_publish(topic, bag_time_ns)`` runs right after each publish."""
+def play(
+    bag: str | Path,
+    topics: list[str] | None = None,
+    rate: float = 1.0,
+    clock: bool = True,
+    clock_hz: float = 100.0,
+    wait: float = 0.0,
+    depth: int = 10,
+    quiet: bool = False,
+    on_publish: Callable[[str, int], None] | None = None,
+) -> int:
+    """Publish ``bag``; returns the number of messages published. ``on_publish(topic, bag_time_ns)`` runs right after
+    each publish."""
     if rate <= 0:
         raise VprError(f"--rate must be > 0, got {rate}")
     rclpy.init()
     node = rclpy.create_node("vpr_player")
     log = node.get_logger()
-    qos = QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    qos = QoSProfile(
+        depth=depth,
+        history=HistoryPolicy.KEEP_LAST,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
     sent = 0
     try:
         with open_bag(bag) as reader:
@@ -62,13 +77,21 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
                     pubs[c.topic] = node.create_publisher(cls, c.topic, qos)
             if not conns:
                 raise VprError(f"{bag}: nothing to play (topics: {', '.join(have)})")
-            clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) if clock else None
+            clock_pub = (
+                node.create_publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+                if clock
+                else None
+            )
             if wait > 0:
                 image_pubs = [pubs[c.topic] for c in conns if msgtype_of(c) in IMAGE_TYPES] or list(pubs.values())
                 t_end = time.monotonic() + wait
                 while any(p.get_subscription_count() == 0 for p in image_pubs):
                     if time.monotonic() > t_end:
-                        raise VprError(f"no subscriber matched on {', '.join(p.topic_name for p in image_pubs if p.get_subscription_count() == 0)} within {wait:g} s")
+                        raise VprError(
+                            "no subscriber matched on "
+                            f"{', '.join(p.topic_name for p in image_pubs if p.get_subscription_count() == 0)} within "
+                            f"{wait:g} s"
+                        )
                     time.sleep(0.02)
             if not quiet:
                 log.info(f"playing {bag}: {', '.join(sorted(pubs))} at rate {rate:g}{' with /clock' if clock else ''}")
@@ -103,11 +126,19 @@ def play(bag: str | Path, topics: list[str] | None = None, rate: float = 1.0, cl
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", metavar="BAG", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag")
-    p.add_argument("--topics", nargs="+", metavar="T", help="play only these topics (default: all whose types are installed)")
+    p.add_argument(
+        "--topics", nargs="+", metavar="T", help="play only these topics (default: all whose types are installed)"
+    )
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--clock-hz", type=float, default=100.0, help="/clock rate between messages (default 100)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for a subscriber on each image topic before playing")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for a subscriber on each image topic before playing",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
 
 
@@ -118,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Entry point of the ``vpr`` CLI (group ``vpr.commands``): adds ``vpr play``."""
-    p = sub.add_parser("play", help="publish a bag's messages (and /clock) over DDS", description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "play", help="publish a bag's messages (and /clock) over DDS", description=__doc__.split("\n\n")[0]
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 

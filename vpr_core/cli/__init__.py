@@ -1,4 +1,5 @@
-"""The ``vpr`` command line: ``main`` and its parser; each verb (map, eval, calibrate, train, export, demo, models) is a module here."""
+"""The ``vpr`` command line: ``main`` and its parser; each verb (map, eval, calibrate, train, export, demo, models)
+is a module here."""
 
 from .main import build_parser, main
 

@@ -20,13 +20,17 @@ def add(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "calibrate",
         help="fit the confidence on a labelled run and store it in the map",
-        description="Localize a labelled run, fit P(top-1 within --threshold | inliers, margins) for the chosen re-ranker, "
-        "store it in the map and report reliability (predicted vs observed). Use a run other than the one you evaluate on.",
+        description="Localize a labelled run, fit P(top-1 within --threshold | inliers, margins) for the chosen "
+        "re-ranker, "
+        "store it in the map and report reliability (predicted vs observed). Use a run other than the one you evaluate "
+        "on.",
     )
     c.add_argument("--map", required=True, metavar="MAP")
     add_geo_args(c, "--queries", "labelled query images")
     c.add_argument("--threshold", type=float, default=25.0, help="a fix counts as correct within this many metres")
-    c.add_argument("--out", metavar="MAP", help="write the calibrated map here (default: update MAP in place, atomically)")
+    c.add_argument(
+        "--out", metavar="MAP", help="write the calibrated map here (default: update MAP in place, atomically)"
+    )
     c.add_argument("--plot", metavar="OUT.png", help="reliability diagram")
     add_config_args(c, ["reranker", "reranker_top_k", "reranker_options", "device"])
     c.set_defaults(func=cmd_calibrate)

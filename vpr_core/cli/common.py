@@ -16,7 +16,8 @@ def add_device_arg(sp: argparse.ArgumentParser) -> None:
 
 
 def add_config_args(sp: argparse.ArgumentParser, fields: list[str]) -> None:
-    """The ``LocalizerConfig`` knobs ``fields`` as this verb's arguments (flags, defaults and choices from the config)."""
+    """The ``LocalizerConfig`` knobs ``fields`` as this verb's arguments (flags, defaults and choices from the
+    config)."""
     from ..config import add_arguments
 
     add_arguments(sp, LocalizerConfig, fields)
@@ -31,12 +32,24 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
 def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool = False) -> None:
     """Where the geotagged images come from: a VPR-convention folder, a CSV or (``bag``) a ROS bag."""
     g = sp.add_mutually_exclusive_group(required=True)
-    g.add_argument(folder, metavar="DIR", help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)")
-    g.add_argument("--csv", metavar="FILE", help="CSV with columns image,lat,lon[,alt,heading]; image paths relative to the CSV")
+    g.add_argument(
+        folder,
+        metavar="DIR",
+        help=f"folder of {what} named @utm_east@utm_north@zone@letter@lat@lon@... (VPR convention)",
+    )
+    g.add_argument(
+        "--csv", metavar="FILE", help="CSV with columns image,lat,lon[,alt,heading]; image paths relative to the CSV"
+    )
     if bag:
-        g.add_argument("--bag", metavar="PATH", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix")
+        g.add_argument(
+            "--bag", metavar="PATH", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix"
+        )
         sp.add_argument("--image-topic", metavar="T", help="with --bag: sensor_msgs/Image or CompressedImage topic")
-        sp.add_argument("--fix-topic", metavar="T", help="with --bag: sensor_msgs/NavSatFix topic (interpolated at each image stamp)")
+        sp.add_argument(
+            "--fix-topic",
+            metavar="T",
+            help="with --bag: sensor_msgs/NavSatFix topic (interpolated at each image stamp)",
+        )
         sp.add_argument(
             "--max-fix-age",
             type=float,

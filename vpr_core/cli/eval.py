@@ -44,7 +44,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for why in loc.runner.fallbacks:
         print(f"note: {why}", file=sys.stderr)
     if not loc.reranker.trained:
-        print(f"note: re-ranker '{config.reranker}' runs UNTRAINED (no weights given); its numbers are not the method's", file=sys.stderr)
+        print(
+            f"note: re-ranker '{config.reranker}' runs UNTRAINED (no weights given); its numbers are not the method's",
+            file=sys.stderr,
+        )
     if args.bag:
         return eval_bag(args, loc)
     report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
@@ -66,7 +69,14 @@ def eval_bag(args: argparse.Namespace, loc) -> int:
     if args.out_bag and Path(args.out_bag).exists():
         raise VprError(f"{args.out_bag}: exists; remove it or choose another --out-bag")
     r = evaluate_bag(
-        loc, args.bag, args.image_topic, args.fix_topic, args.threshold, args.max_fix_age, args.max_fix_std, progress=not args.quiet
+        loc,
+        args.bag,
+        args.image_topic,
+        args.fix_topic,
+        args.threshold,
+        args.max_fix_age,
+        args.max_fix_std,
+        progress=not args.quiet,
     )
     print_report(r.report)
     print(
@@ -91,16 +101,25 @@ def add(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval",
         help="localize a labelled query set and report Recall@N",
-        description="Localize each query image against MAP and report Recall@1/5/10/20, top-1 error and per-stage latency.",
+        description="Localize each query image against MAP and report Recall@1/5/10/20, top-1 error and per-stage "
+        "latency.",
     )
     e.add_argument("--map", required=True, metavar="MAP")
     add_geo_args(e, "--queries", "query images", bag=True)
-    e.add_argument("--out-bag", metavar="PATH", help="with --bag: a copy of the bag plus the estimates on /vpr/fix (NavSatFix) and /vpr/pose")
-    e.add_argument("--out-format", choices=["mcap", "sqlite3"], default="mcap", help="storage of --out-bag (default mcap)")
+    e.add_argument(
+        "--out-bag",
+        metavar="PATH",
+        help="with --bag: a copy of the bag plus the estimates on /vpr/fix (NavSatFix) and /vpr/pose",
+    )
+    e.add_argument(
+        "--out-format", choices=["mcap", "sqlite3"], default="mcap", help="storage of --out-bag (default mcap)"
+    )
     e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
     e.add_argument("--json", metavar="OUT", help="write the report as JSON")
     e.add_argument(
-        "--plot", metavar="OUT.png", help="write a trajectory/recall plot (with --bag: the run on a metric ENU grid, coloured by error)"
+        "--plot",
+        metavar="OUT.png",
+        help="write a trajectory/recall plot (with --bag: the run on a metric ENU grid, coloured by error)",
     )
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_args(e, EVAL_KNOBS)

@@ -51,12 +51,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     suffix = ".onnx" if args.format == "onnx" else ".ep"
     for mod in modules:
         path = out if len(modules) == 1 else out.with_name(f"{out.stem}.{mod}{suffix}")
-        rec = export(resolve(mod, args), args.format, path, precision=args.precision, check=args.check, device=args.device)
+        rec = export(
+            resolve(mod, args), args.format, path, precision=args.precision, check=args.check, device=args.device
+        )
         line = f"{mod}: {path} ({args.format}; inputs {rec['inputs']})"
         if "max_abs_error" in rec:
             line += f"; onnxruntime vs eager max abs error {rec['max_abs_error']:.2e} (tolerance {rec['tolerance']:g})"
         if "compile_s" in rec:
-            line += f"; compiled in {rec['compile_s']:.1f} s on {rec['gpu']} (TensorRT {rec['tensorrt']}, {rec['precision']})"
+            trt = f"TensorRT {rec['tensorrt']}, {rec['precision']}"
+            line += f"; compiled in {rec['compile_s']:.1f} s on {rec['gpu']} ({trt})"
         print(line)
     return 0
 
@@ -69,21 +72,39 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="export the global model and the DHE head to ONNX or TensorRT",
         description="Export the per-frame modules at their configured sizes: 'global' (float32 NCHW RGB in [0, 1] -> "
         "L2-normalised descriptor, plus the local grid) with a map's vocabulary baked in, and 'dhe' (pooled grids -> "
-        "homography points). ONNX is the portable path (trtexec on Jetson); TensorRT compiles here through torch-tensorrt.",
+        "homography points). ONNX is the portable path (trtexec on Jetson); TensorRT compiles here through "
+        "torch-tensorrt.",
     )
     src = x.add_mutually_exclusive_group()
     src.add_argument("--model", help="global model by name (models that learn a vocabulary need --map)")
     src.add_argument("--map", metavar="MAP", help="export the map's model with its vocabulary (and its DHE head)")
     x.add_argument("--format", choices=["onnx", "tensorrt"], required=True)
-    x.add_argument("--out", required=True, metavar="PATH", help="output file; with --module all, PATH.global.onnx and PATH.dhe.onnx")
-    x.add_argument("--module", choices=[*MODULES, "all"], default="global", help="what to export (default global)")
-    x.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision (default fp16); ONNX is fp32")
     x.add_argument(
-        "--check", action="store_true", help="ONNX: compare onnxruntime (CPU) with eager on random inputs; fail above the tolerance"
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="output file; with --module all, PATH.global.onnx and PATH.dhe.onnx",
     )
-    x.add_argument("--dhe-weights", metavar="CKPT", help="DHE head to export (default: the map's adapted head, else the shipped one)")
+    x.add_argument("--module", choices=[*MODULES, "all"], default="global", help="what to export (default global)")
     x.add_argument(
-        "--input-size", type=int, nargs=2, metavar=("W", "H"), help="network input size (default: the model's configured size)"
+        "--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision (default fp16); ONNX is fp32"
+    )
+    x.add_argument(
+        "--check",
+        action="store_true",
+        help="ONNX: compare onnxruntime (CPU) with eager on random inputs; fail above the tolerance",
+    )
+    x.add_argument(
+        "--dhe-weights",
+        metavar="CKPT",
+        help="DHE head to export (default: the map's adapted head, else the shipped one)",
+    )
+    x.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        help="network input size (default: the model's configured size)",
     )
     add_device_arg(x)
     x.set_defaults(func=cmd_export)

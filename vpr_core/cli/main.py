@@ -22,7 +22,9 @@ VERBS = (map, eval, calibrate, train, export, demo, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vpr", description="Visual place recognition: build geotagged image maps, localize and evaluate.")
+    p = argparse.ArgumentParser(
+        prog="vpr", description="Visual place recognition: build geotagged image maps, localize and evaluate."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for verb in VERBS:
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_plugins(sub) -> None:
-    """Commands other packages add (entry point group ``vpr.commands``), e.g. ``vpr play`` from vpr_ros - core never imports them."""
+    """Commands other packages add (entry point group ``vpr.commands``), e.g. ``vpr play`` from vpr_ros - core never
+    imports them."""
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="vpr.commands"):
@@ -41,7 +44,9 @@ def add_plugins(sub) -> None:
         except ImportError as e:  # the plugin's dependencies (e.g. rclpy) are missing: say so when it is called
 
             def unavailable(args: argparse.Namespace, name: str = ep.name, why: str = str(e)) -> int:
-                raise VprError(f"'vpr {name}' is unavailable here ({why}); install the ROS extras: pip install -e '.[ros]'")
+                raise VprError(
+                    f"'vpr {name}' is unavailable here ({why}); install the ROS extras: pip install -e '.[ros]'"
+                )
 
             sp = sub.add_parser(ep.name, help=f"(unavailable: {e})")
             sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -50,7 +55,9 @@ def add_plugins(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         import torch
 

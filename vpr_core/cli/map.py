@@ -19,7 +19,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
-    kw = {"model_name": args.model, "model_conf": parse_sets(args.set), "device": args.device, "local": not args.no_local}
+    kw = {
+        "model_name": args.model,
+        "model_conf": parse_sets(args.set),
+        "device": args.device,
+        "local": not args.no_local,
+    }
     if args.bag:
         need_topics(args)
         m, skips, seen = build_map_from_bag(
@@ -49,7 +54,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from ..map.adapt import adapt_map
 
-    conf = {k: v for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}.items() if v is not None}
+    conf = {
+        k: v
+        for k, v in {"iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed}.items()
+        if v is not None
+    }
     m = adapt_map(args.map, out=args.out, images=args.images, conf=conf, device=args.device, log=args.log)
     done = m.info["dhe_adapted"]
     print(
@@ -76,9 +85,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     add_geo_args(b, "--images", "database images", bag=True)
     b.add_argument(
-        "--min-spacing", type=float, default=0.0, metavar="M", help="with --bag: skip frames closer than M metres to the previous kept one"
+        "--min-spacing",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="with --bag: skip frames closer than M metres to the previous kept one",
     )
-    b.add_argument("--images-out", metavar="DIR", help="with --bag: where the kept frames are written (default MAP.images/)")
+    b.add_argument(
+        "--images-out", metavar="DIR", help="with --bag: where the kept frames are written (default MAP.images/)"
+    )
     b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
     b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
     b.add_argument(
@@ -87,7 +102,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256",
     )
-    b.add_argument("--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)")
+    b.add_argument(
+        "--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)"
+    )
     add_device_arg(b)
     b.set_defaults(func=cmd_build)
 
@@ -99,7 +116,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("map", metavar="MAP")
     a.add_argument("--out", metavar="MAP", help="write the adapted map here (default: update MAP in place, atomically)")
-    a.add_argument("--images", metavar="DIR", help="the map's database images (default: the folder or CSV recorded at build time)")
+    a.add_argument(
+        "--images", metavar="DIR", help="the map's database images (default: the folder or CSV recorded at build time)"
+    )
     a.add_argument("--iterations", type=int, help="iterations (default 300)")
     a.add_argument("--batch-size", type=int, help="pairs per iteration (default 8)")
     a.add_argument("--seed", type=int)
@@ -107,6 +126,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_device_arg(a)
     a.set_defaults(func=cmd_adapt)
 
-    i = mp.add_parser("info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON.")
+    i = mp.add_parser(
+        "info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON."
+    )
     i.add_argument("map", metavar="MAP")
     i.set_defaults(func=cmd_info)

@@ -20,5 +20,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("models", help="list the global models", description="List registered global models with their default options.")
+    m = sub.add_parser(
+        "models", help="list the global models", description="List registered global models with their default options."
+    )
     m.set_defaults(func=cmd_models)

@@ -31,7 +31,9 @@ def cmd_train_dhe(args: argparse.Namespace) -> int:
     out = train_dhe(args.images, args.out, conf, resume=args.resume, log=args.log, device=args.device, init=args.init)
     print(f"DHE head: {out} (use: --rerank dhe --rerank-set weights={out})")
     if args.joint:
-        print(f"fine-tuned backbone: {out}.backbone (use: vpr map build --model xfeat-vlad --set weights={out}.backbone)")
+        print(
+            f"fine-tuned backbone: {out}.backbone (use: vpr map build --model xfeat-vlad --set weights={out}.backbone)"
+        )
     return 0
 
 
@@ -54,14 +56,18 @@ def cmd_train_geowarp(args: argparse.Namespace) -> int:
 
 def _train_args(sp: argparse.ArgumentParser, images: str, batch: str, lr: str) -> None:
     sp.add_argument("--images", required=True, metavar="DIR", help=images)
-    sp.add_argument("--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it")
+    sp.add_argument(
+        "--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it"
+    )
     sp.add_argument("--iterations", type=int, help="total iterations (default 2000)")
     sp.add_argument("--batch-size", type=int, help=batch)
     sp.add_argument("--lr", type=float, help=lr)
     sp.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
-    sp.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end")
+    sp.add_argument(
+        "--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end"
+    )
     add_device_arg(sp)
 
 
@@ -75,19 +81,27 @@ def add(sub: argparse._SubParsersAction) -> None:
         "carry coordinates.",
     )
     _train_args(
-        t, "training images (never the queries you evaluate on)", "pairs per iteration (default 16)", "Adam learning rate (default 1e-4)"
+        t,
+        "training images (never the queries you evaluate on)",
+        "pairs per iteration (default 16)",
+        "Adam learning rate (default 1e-4)",
     )
     t.add_argument("--pairs", choices=["self", "geo", "both"], help="pair source (default self)")
     t.add_argument(
-        "--joint", action="store_true", help="stage 2: triplet + 100 x REI with the backbone trainable (needs a geotagged folder)"
+        "--joint",
+        action="store_true",
+        help="stage 2: triplet + 100 x REI with the backbone trainable (needs a geotagged folder)",
     )
-    t.add_argument("--init", metavar="CKPT", help="start the head from this checkpoint (e.g. stage 1's) instead of the identity")
+    t.add_argument(
+        "--init", metavar="CKPT", help="start the head from this checkpoint (e.g. stage 1's) instead of the identity"
+    )
     t.add_argument("--backbone", metavar="WEIGHTS", help="XFeat weights to start from (default: the official ones)")
     t.set_defaults(func=cmd_train_dhe)
     g = tr.add_parser(
         "geowarp",
         help="GeoWarp: homography regression, self-supervised + features-wise + consistency losses",
-        description="Train GeoWarp's warp regressor on a frozen backbone: self-supervised trapezoid overlaps (weight 1), "
+        description="Train GeoWarp's warp regressor on a frozen backbone: self-supervised trapezoid overlaps (weight "
+        "1), "
         "features-wise loss on query-positive pairs (10), consistency under horizontal flip (0.1).",
     )
     _train_args(

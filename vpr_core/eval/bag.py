@@ -15,7 +15,19 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import VprError
-from ..io.bags import NAVSATFIX, BagError, GeoFrame, GeoFrames, Skips, bag_writer, cdr_bytes, msg_header, msgtype_of, open_bag, ros2_types
+from ..io.bags import (
+    NAVSATFIX,
+    BagError,
+    GeoFrame,
+    GeoFrames,
+    Skips,
+    bag_writer,
+    cdr_bytes,
+    msg_header,
+    msgtype_of,
+    open_bag,
+    ros2_types,
+)
 from ..io.files import staged
 from ..localize.outputs import COVARIANCE_TYPE_KNOWN, fix_fields, pose_fields
 from .recall import RECALL_NS, localizer_info, summarize
@@ -32,8 +44,16 @@ class BagEval:
     skips: Skips
 
 
-def evaluate_bag(localizer, bag: str | Path, image_topic: str, fix_topic: str, threshold: float, max_fix_age: float = 1.0,
-                 max_fix_std: float = 10.0, progress: bool = True) -> BagEval:  # fmt: skip
+def evaluate_bag(
+    localizer,
+    bag: str | Path,
+    image_topic: str,
+    fix_topic: str,
+    threshold: float,
+    max_fix_age: float = 1.0,
+    max_fix_std: float = 10.0,
+    progress: bool = True,
+) -> BagEval:
     """Replay every image through the localizer as the robot would; score those with ground truth."""
     src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std, zone=localizer.map.zone)
     k = max(localizer.top_k, max(RECALL_NS))
@@ -48,7 +68,9 @@ def evaluate_bag(localizer, bag: str | Path, image_topic: str, fix_topic: str, t
             truth.append((item.east, item.north))
     wall = time.perf_counter() - t0
     if not scored:
-        raise BagError(f"{bag}: no frame has ground truth (skipped: {src.skips.summary()}); check --fix-topic and --max-fix-age")
+        raise BagError(
+            f"{bag}: no frame has ground truth (skipped: {src.skips.summary()}); check --fix-topic and --max-fix-age"
+        )
     true_xy = np.array(truth)
     report = summarize(scored, true_xy, threshold, localizer.map.xy) | localizer_info(localizer)
     report |= {
@@ -62,9 +84,17 @@ def evaluate_bag(localizer, bag: str | Path, image_topic: str, fix_topic: str, t
     return BagEval(report, scored, true_xy, everything, src.skips)
 
 
-def write_estimates_bag(src: str | Path, out: str | Path, results: list, min_confidence: float = 0.0, prefix: str = "/vpr", map_frame: str = "map",
-                        storage: str = "mcap") -> int:  # fmt: skip
-    """Copy every message of ``src`` into a new ROS 2 bag at ``out`` and add the estimates as NavSatFix + PoseWithCovarianceStamped.
+def write_estimates_bag(
+    src: str | Path,
+    out: str | Path,
+    results: list,
+    min_confidence: float = 0.0,
+    prefix: str = "/vpr",
+    map_frame: str = "map",
+    storage: str = "mcap",
+) -> int:
+    """Copy every message of ``src`` into a new ROS 2 bag at ``out`` and add the estimates as NavSatFix +
+    PoseWithCovarianceStamped.
 
     Written to a temporary folder beside ``out`` and renamed when complete.
     """
@@ -79,7 +109,9 @@ def write_estimates_bag(src: str | Path, out: str | Path, results: list, min_con
         conns = {}
         for c in reader.connections:
             if (c.topic, c.msgtype) not in conns:
-                conns[(c.topic, c.msgtype)] = w.add_connection(c.topic, msgtype_of(c), typestore=reader.typestore if reader.is2 else ts)
+                conns[(c.topic, c.msgtype)] = w.add_connection(
+                    c.topic, msgtype_of(c), typestore=reader.typestore if reader.is2 else ts
+                )
         for c, t, raw in reader.messages():
             w.write(conns[(c.topic, c.msgtype)], t, cdr_bytes(reader, c, raw))
             n += 1
@@ -88,13 +120,22 @@ def write_estimates_bag(src: str | Path, out: str | Path, results: list, min_con
         for f, est in results:
             ff, pf = fix_fields(est, min_confidence), pose_fields(est)
             fix = T[NAVSATFIX](
-                header=msg_header(T, f.stamp, "vpr"), status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
-                latitude=ff.latitude, longitude=ff.longitude, altitude=ff.altitude,
-                position_covariance=np.array(ff.covariance, dtype=np.float64), position_covariance_type=COVARIANCE_TYPE_KNOWN,
-            )  # fmt: skip
+                header=msg_header(T, f.stamp, "vpr"),
+                status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
+                latitude=ff.latitude,
+                longitude=ff.longitude,
+                altitude=ff.altitude,
+                position_covariance=np.array(ff.covariance, dtype=np.float64),
+                position_covariance_type=COVARIANCE_TYPE_KNOWN,
+            )
             position = T["geometry_msgs/msg/Point"](x=pf.position[0], y=pf.position[1], z=pf.position[2])
-            pose = T["geometry_msgs/msg/Pose"](position=position, orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
-            msg = T[POSE](header=msg_header(T, f.stamp, map_frame), pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.array(pf.covariance)))
+            pose = T["geometry_msgs/msg/Pose"](
+                position=position, orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
+            )
+            msg = T[POSE](
+                header=msg_header(T, f.stamp, map_frame),
+                pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.array(pf.covariance)),
+            )
             w.write(fix_c, f.logtime, ts.serialize_cdr(fix, NAVSATFIX))
             w.write(pose_c, f.logtime, ts.serialize_cdr(msg, POSE))
             n += 2

@@ -25,7 +25,8 @@ def calibrate(
     out: str | None = None,
     plot: str | None = None,
 ) -> np.ndarray:
-    """Fit ``config.reranker``'s confidence on a labelled run, store it in the map (``out`` or in place); returns the coefficients."""
+    """Fit ``config.reranker``'s confidence on a labelled run, store it in the map (``out`` or in place); returns the
+    coefficients."""
     config = config or LocalizerConfig()
     reranker = config.reranker
     vmap = load_map(map_path)
@@ -37,18 +38,28 @@ def calibrate(
     err = np.array([np.hypot(e.east - t[0], e.north - t[1]) for e, t in zip(est, geo.xy)])
     y = (err <= threshold).astype(np.float64)
     if y.min() == y.max():
-        raise VprError(f"all {len(y)} queries are {'correct' if y[0] else 'wrong'} at {threshold:g} m: nothing to calibrate against; use a harder or larger run")
+        raise VprError(
+            f"all {len(y)} queries are {'correct' if y[0] else 'wrong'} at {threshold:g} m: nothing to calibrate "
+            "against; use a harder or larger run"
+        )
     coef = fit_logistic(x, y)
     p = predict(coef, x)
     before = np.array([e.confidence for e in est])
     print(f"calibrated '{reranker}' on {len(y)} queries ({int(y.sum())} correct at {threshold:g} m)")
     print("  coefficients: " + ", ".join(f"{n}={c:+.3f}" for n, c in zip(FEATURES, coef)))
-    print(f"  Brier score: uncalibrated {np.mean((before - y) ** 2):.3f} -> calibrated {np.mean((p - y) ** 2):.3f} (in-sample)")
+    print(
+        f"  Brier score: uncalibrated {np.mean((before - y) ** 2):.3f} -> calibrated {np.mean((p - y) ** 2):.3f} "
+        "(in-sample)"
+    )
     print("  reliability (predicted -> observed, n):")
     for pm, ob, n in reliability(p, y):
         print(f"    {pm:5.2f} -> {ob:5.2f}  ({n})")
     vmap.extras[f"calibration.{reranker}"] = coef
-    vmap.info[f"calibration.{reranker}"] = {"queries": str(queries or csv), "threshold_m": threshold, "num_queries": len(y)}
+    vmap.info[f"calibration.{reranker}"] = {
+        "queries": str(queries or csv),
+        "threshold_m": threshold,
+        "num_queries": len(y),
+    }
     save_map(vmap, out or map_path)
     print(f"map {out or map_path}: calibration for '{reranker}' stored")
     if plot:

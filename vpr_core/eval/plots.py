@@ -14,7 +14,9 @@ from ..localize.localizer import Estimate
 __all__ = ["plot_reliability", "plot_report", "plot_trajectory"]
 
 
-def plot_report(report: dict[str, Any], estimates: list[Estimate], true_xy: np.ndarray, map_xy: np.ndarray, path: str | Path) -> None:
+def plot_report(
+    report: dict[str, Any], estimates: list[Estimate], true_xy: np.ndarray, map_xy: np.ndarray, path: str | Path
+) -> None:
     """Left: map, queries coloured by top-1 error, a line to each wrong top-1. Right: Recall@N."""
     import matplotlib
 
@@ -31,7 +33,9 @@ def plot_report(report: dict[str, Any], estimates: list[Estimate], true_xy: np.n
     for t, e, ok in zip(tq, est_xy, err <= thr):
         if not ok:
             a.plot([t[0], e[0]], [t[1], e[1]], color="tab:red", lw=0.6, alpha=0.6)
-    sc = a.scatter(*tq.T, s=14, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="queries (top-1 error)")
+    sc = a.scatter(
+        *tq.T, s=14, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="queries (top-1 error)"
+    )
     fig.colorbar(sc, ax=a, label="top-1 error [m]")
     a.set_aspect("equal", adjustable="datalim")
     a.set_xlabel("east [m]")
@@ -51,8 +55,16 @@ def plot_report(report: dict[str, Any], estimates: list[Estimate], true_xy: np.n
     plt.close(fig)
 
 
-def plot_trajectory(report: dict[str, Any], estimates: list[Estimate], true_xy: np.ndarray, map_xy: np.ndarray, origin: tuple[float, float], path: str | Path) -> None:
-    """A replayed run on a metric ENU grid (metres from the map origin): ground truth as a line, estimates coloured by error."""
+def plot_trajectory(
+    report: dict[str, Any],
+    estimates: list[Estimate],
+    true_xy: np.ndarray,
+    map_xy: np.ndarray,
+    origin: tuple[float, float],
+    path: str | Path,
+) -> None:
+    """A replayed run on a metric ENU grid (metres from the map origin): ground truth as a line, estimates coloured
+    by error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,14 +78,19 @@ def plot_trajectory(report: dict[str, Any], estimates: list[Estimate], true_xy: 
     fig, ax = plt.subplots(figsize=(8, 6.5))
     ax.scatter(*(map_xy - o).T, s=5, c="lightgray", label="map images")
     ax.plot(*gt.T, "-", color="black", lw=1.2, label="ground truth (bag fixes)")
-    sc = ax.scatter(*est.T, s=16, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="estimates", zorder=3)
+    sc = ax.scatter(
+        *est.T, s=16, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="estimates", zorder=3
+    )
     fig.colorbar(sc, ax=ax, label="error [m]")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(alpha=0.3)
     ax.set_xlabel("east [m]")
     ax.set_ylabel("north [m]")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"{report.get('model', '')} + {report.get('reranker', 'none')}: R@1 {report['recall@1']:.1f}% at {thr:g} m, median error {np.median(err):.1f} m")
+    ax.set_title(
+        f"{report.get('model', '')} + {report.get('reranker', 'none')}: R@1 {report['recall@1']:.1f}% at {thr:g} m, "
+        f"median error {np.median(err):.1f} m"
+    )
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

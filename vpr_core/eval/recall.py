@@ -31,7 +31,13 @@ def recalls(ranked_xy: list[np.ndarray], true_xy: np.ndarray, threshold: float, 
 
 def latency_summary(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     keys = list(timings[0]) if timings else []
-    return {k: {"p50": float(np.percentile([t[k] for t in timings], 50)), "p95": float(np.percentile([t[k] for t in timings], 95))} for k in keys}
+    return {
+        k: {
+            "p50": float(np.percentile([t[k] for t in timings], 50)),
+            "p95": float(np.percentile([t[k] for t in timings], 95)),
+        }
+        for k in keys
+    }
 
 
 def summarize(estimates: list[Estimate], true_xy: np.ndarray, threshold: float, map_xy: np.ndarray) -> dict[str, Any]:
@@ -51,7 +57,9 @@ def summarize(estimates: list[Estimate], true_xy: np.ndarray, threshold: float, 
     return report
 
 
-def evaluate(localizer: Localizer, queries: GeoSet, threshold: float, progress: bool = True) -> tuple[dict[str, Any], list[Estimate]]:
+def evaluate(
+    localizer: Localizer, queries: GeoSet, threshold: float, progress: bool = True
+) -> tuple[dict[str, Any], list[Estimate]]:
     """Localize every query image one at a time (as the robot would) and score the result."""
     k = max(localizer.top_k, max(RECALL_NS))
     estimates: list[Estimate] = []

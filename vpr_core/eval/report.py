@@ -20,8 +20,14 @@ def print_report(report: dict[str, Any]) -> None:
     rr = f" + {report['reranker']}" if report.get("reranker", "none") != "none" else ""
     if rr and report.get("reranker_weights", "n/a") != "n/a":
         rr += f" [{report['reranker_weights']}]"
-    print(f"{report.get('model', '')}{rr} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map {report.get('map_size', '?')} images")
+    print(
+        f"{report.get('model', '')}{rr} on {report['num_queries']} queries, threshold {report['threshold_m']:g} m, map "
+        f"{report.get('map_size', '?')} images"
+    )
     print(f"  {rec}")
-    print(f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence {report['mean_confidence']:.2f}")
+    print(
+        f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence "
+        f"{report['mean_confidence']:.2f}"
+    )
     lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
     print(f"  latency ms p50/p95: {lat}")

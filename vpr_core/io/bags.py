@@ -33,7 +33,11 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 NAVSATFIX = "sensor_msgs/msg/NavSatFix"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
-_ROS1_NAMES = {"sensor_msgs/Image": IMAGE, "sensor_msgs/CompressedImage": COMPRESSED, "sensor_msgs/NavSatFix": NAVSATFIX}
+_ROS1_NAMES = {
+    "sensor_msgs/Image": IMAGE,
+    "sensor_msgs/CompressedImage": COMPRESSED,
+    "sensor_msgs/NavSatFix": NAVSATFIX,
+}
 
 
 class BagError(VprError):
@@ -91,8 +95,10 @@ def open_bag(path: str | Path):
         reader = AnyReader([target])
         reader.open()
     except Exception as e:  # rosbags raises several unrelated types for damaged files
-        raise BagError(f"{p}: cannot read bag ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
-                       "is the recording complete? (a cut .mcap: 'mcap recover'; a missing metadata.yaml: 'ros2 bag reindex')") from None  # fmt: skip
+        raise BagError(
+            f"{p}: cannot read bag ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
+            "is the recording complete? (a cut .mcap: 'mcap recover'; a missing metadata.yaml: 'ros2 bag reindex')"
+        ) from None
     try:
         yield reader
     finally:
@@ -106,7 +112,10 @@ def topic_connections(reader, bag: str | Path, topic: str, allowed: tuple[str, .
         raise BagError(f"{bag}: no topic '{topic}'; topics in this bag: {have}; pass {option}")
     bad = sorted({msgtype_of(c) for c in conns} - set(allowed))
     if bad:
-        raise BagError(f"{bag}: topic '{topic}' carries {', '.join(bad)}, expected {' or '.join(allowed)}; pass {option} with such a topic")
+        raise BagError(
+            f"{bag}: topic '{topic}' carries {', '.join(bad)}, expected {' or '.join(allowed)}; pass {option} with "
+            "such a topic"
+        )
     return conns
 
 
@@ -171,7 +180,19 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
                 data = bytes(msg.data)
                 img, enc, fmt = decode_compressed(msg.format, data, source=conn.topic), data, str(msg.format)
             else:
-                img, enc, fmt = decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), source=conn.topic), None, str(msg.encoding)
+                img, enc, fmt = (
+                    decode_raw(
+                        msg.encoding,
+                        msg.height,
+                        msg.width,
+                        msg.step,
+                        msg.data,
+                        bool(msg.is_bigendian),
+                        source=conn.topic,
+                    ),
+                    None,
+                    str(msg.encoding),
+                )
         except ImageError as e:
             skips.add("bad image")
             log.info("%s", e)
@@ -211,18 +232,27 @@ def read_fixes(reader, conns, bag: str | Path, max_fix_std: float, skips: Skips)
                 reason = "fix covariance too large"
         rows.append((_stamp_ns(msg, t), lat, lon, alt, reason))
     if not rows:
-        raise BagError(f"{bag}: no NavSatFix messages on {conns[0].topic}; record the GNSS topic in the mapping run or pass --fix-topic")
+        raise BagError(
+            f"{bag}: no NavSatFix messages on {conns[0].topic}; record the GNSS topic in the mapping run or pass "
+            "--fix-topic"
+        )
     stamps = np.array([r[0] for r in rows], dtype=np.int64)
     backwards = int((np.diff(stamps) < 0).sum())
     order = np.argsort(stamps, kind="stable")
     rows = [rows[i] for i in order]
     return FixTrack(
-        np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
-        np.array([r[3] for r in rows]), [r[4] for r in rows], backwards,
-    )  # fmt: skip
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows]),
+        np.array([r[2] for r in rows]),
+        np.array([r[3] for r in rows]),
+        [r[4] for r in rows],
+        backwards,
+    )
 
 
-def interpolate(track: FixTrack, east: np.ndarray, north: np.ndarray, t: int, max_age_ns: int) -> tuple[float, float, float] | str:
+def interpolate(
+    track: FixTrack, east: np.ndarray, north: np.ndarray, t: int, max_age_ns: int
+) -> tuple[float, float, float] | str:
     """(east, north, alt) at stamp ``t`` from the two neighbouring fixes, or the reason it cannot be had."""
     i = int(np.searchsorted(track.t, t, side="left"))
     if i < len(track.t) and track.t[i] == t:
@@ -254,7 +284,15 @@ class GeoFrame:
 class GeoFrames:
     """Images of a bag paired with interpolated fixes; ``skips`` counts what was left out and why."""
 
-    def __init__(self, bag: str | Path, image_topic: str, fix_topic: str, max_fix_age: float = 1.0, max_fix_std: float = 10.0, zone: UtmZone | None = None) -> None:
+    def __init__(
+        self,
+        bag: str | Path,
+        image_topic: str,
+        fix_topic: str,
+        max_fix_age: float = 1.0,
+        max_fix_std: float = 10.0,
+        zone: UtmZone | None = None,
+    ) -> None:
         self.bag, self.image_topic, self.fix_topic = Path(bag), image_topic, fix_topic
         self.max_age_ns = int(max_fix_age * 1e9)
         self.skips = Skips()
@@ -266,7 +304,10 @@ class GeoFrames:
             self.track = read_fixes(reader, fix_conns, bag, max_fix_std, self.skips)
         ok = self.track.usable()
         if not ok.any():
-            raise BagError(f"{bag}: none of the {len(ok)} fixes on {fix_topic} is usable ({Skips(Counter(self.track.reason)).summary()}); check the GNSS")
+            raise BagError(
+                f"{bag}: none of the {len(ok)} fixes on {fix_topic} is usable "
+                f"({Skips(Counter(self.track.reason)).summary()}); check the GNSS"
+            )
         first = int(np.argmax(ok))
         self.zone = zone or zone_of(float(self.track.lat[first]), float(self.track.lon[first]))
         lat = np.where(ok, self.track.lat, self.track.lat[first])
@@ -300,11 +341,20 @@ class FixSample:
     std: float = 0.5  # metres, horizontal; written as a diagonal KNOWN covariance
 
 
-def write_run_bag(out: str | Path, images: list[tuple], fixes: list[FixSample], image_topic: str = "/camera/image",
-                  fix_topic: str = "/gps/fix", storage: str = "mcap", frame_id: str = "camera") -> Path:  # fmt: skip
-    """A recorded run as a ROS 2 bag: ``(stamp_ns, jpeg/png bytes)`` become CompressedImage, ``(stamp_ns, RGB array)`` rgb8 Image.
+def write_run_bag(
+    out: str | Path,
+    images: list[tuple],
+    fixes: list[FixSample],
+    image_topic: str = "/camera/image",
+    fix_topic: str = "/gps/fix",
+    storage: str = "mcap",
+    frame_id: str = "camera",
+) -> Path:
+    """A recorded run as a ROS 2 bag: ``(stamp_ns, jpeg/png bytes)`` become CompressedImage, ``(stamp_ns, RGB
+    array)`` rgb8 Image.
 
-    Messages are logged at their stamps (or at an image's optional third element, its receive time). Written to a temporary folder, then renamed.
+    Messages are logged at their stamps (or at an image's optional third element, its receive time).
+    Written to a temporary folder, then renamed.
     """
     out = Path(out)
     if out.exists():
@@ -321,17 +371,33 @@ def write_run_bag(out: str | Path, images: list[tuple], fixes: list[FixSample], 
             logtime = item[2] if len(item) > 2 else stamp  # a third element: a receive time other than the stamp
             if compressed:
                 fmt = "png" if bytes(data[:4]) == b"\x89PNG" else "jpeg"
-                m = T[COMPRESSED](header=msg_header(T, stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8))
+                m = T[COMPRESSED](
+                    header=msg_header(T, stamp, frame_id), format=fmt, data=np.frombuffer(bytes(data), dtype=np.uint8)
+                )
                 msgs.append((logtime, ic, ts.serialize_cdr(m, COMPRESSED)))
             else:
                 h, wd = data.shape[:2]
-                m = T[IMAGE](header=msg_header(T, stamp, frame_id), height=h, width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3,
-                             data=np.ascontiguousarray(data, dtype=np.uint8).reshape(-1))  # fmt: skip
+                m = T[IMAGE](
+                    header=msg_header(T, stamp, frame_id),
+                    height=h,
+                    width=wd,
+                    encoding="rgb8",
+                    is_bigendian=0,
+                    step=wd * 3,
+                    data=np.ascontiguousarray(data, dtype=np.uint8).reshape(-1),
+                )
                 msgs.append((logtime, ic, ts.serialize_cdr(m, IMAGE)))
         for f in fixes:
             cov = np.diag([f.std**2, f.std**2, (2 * f.std) ** 2]).reshape(-1).astype(np.float64)
-            m = T[NAVSATFIX](header=msg_header(T, f.stamp, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
-                             latitude=f.lat, longitude=f.lon, altitude=f.alt, position_covariance=cov, position_covariance_type=2)  # fmt: skip
+            m = T[NAVSATFIX](
+                header=msg_header(T, f.stamp, "gps"),
+                status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
+                latitude=f.lat,
+                longitude=f.lon,
+                altitude=f.alt,
+                position_covariance=cov,
+                position_covariance_type=2,
+            )
             msgs.append((f.stamp, fc, ts.serialize_cdr(m, NAVSATFIX)))
         for stamp, c, data in sorted(msgs, key=lambda x: x[0]):
             w.write(c, max(stamp, 1), data)

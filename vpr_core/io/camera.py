@@ -44,20 +44,37 @@ _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | np.ndarray, is_bigendian: bool = False, source: str = "image") -> np.ndarray:
+def decode_raw(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data: bytes | bytearray | memoryview | np.ndarray,
+    is_bigendian: bool = False,
+    source: str = "image",
+) -> np.ndarray:
     """Raw buffer -> contiguous RGB uint8 (H, W, 3), downscaled if huge."""
     spec = _ENCODINGS.get(encoding)
     if spec is None:
-        raise ImageError(f"{source}: unsupported encoding '{encoding}'; publish one of {', '.join(SUPPORTED_ENCODINGS[:6])}, bayer_*, yuv422 or use input: compressed")
+        raise ImageError(
+            f"{source}: unsupported encoding '{encoding}'; publish one of {', '.join(SUPPORTED_ENCODINGS[:6])}, "
+            "bayer_*, yuv422 or use input: compressed"
+        )
     ch, bpc, conv = spec
     if height <= 0 or width <= 0:
         raise ImageError(f"{source}: zero-sized image {width}x{height}")
     row = width * ch * bpc
     if step < row:
-        raise ImageError(f"{source}: step {step} < width*bytes per pixel {row} for {encoding} {width}x{height}; the driver fills the message wrongly")
+        raise ImageError(
+            f"{source}: step {step} < width*bytes per pixel {row} for {encoding} {width}x{height}; the driver fills "
+            "the message wrongly"
+        )
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
     if buf.size < step * (height - 1) + row:
-        raise ImageError(f"{source}: truncated data ({buf.size} bytes, {encoding} {width}x{height} with step {step} needs {step * height})")
+        raise ImageError(
+            f"{source}: truncated data ({buf.size} bytes, {encoding} {width}x{height} with step {step} needs "
+            f"{step * height})"
+        )
     rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row), strides=(step, 1))
     if bpc == 2:
         dt = np.dtype(">u2" if is_bigendian else "<u2")

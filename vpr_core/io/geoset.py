@@ -76,7 +76,9 @@ def parse_vpr_name(path: Path) -> GeoImage:
         )
     east, north, lat, lon = (_float(parts[i]) for i in (1, 2, 5, 6))
     if not valid_latlon(lat, lon):
-        raise VprError(f"{path}: invalid latitude/longitude '{parts[5]}', '{parts[6]}' in the file name; fix or remove the file")
+        raise VprError(
+            f"{path}: invalid latitude/longitude '{parts[5]}', '{parts[6]}' in the file name; fix or remove the file"
+        )
     heading = _float(parts[9]) if len(parts) > 9 else math.nan
     alt = _float(parts[12]) if len(parts) > 12 else math.nan
     utm_tag = None
@@ -107,15 +109,28 @@ def read_csv(csv_path: str | Path, image_root: str | Path | None = None) -> list
             cols = [c.strip().lower() for c in (reader.fieldnames or [])]
             missing = [c for c in REQUIRED_COLUMNS if c not in cols]
             if missing:
-                raise VprError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must have image,lat,lon[,alt,heading]")
+                raise VprError(
+                    f"{csv_path}: missing column(s) {', '.join(missing)}; the header must have "
+                    "image,lat,lon[,alt,heading]"
+                )
             out = []
             for lineno, row in enumerate(reader, start=2):
                 row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
                 lat, lon = _float(row["lat"]), _float(row["lon"])
                 if not valid_latlon(lat, lon):
-                    raise VprError(f"{csv_path}:{lineno}: invalid lat/lon '{row['lat']}', '{row['lon']}'; fix or drop the row")
+                    raise VprError(
+                        f"{csv_path}:{lineno}: invalid lat/lon '{row['lat']}', '{row['lon']}'; fix or drop the row"
+                    )
                 p = Path(row["image"])
-                out.append(GeoImage(p if p.is_absolute() else root / p, lat, lon, _float(row.get("alt", "")), _float(row.get("heading", ""))))
+                out.append(
+                    GeoImage(
+                        p if p.is_absolute() else root / p,
+                        lat,
+                        lon,
+                        _float(row.get("alt", "")),
+                        _float(row.get("heading", "")),
+                    )
+                )
     except OSError as e:
         raise VprError(f"{csv_path}: cannot read ({e.strerror or e})") from None
     except (csv.Error, UnicodeDecodeError) as e:
@@ -139,7 +154,9 @@ def make_geoset(images: list[GeoImage], zone: UtmZone | None = None) -> GeoSet:
     return GeoSet(images, zone, east, north)
 
 
-def load_geoset(images_dir: str | Path | None = None, csv_path: str | Path | None = None, zone: UtmZone | None = None) -> GeoSet:
+def load_geoset(
+    images_dir: str | Path | None = None, csv_path: str | Path | None = None, zone: UtmZone | None = None
+) -> GeoSet:
     if csv_path:
         return make_geoset(read_csv(csv_path, images_dir), zone)
     if images_dir:

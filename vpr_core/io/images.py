@@ -56,7 +56,9 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     # IMREDUCED_* would be faster for huge JPEGs but needs the size first; decode then limit.
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageError(f"{source}: cannot decode image (corrupt, truncated or unsupported format); re-export or remove it")
+        raise ImageError(
+            f"{source}: cannot decode image (corrupt, truncated or unsupported format); re-export or remove it"
+        )
     return to_rgb(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), source)
 
 

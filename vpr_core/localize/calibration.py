@@ -15,7 +15,9 @@ FEATURES = ("bias", "log1p_inliers", "log1p_inlier_margin", "global_margin")
 
 
 def evidence(inliers_top1: float, inlier_margin: float, global_margin: float) -> np.ndarray:
-    return np.array([1.0, np.log1p(max(inliers_top1, 0.0)), np.log1p(max(inlier_margin, 0.0)), global_margin], dtype=np.float64)
+    return np.array(
+        [1.0, np.log1p(max(inliers_top1, 0.0)), np.log1p(max(inlier_margin, 0.0)), global_margin], dtype=np.float64
+    )
 
 
 def predict(coef: np.ndarray, x: np.ndarray) -> np.ndarray:

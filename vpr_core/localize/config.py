@@ -51,9 +51,16 @@ class LocalizerConfig:
         cli="--set",
     )
     top_k: int = knob(
-        10, "Candidates retrieved per frame (recalls are scored on 20).", type=int, range=(1, 1000), cli="--top-k", ros="top_k"
+        10,
+        "Candidates retrieved per frame (recalls are scored on 20).",
+        type=int,
+        range=(1, 1000),
+        cli="--top-k",
+        ros="top_k",
     )
-    index: str = knob("flat", "faiss index: exact flat search, or IVF for large maps.", type=str, choices=lambda: INDEX_KINDS)
+    index: str = knob(
+        "flat", "faiss index: exact flat search, or IVF for large maps.", type=str, choices=lambda: INDEX_KINDS
+    )
     device: str = knob(
         "auto",
         "auto (CUDA when present), cpu, cuda or cuda:N.",
@@ -88,7 +95,11 @@ class LocalizerConfig:
         choices=lambda: RERANKERS.names(),
         registry=True,
         cli="--rerank",
-        ros=("reranker", "dhe", "a robot gets the most accurate re-ranker; offline runs report the plain ranking unless asked"),
+        ros=(
+            "reranker",
+            "dhe",
+            "a robot gets the most accurate re-ranker; offline runs report the plain ranking unless asked",
+        ),
     )
     reranker_top_k: int = knob(
         0,
@@ -116,7 +127,11 @@ class LocalizerConfig:
         "A fix is STATUS_FIX at or above this confidence, else STATUS_NO_FIX.",
         type=float,
         range=(0.0, 1.0),
-        cli=("--min-confidence", 0.0, "an offline out-bag keeps every estimate as a FIX unless asked, to show them all"),
+        cli=(
+            "--min-confidence",
+            0.0,
+            "an offline out-bag keeps every estimate as a FIX unless asked, to show them all",
+        ),
         ros="min_confidence",
         runtime=True,
     )
@@ -128,7 +143,8 @@ class LocalizerConfig:
         if self.reranker_weights and self.reranker not in WEIGHTED_RERANKERS:
             name = "parameter reranker_weights" if surface == "ros" else "reranker_weights"
             raise VprError(
-                f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker {' or '.join(WEIGHTED_RERANKERS)}"
+                f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker "
+                f"{' or '.join(WEIGHTED_RERANKERS)}"
             )
         unknown = set(self.estimate) - set(ESTIMATE_DEFAULTS)
         if unknown:

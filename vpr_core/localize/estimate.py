@@ -49,7 +49,9 @@ def margin_confidence(margin: float, tau: float) -> float:
     return float(1.0 - np.exp(-margin / tau))
 
 
-def estimate_position(ids: np.ndarray, scores: np.ndarray, xy: np.ndarray, conf: dict, confidence: float | None = None) -> PositionEstimate:
+def estimate_position(
+    ids: np.ndarray, scores: np.ndarray, xy: np.ndarray, conf: dict, confidence: float | None = None
+) -> PositionEstimate:
     """``ids``/``scores`` ranked best first; ``xy`` their UTM positions (K, 2)."""
     c = {**ESTIMATE_DEFAULTS, **conf}
     if confidence is None:

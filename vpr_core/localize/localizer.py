@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, s
 from .retrieval import make_index
 
 __all__ = ["Estimate", "Localizer", "Match"]
+
+#: Keyword arguments of earlier releases -> their LocalizerConfig field.
+RENAMED = {"reranker_conf": "reranker_options", "model_overrides": "model_options"}
 
 
 @dataclass
@@ -63,6 +67,10 @@ class Localizer:
     """Frame in, estimate out; built from a map and one :class:`LocalizerConfig` (keyword overrides allowed)."""
 
     def __init__(self, vmap: VprMap, config: LocalizerConfig | None = None, **overrides: Any) -> None:
+        for old, new in RENAMED.items():
+            if old in overrides:
+                warnings.warn(f"Localizer({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=2)
+                overrides[new] = overrides.pop(old) or {}
         c = LocalizerConfig(**{**(config.__dict__ if config else {}), **overrides}).validate()
         if c.global_model and c.global_model != vmap.model:
             raise MapError(
@@ -75,7 +83,8 @@ class Localizer:
         self.reranker = build_reranker(c.reranker, c.reranker_conf())
         if self.reranker.needs_local and vmap.local is None:
             raise MapError(
-                f"re-ranker '{c.reranker}' needs the map's local features, but this map has none; rebuild it without --no-local"
+                f"re-ranker '{c.reranker}' needs the map's local features, but this map has none; rebuild it without "
+                "--no-local"
             )
         self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
         device = self.extractor.device
@@ -145,7 +154,11 @@ class Localizer:
         c = self.estimate_conf
         g_margin = spatial_margin(scores, xy, c["confidence_radius_m"])
         inl1 = float(inliers[0]) if inliers is not None else 0.0
-        inl_margin = float(spatial_margin(inliers.astype(np.float64), xy[: len(inliers)], c["confidence_radius_m"])) if inliers is not None else 0.0
+        inl_margin = (
+            float(spatial_margin(inliers.astype(np.float64), xy[: len(inliers)], c["confidence_radius_m"]))
+            if inliers is not None
+            else 0.0
+        )
         ev = evidence(inl1, inl_margin, g_margin)
         if self.calibration is not None:
             return float(predict(self.calibration, ev)[0]), ev
@@ -153,7 +166,9 @@ class Localizer:
             return 1.0 - float(np.exp(-inl_margin / c["inlier_tau"])), ev
         return margin_confidence(g_margin, c["confidence_tau"]), ev
 
-    def _estimate(self, ids: np.ndarray, scores: np.ndarray, rscores: np.ndarray | None = None, inliers: np.ndarray | None = None) -> Estimate:
+    def _estimate(
+        self, ids: np.ndarray, scores: np.ndarray, rscores: np.ndarray | None = None, inliers: np.ndarray | None = None
+    ) -> Estimate:
         m = self.map
         xy = m.xy[ids]
         confidence, ev = self._confidence(scores, xy, inliers)
@@ -166,11 +181,15 @@ class Localizer:
         cov[2, 2] = self.estimate_conf["unknown_alt_var"] if math.isnan(alt) else pos.cov_xy[0, 0]
         ox, oy, oz = self.origin
         enu = (pos.east - ox, pos.north - oy, (0.0 if math.isnan(alt) else alt) - oz)
-        matches = [Match(int(j), m.names[j], float(s), float(m.east[j]), float(m.north[j])) for j, s in zip(ids, scores)]
+        matches = [
+            Match(int(j), m.names[j], float(s), float(m.east[j]), float(m.north[j])) for j, s in zip(ids, scores)
+        ]
         for j, r in enumerate(rscores if rscores is not None else ()):
             matches[j].rerank_score = float(r)
             matches[j].inliers = int(inliers[j]) if inliers is not None else None
-        est = Estimate(float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches)
+        est = Estimate(
+            float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches
+        )
         est.inliers = int(inliers[0]) if inliers is not None else 0
         est.evidence = ev
         return est

@@ -54,4 +54,6 @@ def pose_fields(est: Estimate) -> PoseFields:
     cov[:3, :3] = est.covariance
     cov[2, 2] = max(cov[2, 2], 1e-6)
     x, y, z = est.enu
-    return PoseFields((float(x), float(y), float(z)), [float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)])
+    return PoseFields(
+        (float(x), float(y), float(z)), [float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)]
+    )

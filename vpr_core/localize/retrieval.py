@@ -35,7 +35,15 @@ def _host(queries: Queries) -> np.ndarray:
 
 
 class Index:
-    def __init__(self, descriptors: np.ndarray, kind: str = "flat", nlist: int = 0, pq_m: int = 16, nprobe: int = 16, gpu: str = "auto") -> None:
+    def __init__(
+        self,
+        descriptors: np.ndarray,
+        kind: str = "flat",
+        nlist: int = 0,
+        pq_m: int = 16,
+        nprobe: int = 16,
+        gpu: str = "auto",
+    ) -> None:
         if kind not in INDEX_KINDS:
             raise VprError(f"index kind '{kind}' unknown; choose one of {', '.join(INDEX_KINDS)}")
         x = np.ascontiguousarray(descriptors, dtype=np.float32)
@@ -69,7 +77,9 @@ class Index:
         """Top-k (scores, ids) for each query row, best first."""
         q = _host(queries)
         if q.shape[1] != self.dim:
-            raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
+            raise VprError(
+                f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model"
+            )
         return self.index.search(q, min(k, self.size))
 
 
@@ -89,18 +99,24 @@ class TorchIndex:
         q = queries if isinstance(queries, torch.Tensor) else torch.from_numpy(_host(queries))
         q = torch.atleast_2d(q).to(self.db.device, torch.float32)
         if q.shape[1] != self.dim:
-            raise VprError(f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model")
+            raise VprError(
+                f"query descriptor dim {q.shape[1]} != map dim {self.dim}; the map was built with another model"
+            )
         s, i = torch.topk(q @ self.db.T, min(k, self.size), dim=1)
         return s.cpu().numpy(), i.cpu().numpy()  # K numbers: the estimate is computed on the host
 
 
-def make_index(descriptors: np.ndarray, kind: str = "flat", device: torch.device | None = None, retrieval: str = "auto") -> Index | TorchIndex:
+def make_index(
+    descriptors: np.ndarray, kind: str = "flat", device: torch.device | None = None, retrieval: str = "auto"
+) -> Index | TorchIndex:
     """faiss GPU > torch top-k on the GPU (map fits) > faiss CPU; ``retrieval`` 'faiss' or 'torch' forces one."""
     if retrieval not in RETRIEVALS:
         raise VprError(f"retrieval '{retrieval}' unknown; choose one of {', '.join(RETRIEVALS)}")
     cuda = device is not None and device.type == "cuda"
     faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    if retrieval == "torch" or (retrieval == "auto" and cuda and kind == "flat" and not faiss_gpu and _fits_gpu(descriptors)):
+    if retrieval == "torch" or (
+        retrieval == "auto" and cuda and kind == "flat" and not faiss_gpu and _fits_gpu(descriptors)
+    ):
         return TorchIndex(descriptors, device if device is not None else "cpu")
     return Index(descriptors, kind=kind, gpu="auto" if cuda else "cpu")
 

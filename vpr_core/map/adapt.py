@@ -22,44 +22,76 @@ from ..io.images import list_images
 from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
 from .format import VprMap, load_map, save_map
 
-ADAPT_DEFAULTS: dict[str, Any] = {"iterations": 300, "batch_size": 8, "lr": 1e-4, "seed": 0, "save_every": 100, "pairs": "self"}
+ADAPT_DEFAULTS: dict[str, Any] = {
+    "iterations": 300,
+    "batch_size": 8,
+    "lr": 1e-4,
+    "seed": 0,
+    "save_every": 100,
+    "pairs": "self",
+}
 
 
 def map_images(vmap: VprMap, images: str | Path | None = None) -> list[Path]:
     """The map's database images, in map order; fails naming what is missing."""
     src = Path(images) if images else Path(vmap.info.get("source") or "")
     if not str(src) or not src.exists():
-        raise MapError(f"map images not found at '{src}' (recorded source); pass --images DIR with the map's database images")
+        raise MapError(
+            f"map images not found at '{src}' (recorded source); pass --images DIR with the map's database images"
+        )
     found = load_geoset(csv_path=src).paths if src.is_file() else list_images(src)
     by_name = {p.name: p for p in found}
     missing = [n for n in vmap.names if n not in by_name]
     if missing:
-        raise MapError(f"{src}: {len(missing)} of the map's {len(vmap.names)} images are missing (e.g. {missing[0]}); pass --images with the map's database images")
+        raise MapError(
+            f"{src}: {len(missing)} of the map's {len(vmap.names)} images are missing (e.g. {missing[0]}); pass "
+            "--images with the map's database images"
+        )
     return [by_name[n] for n in vmap.names]
 
 
-def adapt_map(map_path: str | Path, out: str | Path | None = None, images: str | Path | None = None, conf: dict[str, Any] | None = None,
-              device: str = "cpu", log: str | Path | None = None) -> VprMap:  # fmt: skip
+def adapt_map(
+    map_path: str | Path,
+    out: str | Path | None = None,
+    images: str | Path | None = None,
+    conf: dict[str, Any] | None = None,
+    device: str = "cpu",
+    log: str | Path | None = None,
+) -> VprMap:
     from ..train.dhe import train_dhe
 
     c = {**ADAPT_DEFAULTS, **(conf or {})}
     vmap = load_map(map_path)
     if vmap.model not in SHIPPED_HEADS:
-        raise VprError(f"map adapt trains the DHE head on XFeat grids; this map uses '{vmap.model}' (supported: {', '.join(sorted(SHIPPED_HEADS))})")
+        raise VprError(
+            f"map adapt trains the DHE head on XFeat grids; this map uses '{vmap.model}' (supported: "
+            f"{', '.join(sorted(SHIPPED_HEADS))})"
+        )
     if vmap.local is None:
         raise MapError(f"{map_path}: the map has no local features, so DHE cannot serve it; rebuild without --no-local")
     paths = map_images(vmap, images)
     gh, gw = vmap.local.shape[2:]
     model_conf = vmap.model_conf
-    train_conf = {**c, "frame": list(model_conf.get("input_size", [320, 240])), "head_grid": list(grid_for(gw, gh)),
-                  "model": "xfeat-gem", "backbone": model_conf.get("weights")}  # fmt: skip
+    train_conf = {
+        **c,
+        "frame": list(model_conf.get("input_size", [320, 240])),
+        "head_grid": list(grid_for(gw, gh)),
+        "model": "xfeat-gem",
+        "backbone": model_conf.get("weights"),
+    }
     head, started_from = map_head(vmap, str(map_path))
     with tempfile.TemporaryDirectory(prefix="vpr-adapt-") as tmp:
         init = Path(tmp) / "init.pt"
         torch.save(head.state_dict(), init)
-        ckpt = train_dhe(paths[0].parent, Path(tmp) / "adapted.pt", train_conf, log=log, device=device, init=init, paths=paths)
+        ckpt = train_dhe(
+            paths[0].parent, Path(tmp) / "adapted.pt", train_conf, log=log, device=device, init=init, paths=paths
+        )
         adapted = load_dhe_head(str(ckpt))
     vmap.extras.update(head_to_extras(adapted))
-    vmap.info["dhe_adapted"] = {"iterations": int(c["iterations"]), "images": len(paths), "init": started_from.split(" ")[0]}
+    vmap.info["dhe_adapted"] = {
+        "iterations": int(c["iterations"]),
+        "images": len(paths),
+        "init": started_from.split(" ")[0],
+    }
     save_map(vmap, out or map_path)
     return vmap

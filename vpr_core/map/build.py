@@ -1,4 +1,5 @@
-"""Map building: geotagged images (folder, CSV or a mapping run's bag) -> descriptors, vocabulary, geotags -> map file."""
+"""Map building: geotagged images (folder, CSV or a mapping run's bag) -> descriptors, vocabulary, geotags -> map
+file."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def build_map(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_images": len(paths),
         "trained_weights": bool(model.trained),
-        "local_features": {"grid": list(model.local_grid), "dtype": "float16", "bytes_per_image": int(local_feats[0].nbytes)}
+        "local_features": {
+            "grid": list(model.local_grid),
+            "dtype": "float16",
+            "bytes_per_image": int(local_feats[0].nbytes),
+        }
         if local_feats is not None
         else None,
     }
@@ -83,8 +88,16 @@ def _image_file(gf: GeoFrame, zone: UtmZone, lat: float, lon: float, index: int)
     return name, buf.tobytes()
 
 
-def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_dir: str | Path, min_spacing: float = 0.0,
-                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True) -> tuple[list[GeoImage], UtmZone, Skips, int]:  # fmt: skip
+def extract_map_images(
+    bag: str | Path,
+    image_topic: str,
+    fix_topic: str,
+    out_dir: str | Path,
+    min_spacing: float = 0.0,
+    max_fix_age: float = 1.0,
+    max_fix_std: float = 10.0,
+    progress: bool = True,
+) -> tuple[list[GeoImage], UtmZone, Skips, int]:
     """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -105,22 +118,47 @@ def extract_map_images(bag: str | Path, image_topic: str, fix_topic: str, out_di
             lat, lon = (float(v[0]) for v in from_utm(np.array([gf.east]), np.array([gf.north]), src.zone))
             name, data = _image_file(gf, src.zone, lat, lon, len(images))
             (tmp / name).write_bytes(data)
-            images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, (gf.east, gf.north, src.zone.number, src.zone.letter)))
+            images.append(
+                GeoImage(
+                    out_dir / name, lat, lon, gf.alt, math.nan, (gf.east, gf.north, src.zone.number, src.zone.letter)
+                )
+            )
             last_xy = (gf.east, gf.north)
         if not images:
-            raise BagError(f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check --fix-topic, --max-fix-age")
+            raise BagError(
+                f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check "
+                "--fix-topic, --max-fix-age"
+            )
     return images, src.zone, src.skips, src.num_images
 
 
-def build_map_from_bag(bag: str | Path, image_topic: str, fix_topic: str, out: str | Path, images_out: str | Path | None = None, min_spacing: float = 0.0,
-                       max_fix_age: float = 1.0, max_fix_std: float = 10.0, progress: bool = True, **build_kw: Any):  # fmt: skip
-    """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map adapt``."""
+def build_map_from_bag(
+    bag: str | Path,
+    image_topic: str,
+    fix_topic: str,
+    out: str | Path,
+    images_out: str | Path | None = None,
+    min_spacing: float = 0.0,
+    max_fix_age: float = 1.0,
+    max_fix_std: float = 10.0,
+    progress: bool = True,
+    **build_kw: Any,
+):
+    """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map
+    adapt``."""
     out = Path(out)
     images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
-    images, zone, skips, seen = extract_map_images(bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress)
+    images, zone, skips, seen = extract_map_images(
+        bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress
+    )
     m = build_map(make_geoset(images, zone), source=str(images_out), **build_kw)
-    m.info["bag"] = {"path": str(bag), "image_topic": image_topic, "fix_topic": fix_topic, "frames": seen, "kept": len(images), "skipped": dict(skips.counts)}
+    m.info["bag"] = {
+        "path": str(bag),
+        "image_topic": image_topic,
+        "fix_topic": fix_topic,
+        "frames": seen,
+        "kept": len(images),
+        "skipped": dict(skips.counts),
+    }
     save_map(m, out)
     return m, skips, seen
-
-

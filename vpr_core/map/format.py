@@ -95,7 +95,9 @@ def _read_header_meta(path: Path) -> dict[str, str]:
             raise MapError(f"{path}: file too short to be a map (truncated?); rebuild it with 'vpr map build'")
         size = int.from_bytes(head, "little")
         if size <= 0 or size > 100_000_000 or size > path.stat().st_size - 8:
-            raise MapError(f"{path}: not a vpr map (bad header; a pickle or other file?); rebuild it with 'vpr map build'")
+            raise MapError(
+                f"{path}: not a vpr map (bad header; a pickle or other file?); rebuild it with 'vpr map build'"
+            )
         try:
             header = json.loads(f.read(size))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -125,11 +127,16 @@ def load_map(path: str | Path) -> VprMap:
     if meta.get("format") != FORMAT:
         raise MapError(f"{path}: not a vpr map (format {meta.get('format')!r})")
     if meta.get("version") != FORMAT_VERSION:
-        raise MapError(f"{path}: map format version {meta.get('version')} but this vpr_ros reads version {FORMAT_VERSION}; rebuild the map")
+        raise MapError(
+            f"{path}: map format version {meta.get('version')} but this vpr_ros reads version {FORMAT_VERSION}; "
+            "rebuild the map"
+        )
     try:
         arrays = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise MapError(f"{path}: map data is corrupt or truncated ({str(e).splitlines()[0][:120]}); rebuild it") from None
+        raise MapError(
+            f"{path}: map data is corrupt or truncated ({str(e).splitlines()[0][:120]}); rebuild it"
+        ) from None
     try:
         desc = arrays["descriptors"]
         geo = {k: arrays[f"geo.{k}"] for k in _GEO}

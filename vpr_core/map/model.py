@@ -12,7 +12,8 @@ __all__ = ["map_model"]
 
 
 def map_model(vmap: VprMap, overrides: dict[str, Any] | None = None):
-    """The global model a map was built with, its map state loaded; refused unless weights and dimension match the map."""
+    """The global model a map was built with, its map state loaded; refused unless weights and dimension match the
+    map."""
     model = build_global_model(vmap.model, {**vmap.model_conf, **(overrides or {})})
     model.load_map_state(vmap.model_state)
     fp = model.fingerprint()
@@ -22,5 +23,7 @@ def map_model(vmap: VprMap, overrides: dict[str, Any] | None = None):
             "use the weights the map was built with or rebuild the map"
         )
     if model.dim != vmap.descriptors.shape[1]:
-        raise MapError(f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map")
+        raise MapError(
+            f"map descriptors are {vmap.descriptors.shape[1]}-d but '{vmap.model}' gives {model.dim}-d; rebuild the map"
+        )
     return model

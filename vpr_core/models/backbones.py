@@ -73,7 +73,12 @@ def resnet_trunk(depth: int, last_layer: int = 4) -> tuple[nn.Sequential, int]:
     if depth not in RESNET_SPECS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}")
     block, counts = RESNET_SPECS[depth]
-    mods: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    mods: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     c = 64
     for i, (planes, n) in enumerate(zip((64, 128, 256, 512), counts)):
         if i >= last_layer:

@@ -36,7 +36,9 @@ class GlobalModel(nn.Module):
         super().__init__()
         unknown = set(conf or {}) - set(self.default_conf)
         if unknown:
-            raise VprError(f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}")
+            raise VprError(
+                f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
+            )
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         self.trained = True  # False when running on random weights; reported, never hidden
 
@@ -91,7 +93,8 @@ class GlobalModel(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def load_weights_or_mark_untrained(self, source: str) -> None:
-        """Strictly load ``conf['weights']`` (named ``source`` in errors); without a file the model is labelled untrained."""
+        """Strictly load ``conf['weights']`` (named ``source`` in errors); without a file the model is labelled
+        untrained."""
         if self.conf.get("weights"):
             path = str(self.conf["weights"])
             load_strict(self, load_checkpoint_state(path, source), path, source)
@@ -111,7 +114,10 @@ class GlobalModel(nn.Module):
 
     def pool_local(self, dense: torch.Tensor) -> torch.Tensor:
         gw, gh = self.local_grid
-        if tuple(dense.shape[-2:]) != (gh, gw):  # skipped when it would be the identity: exporters need no adaptive pooling then
+        if tuple(dense.shape[-2:]) != (
+            gh,
+            gw,
+        ):  # skipped when it would be the identity: exporters need no adaptive pooling then
             dense = F.adaptive_avg_pool2d(dense, (gh, gw))
         return F.normalize(dense, dim=1)
 
@@ -123,7 +129,9 @@ def load_checkpoint_state(path: str, source: str) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise VprError(f"{path}: checkpoint not found; pass the path to the {source} weights") from None
     except Exception as e:  # torch raises many types for corrupt/unsafe files
-        raise VprError(f"{path}: not a loadable {source} checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        raise VprError(
+            f"{path}: not a loadable {source} checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        ) from None
     if isinstance(sd, dict) and "model_state_dict" in sd:
         sd = sd["model_state_dict"]
     if isinstance(sd, dict) and "state_dict" in sd:
@@ -147,7 +155,9 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], path: str, sourc
             parts.append(f"unexpected {unexpected[:3]}")
         if shape:
             parts.append(f"shape mismatch {[(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in shape[:2]]}")
-        raise VprError(f"{path}: does not match the {source} layout ({'; '.join(parts)}); check the backbone/dimension options")
+        raise VprError(
+            f"{path}: does not match the {source} layout ({'; '.join(parts)}); check the backbone/dimension options"
+        )
     module.load_state_dict(sd, strict=True)
 
 

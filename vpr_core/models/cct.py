@@ -57,7 +57,9 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.conv_layers = nn.Sequential(
             *[
-                nn.Sequential(nn.Conv2d(cin, cout, 7, stride=2, padding=3, bias=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+                nn.Sequential(
+                    nn.Conv2d(cin, cout, 7, stride=2, padding=3, bias=False), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+                )
                 for cin, cout in ((3, mid), (mid, dim))
             ]
         )
@@ -77,7 +79,15 @@ class Classifier(nn.Module):
 
 
 class CCTEncoder(nn.Module):
-    def __init__(self, img: int = 384, dim: int = 384, blocks: int = 8, heads: int = 6, mlp_ratio: float = 3.0, final_norm: bool = True) -> None:
+    def __init__(
+        self,
+        img: int = 384,
+        dim: int = 384,
+        blocks: int = 8,
+        heads: int = 6,
+        mlp_ratio: float = 3.0,
+        final_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.tokenizer = Tokenizer(dim)
         self.grid = img // 16

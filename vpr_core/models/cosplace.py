@@ -46,9 +46,13 @@ class CosPlace(GlobalModel):
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
         if self.conf["backbone"] not in BACKBONES:
-            raise VprError(f"cosplace: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}")
+            raise VprError(
+                f"cosplace: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}"
+            )
         self.backbone, channels = make_trunk(self.conf["backbone"])
-        self.aggregation = nn.Sequential(L2Norm(), GeM(), Flatten(), nn.Linear(channels, int(self.conf["fc_output_dim"])), L2Norm())
+        self.aggregation = nn.Sequential(
+            L2Norm(), GeM(), Flatten(), nn.Linear(channels, int(self.conf["fc_output_dim"])), L2Norm()
+        )
         self.use_imagenet_normalization()
         self.load_weights_or_mark_untrained(f"CosPlace {self.conf['backbone']}/{self.conf['fc_output_dim']}")
 

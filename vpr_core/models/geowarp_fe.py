@@ -23,12 +23,18 @@ from .layers import GeM, L2Norm
 def alexnet_features() -> tuple[nn.Sequential, int]:
     """torchvision ``alexnet().features`` minus its last ReLU and max-pool."""
     mods = [
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 64, 11, 4, 2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
         nn.Conv2d(256, 256, 3, padding=1),
-    ]  # fmt: skip
+    ]
     return nn.Sequential(*mods), 256
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -65,4 +66,11 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> nn.Module
             elif isinstance(m, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.reset_running_stats()
     return module
+
+
+def init_device(generator: torch.Generator | None):
+    """Where to build a module that ``reset_parameters`` will initialise: ``meta`` (nothing drawn), else as usual."""
+    return torch.device("meta") if generator is not None else contextlib.nullcontext()

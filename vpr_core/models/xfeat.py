@@ -40,7 +40,9 @@ class XFeatNet(nn.Module):
         super().__init__()
         self.norm = nn.InstanceNorm2d(1)
         self.skip1 = nn.Sequential(nn.AvgPool2d(4, stride=4), nn.Conv2d(1, 24, 1))
-        self.block1 = nn.Sequential(BasicLayer(1, 4), BasicLayer(4, 8, stride=2), BasicLayer(8, 8), BasicLayer(8, 24, stride=2))
+        self.block1 = nn.Sequential(
+            BasicLayer(1, 4), BasicLayer(4, 8, stride=2), BasicLayer(8, 8), BasicLayer(8, 24, stride=2)
+        )
         self.block2 = nn.Sequential(BasicLayer(24, 24), BasicLayer(24, 24))
         self.block3 = nn.Sequential(BasicLayer(24, 64, stride=2), BasicLayer(64, 64), BasicLayer(64, 64, 1, padding=0))
         self.block4 = nn.Sequential(BasicLayer(64, 64, stride=2), BasicLayer(64, 64), BasicLayer(64, 64))
@@ -48,9 +50,14 @@ class XFeatNet(nn.Module):
             BasicLayer(64, 128, stride=2), BasicLayer(128, 128), BasicLayer(128, 128), BasicLayer(128, 64, 1, padding=0)
         )
         self.block_fusion = nn.Sequential(BasicLayer(64, 64), BasicLayer(64, 64), nn.Conv2d(64, 64, 1))
-        self.heatmap_head = nn.Sequential(BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), nn.Conv2d(64, 1, 1), nn.Sigmoid())
+        self.heatmap_head = nn.Sequential(
+            BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), nn.Conv2d(64, 1, 1), nn.Sigmoid()
+        )
         self.keypoint_head = nn.Sequential(
-            BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), nn.Conv2d(64, 65, 1)
+            BasicLayer(64, 64, 1, padding=0),
+            BasicLayer(64, 64, 1, padding=0),
+            BasicLayer(64, 64, 1, padding=0),
+            nn.Conv2d(64, 65, 1),
         )
 
     def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -75,7 +75,9 @@ class XFeatVLAD(_XFeatGlobal):
 
     def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.fitted:
-            raise VprError("xfeat-vlad has no vocabulary: build a map first (the vocabulary is learned from its database)")
+            raise VprError(
+                "xfeat-vlad has no vocabulary: build a map first (the vocabulary is learned from its database)"
+            )
         f, _ = self.dense(x)
         v = self.vlad(f.flatten(2).transpose(1, 2))
         return (self.pca(v) if self.pca is not None else v), self.pool_local(f)
@@ -101,7 +103,12 @@ class XFeatVLAD(_XFeatGlobal):
         self.vlad.centers.copy_(torch.from_numpy(centers))
         self.fitted = True
         if self.pca is not None:
-            raw = torch.cat([self._vlad(x).float().cpu() for x in tqdm(batches(), desc="vocabulary: PCA", unit="batch", leave=False)])
+            raw = torch.cat(
+                [
+                    self._vlad(x).float().cpu()
+                    for x in tqdm(batches(), desc="vocabulary: PCA", unit="batch", leave=False)
+                ]
+            )
             try:
                 self.pca.fit(raw.numpy())
             except ValueError as e:
@@ -132,7 +139,14 @@ class XFeatGeM(_XFeatGlobal):
     """GeM over XFeat's dense features: 64-d, needs no vocabulary; cheap but weak."""
 
     name = "xfeat-gem"
-    default_conf: dict[str, Any] = {"input_size": [320, 240], "keep_aspect": True, "p": 3.0, "local_grid": [40, 30], "weights": None, "batch_size": 16}
+    default_conf: dict[str, Any] = {
+        "input_size": [320, 240],
+        "keep_aspect": True,
+        "p": 3.0,
+        "local_grid": [40, 30],
+        "weights": None,
+        "batch_size": 16,
+    }
 
     @property
     def dim(self) -> int:

@@ -23,7 +23,9 @@ class DebugView:
         self.height = height
         path = Path(folder) if folder else None
         wanted = set(names)
-        self.images = {p.name: p for p in path.rglob("*") if p.name in wanted} if path is not None and path.is_dir() else {}
+        self.images = (
+            {p.name: p for p in path.rglob("*") if p.name in wanted} if path is not None and path.is_dir() else {}
+        )
 
     def _fit(self, img: np.ndarray) -> np.ndarray:
         return resize(img, (max(1, round(img.shape[1] * self.height / img.shape[0])), self.height))

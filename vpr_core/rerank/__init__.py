@@ -4,7 +4,7 @@
 candidates geometrically on the dense grid features the map stores.
 """
 
-from . import dhe, geowarp, ransac  # noqa: E402,F401  (registration)
+from . import dhe, geowarp, ransac  # noqa: F401  (registration)
 from .base import RERANKERS, NoRerank, Reranker, RerankResult
 
 __all__ = ["RERANKERS", "NoRerank", "Reranker", "RerankResult", "build_reranker"]

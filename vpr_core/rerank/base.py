@@ -33,7 +33,9 @@ class Reranker:
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         unknown = set(conf or {}) - set(self.default_conf)
         if unknown:
-            raise VprError(f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}")
+            raise VprError(
+                f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
+            )
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         self.trained = True
         self.source = "n/a"  # where the weights came from, for reports and diagnostics
@@ -55,7 +57,8 @@ class Reranker:
         return self._frame
 
     def bind(self, vmap, device: torch.device | str = "cpu", frame: tuple[int, int] | None = None) -> Reranker:
-        """Serve ``vmap`` on ``device``, with ``frame`` (the global model's input size) as the nominal frame; once, at start-up."""
+        """Serve ``vmap`` on ``device``, with ``frame`` (the global model's input size) as the nominal frame; once,
+        at start-up."""
         self.device = torch.device(device)
         self._frame = (int(frame[0]), int(frame[1])) if frame is not None else None
         self._bind_map(vmap)

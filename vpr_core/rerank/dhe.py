@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import VprError
 from ..models.base import load_checkpoint_state, load_strict
-from ..models.layers import reset_parameters
+from ..models.layers import init_device, reset_parameters
 from .base import RERANKERS, Reranker, RerankResult
 from .geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 
@@ -50,18 +50,28 @@ def correlation(fa: torch.Tensor, fb: torch.Tensor, eps: float = 0.0) -> torch.T
 class DHEHead(nn.Module):
     """Keys: ``encoder.layers.*``, ``encoder2.layers.*``, ``pe``, ``linear.*``."""
 
-    def __init__(self, tokens: int = 576, nhead: int = 12, ffn: int = 2048, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, tokens: int = 576, nhead: int = 12, ffn: int = 2048, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         if tokens % nhead:
-            raise VprError(f"DHE head: {tokens} grid positions are not divisible by {nhead} heads; choose another head_grid")
-        layer = nn.TransformerEncoderLayer(d_model=tokens, nhead=nhead, dim_feedforward=ffn, activation="gelu", dropout=0.0)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
-        self.encoder2 = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
-        self.pe = nn.Parameter(torch.zeros(1, tokens, tokens))
-        self.linear = nn.Linear(tokens * tokens, 16)
+            raise VprError(
+                f"DHE head: {tokens} grid positions are not divisible by {nhead} heads; choose another head_grid"
+            )
+        with init_device(generator):  # seeded: built on "meta", so the global RNG is never drawn from
+            layer = nn.TransformerEncoderLayer(
+                d_model=tokens, nhead=nhead, dim_feedforward=ffn, activation="gelu", dropout=0.0
+            )
+            self.encoder = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
+            self.encoder2 = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
+            self.pe = nn.Parameter(torch.zeros(1, tokens, tokens))
+            self.linear = nn.Linear(tokens * tokens, 16)
         self.tokens = tokens
-        if generator is not None:  # reproducible initialisation without touching the global RNG
+        if generator is not None:
+            self.to_empty(device="cpu")
             reset_parameters(self, generator)
+            with torch.no_grad():
+                self.pe.zero_()
 
     def forward(self, corr: torch.Tensor) -> torch.Tensor:
         """corr (B, T, T) -> points (B, 8, 2): rows 0-3 in the query, 4-7 in the candidate."""
@@ -84,9 +94,11 @@ def load_dhe_head(path: str, tokens: int | None = None) -> DHEHead:
     if tokens is None:
         pe = sd.get("pe")
         if pe is None or pe.dim() != 3:
-            raise VprError(f"{path}: not a DHE homography_regression checkpoint (no 'pe' of shape (1, T, T)); check the file")
+            raise VprError(
+                f"{path}: not a DHE homography_regression checkpoint (no 'pe' of shape (1, T, T)); check the file"
+            )
         tokens = int(pe.shape[1])
-    head = DHEHead(tokens)
+    head = DHEHead(tokens, generator=torch.Generator())
     load_strict(head, sd, path, f"DHE head ({tokens} tokens)")
     return head.eval()
 
@@ -95,7 +107,8 @@ HEAD_GRID_FALLBACK, MATCH_GRID_FALLBACK = (12, 9), (20, 15)  # for stored grids 
 
 
 def grid_for(gw: int, gh: int, fallback: tuple[int, int] = HEAD_GRID_FALLBACK) -> tuple[int, int]:
-    """(w, h) the head (or the matcher) works on for a stored gw x gh grid: the grid itself up to 576 cells, else ``fallback``."""
+    """(w, h) the head (or the matcher) works on for a stored gw x gh grid: the grid itself up to 576 cells, else
+    ``fallback``."""
     return (gw, gh) if gw * gh <= 576 else fallback
 
 
@@ -110,18 +123,23 @@ def head_to_extras(head: DHEHead) -> dict[str, np.ndarray]:
 
 
 def head_from_extras(extras: dict[str, np.ndarray], source: str) -> DHEHead | None:
-    sd = {k[len(MAP_HEAD_PREFIX) :]: torch.from_numpy(np.asarray(v)) for k, v in extras.items() if k.startswith(MAP_HEAD_PREFIX)}
+    sd = {
+        k[len(MAP_HEAD_PREFIX) :]: torch.from_numpy(np.asarray(v))
+        for k, v in extras.items()
+        if k.startswith(MAP_HEAD_PREFIX)
+    }
     if not sd:
         return None
     if "pe" not in sd or sd["pe"].dim() != 3:
         raise VprError(f"{source}: the map's adapted DHE head is incomplete; run 'vpr map adapt' again")
-    head = DHEHead(int(sd["pe"].shape[1]))
+    head = DHEHead(int(sd["pe"].shape[1]), generator=torch.Generator())
     load_strict(head, sd, source, "map-adapted DHE head")
     return head.eval()
 
 
 def map_head(vmap, source: str = "map") -> tuple[DHEHead | None, str]:
-    """The head a map gets without explicit weights, and where it came from: its adapted head, else the one shipped for its model."""
+    """The head a map gets without explicit weights, and where it came from: its adapted head, else the one shipped
+    for its model."""
     head = head_from_extras(vmap.extras, source)
     if head is not None:
         return head, "map-adapted"
@@ -138,7 +156,9 @@ class DHERerank(Reranker):
     name = "dhe"
     default_conf: dict[str, Any] = {
         "top_k": 32,
-        "weights": None,  # homography_regression_*.torch; None = the map's adapted head, else the shipped one for its model, else untrained
+        # homography_regression_*.torch; None = the map's adapted head, else the one shipped for its model,
+        # else an untrained head
+        "weights": None,
         "head_grid": None,  # (w, h) of the head's input; None = the stored grid if <= 576 cells, else [12, 9]
         "frame": None,  # nominal frame (pixels) of the points; None = the global model's input size
         "threshold_cells": 3.0,  # reference: 48 px at 384 px / 24 cells
@@ -172,7 +192,8 @@ class DHERerank(Reranker):
         if self.head is None or self.head.tokens != tokens:
             if self.trained:
                 raise VprError(
-                    f"DHE weights ({self.source}) are for a {self.head.tokens}-cell grid but this map gives {tokens} cells; "
+                    f"DHE weights ({self.source}) are for a {self.head.tokens}-cell grid but this map gives {tokens} "
+                    "cells; "
                     "set head_grid to match or use weights trained for this model"
                 )
             else:

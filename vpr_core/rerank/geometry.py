@@ -49,7 +49,9 @@ def reprojection_errors(h: torch.Tensor, kq: torch.Tensor, nn_q: torch.Tensor, k
     return torch.nan_to_num(err, nan=float("inf"), posinf=float("inf"))
 
 
-def count_inliers(h: torch.Tensor, kq: torch.Tensor, nn_q: torch.Tensor, mask: torch.Tensor, kc: torch.Tensor, threshold: float) -> torch.Tensor:
+def count_inliers(
+    h: torch.Tensor, kq: torch.Tensor, nn_q: torch.Tensor, mask: torch.Tensor, kc: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Mutual matches whose reprojection error under h is below ``threshold``: (K,) counts."""
     err = reprojection_errors(h, kq, nn_q, kc)
     return ((err < threshold) & mask).sum(dim=1)

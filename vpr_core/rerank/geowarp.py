@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import load_checkpoint_state, load_strict
-from ..models.layers import reset_parameters
+from ..models.layers import init_device, reset_parameters
 from .base import RERANKERS, Reranker, RerankResult
 from .dhe import correlation
 from .geometry import dlt
@@ -45,17 +45,19 @@ class GeoWarpHead(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        mods: list[nn.Module] = []
-        for cin, cout, k in zip(channels[:-1], channels[1:], kernel_sizes):
-            mods += [nn.Conv2d(cin, cout, k, padding=padding), nn.BatchNorm2d(cout), nn.ReLU()]
-        self.conv = nn.Sequential(*mods)
-        with torch.no_grad():
-            n = self.conv.eval()(torch.zeros(1, channels[0], grid, grid)).numel()
-        self.linear = nn.Linear(n, 16)
-        if generator is not None:  # reproducible initialisation without touching the global RNG
+        with init_device(generator):  # seeded: built on "meta", so the global RNG is never drawn from
+            mods: list[nn.Module] = []
+            for cin, cout, k in zip(channels[:-1], channels[1:], kernel_sizes):
+                mods += [nn.Conv2d(cin, cout, k, padding=padding), nn.BatchNorm2d(cout), nn.ReLU()]
+            self.conv = nn.Sequential(*mods)
+            with torch.no_grad():
+                n = self.conv.eval()(torch.zeros(1, channels[0], grid, grid)).numel()
+            self.linear = nn.Linear(n, 16)
+        if generator is not None:
+            self.to_empty(device="cpu")
             reset_parameters(self.conv, generator)
-        nn.init.zeros_(self.linear.weight)
-        with torch.no_grad():
+        with torch.no_grad():  # identity corners: the untrained head warps nothing
+            self.linear.weight.zero_()
             self.linear.bias.copy_(torch.cat([UNIT_SQUARE.reshape(-1)] * 2))
         self.grid = grid
 
@@ -87,7 +89,7 @@ class GeoWarpRerank(Reranker):
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
-        self.head = GeoWarpHead(grid=int(self.conf["grid"]))
+        self.head = GeoWarpHead(grid=int(self.conf["grid"]), generator=torch.Generator().manual_seed(0))
         if self.conf["weights"]:
             path = str(self.conf["weights"])
             load_strict(self.head, load_checkpoint_state(path, "GeoWarp homography_regression"), path, "GeoWarp head")

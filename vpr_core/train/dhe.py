@@ -112,7 +112,10 @@ class PairSource:
 
     def batch(self, iteration: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rng = np.random.default_rng([int(self.conf["seed"]), iteration])
-        pairs = [self.pair(rng, bool(len(self.geo_pairs)) and (self.conf["pairs"] == "geo" or rng.random() < 0.5)) for _ in range(int(self.conf["batch_size"]))]
+        pairs = [
+            self.pair(rng, bool(len(self.geo_pairs)) and (self.conf["pairs"] == "geo" or rng.random() < 0.5))
+            for _ in range(int(self.conf["batch_size"]))
+        ]
         return [q for q, _ in pairs], [p for _, p in pairs]
 
     def pair(self, rng: np.random.Generator, geo: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +127,8 @@ class PairSource:
 
 
 class TripletSource:
-    """Geotagged triplets for ``--joint``: (anchor, positive) from mined pairs, negatives hardest under the current model."""
+    """Geotagged triplets for ``--joint``: (anchor, positive) from mined pairs, negatives hardest under the current
+    model."""
 
     def __init__(self, pairs: PairSource, conf: dict[str, Any]) -> None:
         self.pairs = pairs
@@ -139,7 +143,10 @@ class TripletSource:
         self.far = [np.flatnonzero(row) for row in far]
         self.usable = np.array([i for i, (a, _) in enumerate(pairs.geo_pairs) if len(self.far[a])], dtype=np.int64)
         if not len(self.usable):
-            raise VprError(f"{folder}: no image is farther than {conf['positive_radius_m']} m from a positive pair; --joint needs negatives (a longer route)")
+            raise VprError(
+                f"{folder}: no image is farther than {conf['positive_radius_m']} m from a positive pair; --joint needs "
+                "negatives (a longer route)"
+            )
         self.desc: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -169,15 +176,34 @@ class TripletSource:
 RESUME_KEYS = ("head_grid", "frame", "batch_size", "seed", "model", "pairs", "k", "joint", "negatives", "mine_every")
 
 
-def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None = None, resume: bool = False, log: str | Path | None = None, device: str = "cpu",
-              init: str | Path | None = None, paths: list[Path] | None = None) -> Path:  # fmt: skip
-    """Train and return the checkpoint path; ``init`` starts the head from a trained one (fine-tuning); ``paths`` restricts the images."""
+def train_dhe(
+    images: str | Path,
+    out: str | Path,
+    conf: dict[str, Any] | None = None,
+    resume: bool = False,
+    log: str | Path | None = None,
+    device: str = "cpu",
+    init: str | Path | None = None,
+    paths: list[Path] | None = None,
+) -> Path:
+    """Train and return the checkpoint path; ``init`` starts the head from a trained one (fine-tuning); ``paths``
+    restricts the images."""
     c = {**DEFAULTS, **(conf or {})}
     out = Path(out)
     joint = bool(c["joint"])
     if joint and int(c["save_every"]) % int(c["mine_every"]):
-        raise VprError(f"--joint: save_every ({c['save_every']}) must be a multiple of mine_every ({c['mine_every']}) for exact resume")
-    model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False, **({"weights": c["backbone"]} if c.get("backbone") else {})})
+        raise VprError(
+            f"--joint: save_every ({c['save_every']}) must be a multiple of mine_every ({c['mine_every']}) for exact "
+            "resume"
+        )
+    model = build_global_model(
+        c["model"],
+        {
+            "input_size": list(c["frame"]),
+            "keep_aspect": False,
+            **({"weights": c["backbone"]} if c.get("backbone") else {}),
+        },
+    )
     ex = Extractor(model, device)
     model = ex.model.eval()
     tokens = int(c["head_grid"][0]) * int(c["head_grid"][1])
@@ -200,13 +226,27 @@ def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None =
     start = loop.load_for_resume(out, modules, opt, sched, c, RESUME_KEYS) if resume else 0
     source = PairSource(Path(images), c, paths)
     triplets = TripletSource(source, c) if joint else None
-    record = {"config": c, "data": {"images": str(images), "num_images": len(source.paths), "geo_pairs": int(len(source.geo_pairs))},
-              "init": str(init) if init else None, "code_version": loop.code_version(), "format": "DHE homography_regression state_dict", "tokens": tokens}  # fmt: skip
+    record = {
+        "config": c,
+        "data": {"images": str(images), "num_images": len(source.paths), "geo_pairs": int(len(source.geo_pairs))},
+        "init": str(init) if init else None,
+        "code_version": loop.code_version(),
+        "format": "DHE homography_regression state_dict",
+        "tokens": tokens,
+    }
     frame, hg, mg = tuple(c["frame"]), tuple(c["head_grid"]), tuple(c["match_grid"])
 
     def rei(it: int, fq: torch.Tensor, fp: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         head.train()
-        return rei_loss(head, fq.to(ex.device), fp.to(ex.device), frame, hg, mg, torch.Generator().manual_seed(int(c["seed"]) * 1_000_003 + it))
+        return rei_loss(
+            head,
+            fq.to(ex.device),
+            fp.to(ex.device),
+            frame,
+            hg,
+            mg,
+            torch.Generator().manual_seed(int(c["seed"]) * 1_000_003 + it),
+        )
 
     def step_stage1(it: int) -> tuple[torch.Tensor, dict[str, float]]:
         qs, ps = source.batch(it)
@@ -226,5 +266,16 @@ def train_dhe(images: str | Path, out: str | Path, conf: dict[str, Any] | None =
         r, stats = rei(it, loc[:n:per], loc[n : 2 * n : per])
         return trip + float(c["lambda_rei"]) * r, {"triplet": float(trip.detach()), "rei": float(r.detach()), **stats}
 
-    return loop.run("train dhe (joint)" if joint else "train dhe", out, c, modules, opt, sched, step_joint if joint else step_stage1,
-                    record, start, log, "loss (REI px)" if not joint else "triplet + lambda REI")  # fmt: skip
+    return loop.run(
+        "train dhe (joint)" if joint else "train dhe",
+        out,
+        c,
+        modules,
+        opt,
+        sched,
+        step_joint if joint else step_stage1,
+        record,
+        start,
+        log,
+        "loss (REI px)" if not joint else "triplet + lambda REI",
+    )

@@ -95,7 +95,12 @@ class GeoWarpTrainer:
         rng = np.random.default_rng([int(c["seed"]), it])
         self.head.train()
         mse = F.mse_loss
-        a, b, ta, tb = zip(*(homographic_pair_with_targets(s.image(int(rng.integers(len(s.paths)))), rng, float(c["k"]), self.frame) for _ in range(int(c["batch_size"]))))
+        a, b, ta, tb = zip(
+            *(
+                homographic_pair_with_targets(s.image(int(rng.integers(len(s.paths)))), rng, float(c["k"]), self.frame)
+                for _ in range(int(c["batch_size"]))
+            )
+        )
         ta = torch.from_numpy(np.stack(ta)).float().to(self.ex.device)
         tb = torch.from_numpy(np.stack(tb)).float().to(self.ex.device)
         fa, fb = self.features(list(a)), self.features(list(b))
@@ -123,7 +128,14 @@ class GeoWarpTrainer:
         return loss, stats
 
 
-def train_geowarp(images: str | Path, out: str | Path, conf: dict[str, Any] | None = None, resume: bool = False, log: str | Path | None = None, device: str = "cpu") -> Path:
+def train_geowarp(
+    images: str | Path,
+    out: str | Path,
+    conf: dict[str, Any] | None = None,
+    resume: bool = False,
+    log: str | Path | None = None,
+    device: str = "cpu",
+) -> Path:
     """Train GeoWarp's head; the checkpoint loads with ``--rerank geowarp --rerank-set weights=CKPT``."""
     c = {**DEFAULTS, **(conf or {})}
     out = Path(out)
@@ -139,6 +151,12 @@ def train_geowarp(images: str | Path, out: str | Path, conf: dict[str, Any] | No
     start = loop.load_for_resume(out, {"main": head}, opt, sched, c, RESUME_KEYS) if resume else 0
     source = PairSource(Path(images), c)
     trainer = GeoWarpTrainer(head, ex, source, c)
-    record = {"config": c, "data": {"images": str(images), "num_images": len(source.paths), "qp_pairs": int(len(source.geo_pairs))},
-              "code_version": loop.code_version(), "format": "GeoWarp homography_regression state_dict"}  # fmt: skip
-    return loop.run("train geowarp", out, c, {"main": head}, opt, sched, trainer.step, record, start, log, "weighted loss")
+    record = {
+        "config": c,
+        "data": {"images": str(images), "num_images": len(source.paths), "qp_pairs": int(len(source.geo_pairs))},
+        "code_version": loop.code_version(),
+        "format": "GeoWarp homography_regression state_dict",
+    }
+    return loop.run(
+        "train geowarp", out, c, {"main": head}, opt, sched, trainer.step, record, start, log, "weighted loss"
+    )

@@ -31,7 +31,16 @@ StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
 
 def code_version() -> str:
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -40,15 +49,27 @@ def side_path(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.name}.{suffix}")
 
 
-def save_checkpoint(out: Path, modules: dict[str, nn.Module], opt, sched, iteration: int, record: dict[str, Any]) -> None:
-    """``modules['main']`` goes to ``out``, the others beside it; the JSON (written last) names the iteration all agree on."""
-    atomic_write(side_path(out, "optim"), lambda t: torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "iteration": iteration}, t))
+def save_checkpoint(
+    out: Path, modules: dict[str, nn.Module], opt, sched, iteration: int, record: dict[str, Any]
+) -> None:
+    """``modules['main']`` goes to ``out``, the others beside it; the JSON (written last) names the iteration all
+    agree on."""
+    atomic_write(
+        side_path(out, "optim"),
+        lambda t: torch.save(
+            {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "iteration": iteration}, t
+        ),
+    )
     for name, mod in modules.items():
         atomic_write(out if name == "main" else side_path(out, name), lambda t, m=mod: torch.save(m.state_dict(), t))
-    atomic_write(side_path(out, "json"), lambda t: t.write_text(json.dumps({**record, "iteration": iteration}, indent=2)))
+    atomic_write(
+        side_path(out, "json"), lambda t: t.write_text(json.dumps({**record, "iteration": iteration}, indent=2))
+    )
 
 
-def load_for_resume(out: Path, modules: dict[str, nn.Module], opt, sched, conf: dict[str, Any], must_match: tuple[str, ...]) -> int:
+def load_for_resume(
+    out: Path, modules: dict[str, nn.Module], opt, sched, conf: dict[str, Any], must_match: tuple[str, ...]
+) -> int:
     meta_path, optim_path = side_path(out, "json"), side_path(out, "optim")
     needed = [out, meta_path, optim_path] + [side_path(out, n) for n in modules if n != "main"]
     missing = [p.name for p in needed if not p.exists()]
@@ -57,21 +78,38 @@ def load_for_resume(out: Path, modules: dict[str, nn.Module], opt, sched, conf: 
     meta = json.loads(meta_path.read_text())
     st = torch.load(optim_path, map_location="cpu", weights_only=True)
     if st["iteration"] != meta["iteration"]:
-        raise VprError(f"{out}: checkpoint files disagree (iteration {st['iteration']} vs {meta['iteration']}); resume from an intact set")
+        raise VprError(
+            f"{out}: checkpoint files disagree (iteration {st['iteration']} vs {meta['iteration']}); resume from an "
+            "intact set"
+        )
     for k in must_match:
         if meta["config"].get(k) != conf.get(k):
-            raise VprError(f"{out}: --resume with {k}={conf.get(k)} but the checkpoint was trained with {meta['config'].get(k)}")
+            raise VprError(
+                f"{out}: --resume with {k}={conf.get(k)} but the checkpoint was trained with {meta['config'].get(k)}"
+            )
     for name, mod in modules.items():
-        mod.load_state_dict(torch.load(out if name == "main" else side_path(out, name), map_location="cpu", weights_only=True), strict=True)
+        mod.load_state_dict(
+            torch.load(out if name == "main" else side_path(out, name), map_location="cpu", weights_only=True),
+            strict=True,
+        )
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     return int(st["iteration"])
 
 
 def run(
-    desc: str, out: Path, conf: dict[str, Any], modules: dict[str, nn.Module], opt, sched, step: StepFn,
-    record: dict[str, Any], start: int = 0, log: str | Path | None = None, ylabel: str = "loss",
-) -> Path:  # fmt: skip
+    desc: str,
+    out: Path,
+    conf: dict[str, Any],
+    modules: dict[str, nn.Module],
+    opt,
+    sched,
+    step: StepFn,
+    record: dict[str, Any],
+    start: int = 0,
+    log: str | Path | None = None,
+    ylabel: str = "loss",
+) -> Path:
     """Iterations ``start .. conf['iterations']``; saves every ``conf['save_every']`` and at the end."""
     total = int(conf["iterations"])
     logf = Path(log).open("a" if start else "w") if log else None
@@ -90,7 +128,12 @@ def run(
             seen = True
             bar.set_postfix(loss=f"{lv:.3g}", **{k: f"{v:.3g}" for k, v in list(stats.items())[:2]})
             if logf and ((it + 1) % int(conf["log_every"]) == 0 or it == start):
-                logf.write(json.dumps({"iteration": it + 1, "loss": lv, "lr": sched.get_last_lr()[0], **stats, "time": time.time()}) + "\n")
+                logf.write(
+                    json.dumps(
+                        {"iteration": it + 1, "loss": lv, "lr": sched.get_last_lr()[0], **stats, "time": time.time()}
+                    )
+                    + "\n"
+                )
                 logf.flush()
             if (it + 1) % int(conf["save_every"]) == 0 or it + 1 == total:
                 save_checkpoint(out, modules, opt, sched, it + 1, record)

@@ -28,7 +28,9 @@ def warp_to_frame(img: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> n
     src = np.stack([(quad[:, 0] + 1) * 0.5 * w0, (quad[:, 1] + 1) * 0.5 * h0], axis=1).astype(np.float32)
     w, h = size
     dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
-    return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(
+        img, cv2.getPerspectiveTransform(src, dst), (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -41,14 +43,18 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return (np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-def homographic_pair(img: np.ndarray, rng: np.random.Generator, k: float, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def homographic_pair(
+    img: np.ndarray, rng: np.random.Generator, k: float, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Two overlapping views of ``img`` (trapezoids with coefficient k), photometrically changed."""
     a = warp_to_frame(img, random_trapezoid(rng, k), size)
     b = warp_to_frame(img, random_trapezoid(rng, k), size)
     return photometric(a, rng), photometric(b, rng)
 
 
-def geotagged_pairs(xy: np.ndarray, desc: np.ndarray, radius_m: float = 25.0, max_feature_dist: float = 1.2) -> np.ndarray:
+def geotagged_pairs(
+    xy: np.ndarray, desc: np.ndarray, radius_m: float = 25.0, max_feature_dist: float = 1.2
+) -> np.ndarray:
     """(P, 2) index pairs i < j within ``radius_m`` whose descriptors are closer than ``max_feature_dist``."""
     d_geo = np.linalg.norm(xy[:, None] - xy[None], axis=2)
     d_feat = np.linalg.norm(desc[:, None] - desc[None], axis=2)
@@ -63,7 +69,8 @@ def _edge_y(quad: np.ndarray, a: int, b: int, x: float) -> float:
 
 
 def trapezoid_intersection(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
-    """Corners (TL, TR, BR, BL) of the overlap of two vertical-sided trapezoids, taken on its left and right sides (GeoWarp's targets)."""
+    """Corners (TL, TR, BR, BL) of the overlap of two vertical-sided trapezoids, taken on its left and right sides
+    (GeoWarp's targets)."""
     xl, xr = max(t1[0, 0], t2[0, 0]), min(t1[1, 0], t2[1, 0])
     top = lambda x: max(_edge_y(t1, 0, 1, x), _edge_y(t2, 0, 1, x))  # noqa: E731  (image y grows downwards)
     bottom = lambda x: min(_edge_y(t1, 3, 2, x), _edge_y(t2, 3, 2, x))  # noqa: E731
@@ -77,8 +84,11 @@ def to_warped(points: np.ndarray, quad: np.ndarray) -> np.ndarray:
     return cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), h.astype(np.float64)).reshape(-1, 2)
 
 
-def homographic_pair_with_targets(img: np.ndarray, rng: np.random.Generator, k: float, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Two views of ``img`` and, in each view's normalised coordinates, the corners of their overlap (GeoWarp's self-supervised sample)."""
+def homographic_pair_with_targets(
+    img: np.ndarray, rng: np.random.Generator, k: float, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two views of ``img`` and, in each view's normalised coordinates, the corners of their overlap (GeoWarp's
+    self-supervised sample)."""
     t1, t2 = random_trapezoid(rng, k), random_trapezoid(rng, k)
     inter = trapezoid_intersection(t1, t2)
     a, b = warp_to_frame(img, t1, size), warp_to_frame(img, t2, size)

@@ -24,13 +24,21 @@ def pool_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def rei_loss(
-    head: DHEHead, fq: torch.Tensor, fp: torch.Tensor, frame: tuple[int, int], head_grid: tuple[int, int], match_grid: tuple[int, int],
-    generator: torch.Generator | None = None, ransac_cells: float = 1.5,
-) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    head: DHEHead,
+    fq: torch.Tensor,
+    fp: torch.Tensor,
+    frame: tuple[int, int],
+    head_grid: tuple[int, int],
+    match_grid: tuple[int, int],
+    generator: torch.Generator | None = None,
+    ransac_cells: float = 1.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """fq, fp (B, C, gh, gw) frozen dense features of queries and positives -> (loss, stats)."""
     b = fq.shape[0]
     pts = head(correlation(pool_grid(fq, head_grid), pool_grid(fp, head_grid)))
-    weights = torch.rand(b, 4, generator=generator) ** 0.1  # as the reference: random DLT weights avoid degenerate solves
+    weights = (
+        torch.rand(b, 4, generator=generator) ** 0.1
+    )  # as the reference: random DLT weights avoid degenerate solves
     h = dlt(pts[:, :4], pts[:, 4:], weights.to(pts))
     mq, mp = pool_grid(fq, match_grid), pool_grid(fp, match_grid)
     mw, mh = match_grid
