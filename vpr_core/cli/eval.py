@@ -98,6 +98,8 @@ def eval_bag(args: argparse.Namespace, loc) -> int:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
+    from ..io.bags import STORAGES
+
     e = sub.add_parser(
         "eval",
         help="localize a labelled query set and report Recall@N",
@@ -111,9 +113,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="with --bag: a copy of the bag plus the estimates on /vpr/fix (NavSatFix) and /vpr/pose",
     )
-    e.add_argument(
-        "--out-format", choices=["mcap", "sqlite3"], default="mcap", help="storage of --out-bag (default mcap)"
-    )
+    e.add_argument("--out-format", choices=STORAGES, default="mcap", help="storage of --out-bag (default mcap)")
     e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
     e.add_argument("--json", metavar="OUT", help="write the report as JSON")
     e.add_argument(

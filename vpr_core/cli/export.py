@@ -65,6 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
+    from ..runtime.compile import PRECISIONS
     from ..runtime.export import MODULES
 
     x = sub.add_parser(
@@ -87,7 +88,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument("--module", choices=[*MODULES, "all"], default="global", help="what to export (default global)")
     x.add_argument(
-        "--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision (default fp16); ONNX is fp32"
+        "--precision", choices=PRECISIONS, default="fp16", help="TensorRT precision (default fp16); ONNX is fp32"
     )
     x.add_argument(
         "--check",

@@ -72,6 +72,9 @@ def _train_args(sp: argparse.ArgumentParser, images: str, batch: str, lr: str) -
 
 
 def add(sub: argparse._SubParsersAction) -> None:
+    from ..train.dhe import PAIR_SOURCES
+    from ..train.geowarp import OPTIMIZERS
+
     tr = sub.add_parser("train", help="train re-ranking heads").add_subparsers(dest="train_command", required=True)
     t = tr.add_parser(
         "dhe",
@@ -86,7 +89,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "pairs per iteration (default 16)",
         "Adam learning rate (default 1e-4)",
     )
-    t.add_argument("--pairs", choices=["self", "geo", "both"], help="pair source (default self)")
+    t.add_argument("--pairs", choices=PAIR_SOURCES, help="pair source (default self)")
     t.add_argument(
         "--joint",
         action="store_true",
@@ -110,6 +113,6 @@ def add(sub: argparse._SubParsersAction) -> None:
         "samples per loss per iteration (default 8)",
         "learning rate (default 1e-4)",
     )
-    g.add_argument("--optim", choices=["sgd", "adam"], help="optimizer (default sgd, as the reference)")
+    g.add_argument("--optim", choices=OPTIMIZERS, help="optimizer (default sgd, as the reference)")
     g.add_argument("--k", type=float, help="trapezoid warping coefficient in [0, 1] (default 0.6)")
     g.set_defaults(func=cmd_train_geowarp)

@@ -72,11 +72,15 @@ def msg_header(T, stamp_ns: int, frame_id: str):
     return T["std_msgs/msg/Header"](stamp=t, frame_id=frame_id)
 
 
+#: ROS 2 storage formats a bag is written in.
+STORAGES = ("mcap", "sqlite3")
+
+
 def bag_writer(path: Path, storage: str):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    if storage not in ("mcap", "sqlite3"):
-        raise VprError(f"bag storage '{storage}' unknown; choose mcap or sqlite3")
+    if storage not in STORAGES:
+        raise VprError(f"bag storage '{storage}' unknown; choose one of {', '.join(STORAGES)}")
     return Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
 
 

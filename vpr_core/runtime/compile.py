@@ -46,6 +46,8 @@ __all__ = [
 #: Max abs error accepted between onnxruntime (CPU, fp32) and eager torch: descriptors and grids are unit
 #: vectors; DHE points are pixels of the nominal frame (1e-2 px is far below the 16 px grid cell).
 ONNX_TOLERANCE = {"global": 1e-4, "dhe": 1e-2}
+#: TensorRT engine precisions.
+PRECISIONS = ("fp16", "fp32")
 
 
 class GlobalNet(nn.Module):
@@ -196,7 +198,7 @@ def compile_tensorrt(
             f"torch-tensorrt is not installed ({e}); pip install torch-tensorrt matching your torch, or use --format "
             "onnx"
         ) from None
-    if precision not in ("fp16", "fp32"):
+    if precision not in PRECISIONS:
         raise VprError(f"precision must be fp16 or fp32, got '{precision}'")
     mod = module.cuda().eval()
     cuda_inputs = [x.cuda() for x in inputs]

@@ -38,6 +38,9 @@ from . import loop
 from .pairs import homographic_pair, photometric
 from .rei import rei_loss
 
+#: Where training pairs come from: homographic views of one image, geotagged positives, or both.
+PAIR_SOURCES = ("self", "geo", "both")
+
 DEFAULTS: dict[str, Any] = {
     "iterations": 2000,
     "batch_size": 16,

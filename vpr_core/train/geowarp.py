@@ -33,6 +33,9 @@ from . import loop
 from .dhe import PairSource
 from .pairs import homographic_pair_with_targets
 
+#: Optimizers of the GeoWarp head (the reference uses SGD).
+OPTIMIZERS = ("sgd", "adam")
+
 DEFAULTS: dict[str, Any] = {
     "iterations": 2000,
     "batch_size": 8,  # reference 16 for each loss
