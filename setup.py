@@ -59,6 +59,8 @@ setup(
             "ros-jazzy-geometry-msgs",
             "ros-jazzy-std-msgs",
             "ros-jazzy-diagnostic-msgs",
+            "ros-jazzy-std-srvs",
+            "ros-jazzy-lifecycle-msgs",
         ],
     },
     zip_safe=False,

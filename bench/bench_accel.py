@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> dict:
         args.map, device=device, backend="eager" if name == "eager" else name, reranker="dhe", reranker_top_k=32
     )
     loc.extractor.fp16 = fp16 and loc.extractor.device.type == "cuda"
-    q = load_geoset(args.queries, zone=loc.map.zone)
+    q = load_geoset(args.queries, frame=loc.map.frame)
     images = [load_image(p) for p in q.paths[: args.n]]
     loc.localize(images[0])  # compile / load / warm up
     timings = [loc.localize(img).timings for img in images]

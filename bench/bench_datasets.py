@@ -47,7 +47,7 @@ def main() -> int:
     for name in args.sets:
         base = args.root / name / "images" / "test"
         db = load_geoset(base / "database")
-        q = load_geoset(base / "queries", zone=db.zone)
+        q = load_geoset(base / "queries", frame=db.frame)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             vmap = build_and_save(

@@ -79,7 +79,7 @@ def main() -> int:
     for name, thr in SETS.items():
         root = args.root / name / "images" / "test"
         db = load_geoset(root / "database")
-        q = load_geoset(root / "queries", zone=db.zone)
+        q = load_geoset(root / "queries", frame=db.frame)
         vmap = build_map(db, device=args.device, source=str(root / "database"))
         maps[name] = (vmap, q)
         adapted = None

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vpr_core.geodesy import from_utm, to_utm
+from vpr_core.geodesy import LocalFrame
 from vpr_core.io.bags import FixSample, GeoFrames, write_run_bag
 from vpr_core.io.geoset import load_geoset
 from vpr_core.io.images import load_image
@@ -148,6 +148,7 @@ def check_out_bag(out_bag: Path, src: Path, report: dict) -> None:
             msg = rd.deserialize(raw, c.msgtype)
             st = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             if c.topic == "/vpr/fix":
+                assert msg.header.frame_id == "camera"  # the node's rule: fix_frame_id, else the image's frame
                 stamps.append(st)
                 cov = np.asarray(msg.position_covariance).reshape(3, 3)
                 assert np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0)
@@ -155,7 +156,7 @@ def check_out_bag(out_bag: Path, src: Path, report: dict) -> None:
             elif c.topic == "/gps/fix":
                 gt[st] = (msg.latitude, msg.longitude)
             elif c.topic == "/vpr/pose":
-                assert msg.header.frame_id == "map" and np.all(np.isfinite(msg.pose.covariance))
+                assert msg.header.frame_id == "vpr_map" and np.all(np.isfinite(msg.pose.covariance))
     assert stamps == [T0 + i * PERIOD for i in range(10)]  # one estimate per image, stamped with the image's stamp
     errs = []
     for st, lat, lon in gt["est"]:
@@ -168,13 +169,10 @@ def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
     """Images at 10 Hz, fixes at 1 Hz: interpolation, NO_FIX, NaN, loose covariance, gaps, backwards stamps,
     min-spacing."""
     lat0, lon0 = -33.8688, 151.2093
-    from vpr_core.geodesy import zone_of
-
-    zone = zone_of(lat0, lon0)
-    e0, n0 = to_utm(np.array([lat0]), np.array([lon0]), zone)
+    frame = LocalFrame(lat0, lon0)
 
     def fix(sec: float, east_m: float, **kw) -> FixSample:
-        la, lo = from_utm(e0 + east_m, n0, zone)
+        la, lo, _ = frame.lla(east_m, 0.0)
         return FixSample(T0 + int(sec * 1e9), float(la[0]), float(lo[0]), **kw)
 
     fixes = [fix(s, 10.0 * s) for s in range(0, 6)]  # 10 m/s east, fixes at 0..5 s
@@ -188,7 +186,7 @@ def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
     bag = write_run_bag(tmp_path / "run", images, fixes, storage="sqlite3")
 
     src = GeoFrames(bag, "/camera/image", "/gps/fix", max_fix_age=1.5)
-    got = {f.frame.stamp: f.east - float(e0[0]) for f in src if hasattr(f, "east")}
+    got = {f.frame.stamp: f.east for f in src if hasattr(f, "east")}
     assert got == pytest.approx({T0 + int(s * 1e9): 10.0 * s for s in (0, 0.5, 1, 1.5, 2, 4, 4.5, 5, 20, 31)}, abs=0.01)
     c = src.skips.counts
     assert c["image stamp not increasing"] == 1
@@ -203,7 +201,7 @@ def test_fixes_are_interpolated_and_bad_ones_skipped(tmp_path):
     geo, _, skips, seen = extract_map_images(
         bag, "/camera/image", "/gps/fix", images_dir, min_spacing=9.0, max_fix_age=1.5, progress=False
     )
-    assert [round(g.utm[0] - float(e0[0]), 2) for g in geo] == [0.0, 10.0, 20.0, 40.0, 50.0, 200.0, 310.0]
+    assert [round(float(frame.enu(g.lat, g.lon)[0][0]), 2) for g in geo] == [0.0, 10.0, 20.0, 40.0, 50.0, 200.0, 310.0]
     assert skips.counts["closer than min-spacing"] == 3 and seen == len(images)
     assert sorted(p.name for p in images_dir.iterdir()) == sorted(g.path.name for g in geo)
     assert load_geoset(images_dir).xy.shape == (7, 2)  # the folder is a valid VPR-convention image set
@@ -404,7 +402,7 @@ def test_ros1_bags_work_the_same(street, street_map, tmp_path):
     r = evaluate_bag(loc, query, "/camera/image", "/gps/fix", 5.0, progress=False)
     from vpr_core.eval.recall import evaluate
 
-    want, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
+    want, _ = evaluate(loc, load_geoset(street / "queries", frame=loc.map.frame), 5.0, progress=False)
     assert r.report["recall@1"] == want["recall@1"] and r.report["num_queries"] == 10
     write_estimates_bag(query, tmp_path / "out", r.all_estimates)  # a ROS 1 input becomes a ROS 2 bag with CDR messages
     with AnyReader([tmp_path / "out"]) as rd:

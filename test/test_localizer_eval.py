@@ -31,7 +31,7 @@ def test_confidence_uses_rivals_elsewhere():
 
 def test_localize_street(street, street_map):
     loc = Localizer.from_file(street_map, device="cpu", top_k=5)
-    q = load_geoset(street / "queries", zone=loc.map.zone)
+    q = load_geoset(street / "queries", frame=loc.map.frame)
     est = loc.localize(load_image(q.paths[3]))
     assert len(est.matches) == 5 and 0.0 <= est.confidence <= 1.0
     assert np.all(np.linalg.eigvalsh(est.covariance) > 0)
@@ -49,7 +49,7 @@ def test_localize_street(street, street_map):
 
 def test_evaluate_street(street, street_map):
     loc = Localizer.from_file(street_map, device="cpu")
-    q = load_geoset(street / "queries", zone=loc.map.zone)
+    q = load_geoset(street / "queries", frame=loc.map.frame)
     report, est = evaluate(loc, q, threshold=5.0, progress=False)
     assert report["num_queries"] == 10 and len(est) == 10
     assert report["recall@1"] >= 70.0 and report["recall@5"] >= 90.0

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_core.geodesy import to_utm
 from vpr_core.io.bags import FixSample, write_run_bag
 from vpr_core.io.geoset import load_geoset
 from vpr_ros.harness import new_domain, ros_env, running_node
@@ -18,7 +17,7 @@ PERIOD = 250_000_000
 
 
 def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
-    q = load_geoset(street / "queries", zone=load_geoset(street / "database").zone)
+    q = load_geoset(street / "queries", frame=load_geoset(street / "database").frame)
     stamps = [T0 + i * PERIOD for i in range(len(q.paths))]
     bag = write_run_bag(
         tmp_path / "query_run",
@@ -51,9 +50,7 @@ def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
         assert peer.wait_for(lambda: len(peer.fixes) == len(stamps), 30), f"{len(peer.fixes)} of {len(stamps)} fixes"
         got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in peer.fixes]
         assert got == stamps  # every frame answered, in order, stamped with its bag stamp
-        est_e, est_n = to_utm(
-            np.array([m.latitude for _, m in peer.fixes]), np.array([m.longitude for _, m in peer.fixes]), q.zone
-        )
+        est_e, est_n, _ = q.frame.enu([m.latitude for _, m in peer.fixes], [m.longitude for _, m in peer.fixes])
         err = np.hypot(est_e - q.east, est_n - q.north)
         assert np.median(err) < 5.0, err
         # the node's own clock is the bag's: diagnostics are stamped in bag time (1000 s), not wall time

@@ -208,7 +208,7 @@ def test_localizer_reranks(street, street_map, name):
     from vpr_core.localize.localizer import Localizer
 
     loc = Localizer.from_file(street_map, device="cpu", reranker=name)
-    q = load_geoset(street / "queries", zone=loc.map.zone)
+    q = load_geoset(street / "queries", frame=loc.map.frame)
     report, est = evaluate(loc, q, threshold=5.0, progress=False)
     assert report["reranker"] == name and report["reranker_trained"] == (
         name != "geowarp"

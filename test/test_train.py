@@ -136,7 +136,7 @@ def test_trained_head_serves_the_dhe_reranker(street, street_map, tmp_path):
 
     out = train_dhe(street / "database", tmp_path / "h.torch", {**SMALL, "iterations": 2})
     loc = Localizer.from_file(street_map, device="cpu", reranker="dhe", reranker_weights=str(out))
-    report, _ = evaluate(loc, load_geoset(street / "queries", zone=loc.map.zone), 5.0, progress=False)
+    report, _ = evaluate(loc, load_geoset(street / "queries", frame=loc.map.frame), 5.0, progress=False)
     assert report["reranker_trained"] and report["num_queries"] == 10
     with pytest.raises(VprError, match="for a 108-cell grid but this map gives 80 cells"):
         Localizer.from_file(
@@ -310,7 +310,7 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     assert "dhe_head.pe" not in load_map(street_map).extras  # --out leaves the source map alone
     loc = Localizer(m, device="cpu", reranker="dhe")
     assert loc.reranker.source == "map-adapted"
-    report, _ = evaluate(loc, load_geoset(street / "queries", zone=m.zone), 5.0, progress=False)
+    report, _ = evaluate(loc, load_geoset(street / "queries", frame=m.frame), 5.0, progress=False)
     assert report["reranker_weights"] == "map-adapted" and report["num_queries"] == 10
     # explicit weights win over the map's head
     assert Localizer(

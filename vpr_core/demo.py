@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .geodesy import UtmZone, from_utm, to_utm
+from .geodesy import LocalFrame
 from .io.geoset import vpr_name
 
 ORIGIN_LATLON = (48.1374, 11.5755)  # any point on Earth; the street runs east from here
@@ -142,14 +142,13 @@ class DemoRun:
 
 def generate(
     out: str | Path, seed: int = 7, n_map: int = 60, n_query: int = 30, spacing: float = 2.0, write: bool = True
-) -> tuple[DemoRun, DemoRun, UtmZone]:
+) -> tuple[DemoRun, DemoRun, LocalFrame]:
     """Write ``out/database`` and ``out/queries`` in the VPR convention; returns both runs."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     length = n_map * spacing
     panels = make_street(length, seed)
-    e0, n0 = utm_origin()
-    zone = origin_zone()
+    frame = origin_frame()
     runs = []
     map_xy = np.stack([np.arange(n_map) * spacing, np.zeros(n_map)], axis=1)
     qx = np.linspace(spacing, length - 2 * spacing, n_query) + rng.uniform(-0.5, 0.5, n_query)
@@ -169,23 +168,17 @@ def generate(
             folder.mkdir(parents=True, exist_ok=True)
             for old in folder.glob("*.jpg"):
                 old.unlink()
-            lat, lon = from_utm(e0 + xy[:, 0], n0 + xy[:, 1], zone)
+            lat, lon, _ = frame.lla(xy[:, 0], xy[:, 1])
             for i, img in enumerate(images):
-                fname = vpr_name(e0 + xy[i, 0], n0 + xy[i, 1], zone, lat[i], lon[i], f"{name[:2]}{i:04d}")
+                fname = vpr_name(lat[i], lon[i], f"{name[:2]}{i:04d}")
                 cv2.imwrite(str(folder / fname), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         runs.append(DemoRun(folder, xy, yaw, images))
-    return runs[0], runs[1], zone
+    return runs[0], runs[1], frame
 
 
-def origin_zone() -> UtmZone:
-    from .geodesy import zone_of
-
-    return zone_of(*ORIGIN_LATLON)
-
-
-def utm_origin() -> tuple[float, float]:
-    e, n = to_utm(np.array([ORIGIN_LATLON[0]]), np.array([ORIGIN_LATLON[1]]), origin_zone())
-    return float(e[0]), float(n[0])
+def origin_frame() -> LocalFrame:
+    """The street's metric frame: ENU at ``ORIGIN_LATLON`` (x east along the street, y north)."""
+    return LocalFrame(*ORIGIN_LATLON)
 
 
 DEMO_THRESHOLD_M = 5.0
@@ -247,7 +240,7 @@ def run_demo(out: Path, seed: int = 7, device: str = "auto") -> int:
     print_report(r.report)
     print(f"  offline replay: {r.report['throughput_fps']:.1f} frames/s")
     write_json(r.report, out / "report.json")
-    plot_trajectory(r.report, r.estimates, r.true_xy, vmap.xy, loc.origin, out / "report.png")
+    plot_trajectory(r.report, r.estimates, r.true_xy, vmap.xy, out / "report.png")
     shutil.rmtree(out / "bags" / "query_estimates", ignore_errors=True)
     write_estimates_bag(bags["query"], out / "bags" / "query_estimates", r.all_estimates)
     print(

@@ -9,7 +9,7 @@ from std_msgs.msg import Header
 
 from vpr_core.io.camera import decode_compressed, decode_raw
 from vpr_core.localize.localizer import Estimate
-from vpr_core.localize.outputs import fix_fields, pose_fields
+from vpr_core.localize.outputs import FixFields, fix_fields, pose_fields
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:
@@ -36,8 +36,7 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def to_navsatfix(est: Estimate, header: Header, min_confidence: float) -> NavSatFix:
-    f = fix_fields(est, min_confidence)
+def navsatfix(f: FixFields, header: Header) -> NavSatFix:
     fix = NavSatFix(header=header)
     fix.status.status = f.status
     fix.status.service = 0  # not a GNSS constellation
@@ -45,6 +44,10 @@ def to_navsatfix(est: Estimate, header: Header, min_confidence: float) -> NavSat
     fix.position_covariance = f.covariance
     fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
     return fix
+
+
+def to_navsatfix(est: Estimate, header: Header, min_confidence: float) -> NavSatFix:
+    return navsatfix(fix_fields(est, min_confidence), header)
 
 
 def to_pose(est: Estimate, header: Header) -> PoseWithCovarianceStamped:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from vpr_core.demo import DEMO_THRESHOLD_M, FIX_TOPIC, IMAGE_TOPIC, prepare
-from vpr_core.geodesy import to_utm
 from vpr_core.io.bags import GeoFrame, GeoFrames
 
 from .harness import new_domain, ros_env, running_node
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     vmap, map_path, bags = prepare(out, args.seed, args.device)
     truth = {
         f.frame.stamp: (f.east, f.north)
-        for f in GeoFrames(bags["query"], IMAGE_TOPIC, FIX_TOPIC, zone=vmap.zone)
+        for f in GeoFrames(bags["query"], IMAGE_TOPIC, FIX_TOPIC, frame=vmap.frame)
         if isinstance(f, GeoFrame)
     }
     domain = new_domain()
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (t_fix, fix) in enumerate(peer.fixes):
             st = fix.header.stamp.sec * 10**9 + fix.header.stamp.nanosec
             lat.append((t_fix - sent[st]) * 1e3)
-            e, n = to_utm(np.array([fix.latitude]), np.array([fix.longitude]), vmap.zone)
+            e, n, _ = vmap.frame.enu(fix.latitude, fix.longitude)
             err = float(np.hypot(e[0] - truth[st][0], n[0] - truth[st][1]))
             errors.append(err)
             status = "FIX   " if fix.status.status >= 0 else "NO_FIX"

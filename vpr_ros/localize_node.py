@@ -1,10 +1,14 @@
-"""``vpr_localizer``: camera frames in, geotag estimates out.
+"""``vpr_localizer``: camera frames in, geotag estimates out - a managed (lifecycle) node.
 
-Wiring only: parameters (generated in ``params``), subscription, publishers and the
-diagnostics timer around ``vpr_core``: the ``Localizer`` does the work, ``LatestFrame``
-keeps only the newest frame for the worker thread (so latency stays bounded at any
-camera rate; frames arriving while it is busy are dropped and counted), ``Health``
-and ``DebugView`` compute what diagnostics and ``~/debug_image`` show.
+Wiring only: parameters (generated in ``params``), subscription, publishers, services
+and the diagnostics timer around ``vpr_core``: the ``Localizer`` does the work,
+``LatestFrame`` keeps only the newest frame for the worker thread (so latency stays
+bounded at any camera rate; frames arriving while it is busy are dropped and counted),
+``Health`` and ``DebugView`` compute what diagnostics and ``~/debug_image`` show.
+
+Lifecycle: configure loads the map and models, activate subscribes and publishes,
+deactivate stops both, cleanup frees the memory. With ``autostart`` (default) the node
+configures and activates itself; a failed configure then exits with status 1.
 
     ros2 run vpr_ros localize_node --ros-args -p map_path:=route.vprmap -p image_topic:=/cam/image
     python -m vpr_ros.localize_node --ros-args -p map_path:=route.vprmap
@@ -12,6 +16,7 @@ and ``DebugView`` compute what diagnostics and ``~/debug_image`` show.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -21,76 +26,198 @@ import rclpy
 import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
+from lifecycle_msgs.srv import ChangeState
+from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import Float32, Header
+from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import ImageError, VprError
 from vpr_core.localize.localizer import Estimate, Localizer
+from vpr_core.localize.outputs import fix_fields, fix_frame_id, publishes_pose
 from vpr_core.online.debug_view import DebugView
 from vpr_core.online.health import Health, ProblemLog
 from vpr_core.online.latest import LatestFrame
 
-from .conversions import compressed_to_rgb, image_to_rgb, rgb_to_image, to_navsatfix, to_pose
-from .params import IMAGE_QOS, PARAMETERS, declare, read
+from .conversions import compressed_to_rgb, image_to_rgb, navsatfix, rgb_to_image, to_pose
+from .params import IMAGE_QOS, PARAMETERS, RUNTIME, declare, read
 
 __all__ = ["PARAMETERS", "VprLocalizer", "main"]
 
 OUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: Retrieval depth of the frame after ~/relocalize (the widest search; capped at the map size).
+RELOCALIZE_K = 100
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class VprLocalizer(Node):
+class VprLocalizer(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("vpr_localizer", **kwargs)
         declare(self)
-        self.settings, self.config = s, c = read(self)
-        self.topic = self.resolve_topic_name(s.image_topic)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.health = Health()
+        self.health.state = "unconfigured"
+        self.problems = ProblemLog(every_s=5.0)
+        self.frames: LatestFrame[Image | CompressedImage] = LatestFrame()
+        self.localizer: Localizer | None = None
+        self.settings = self.config = None
+        self.debug_view: DebugView | None = None
+        self.sub = None
+        self.pubs: dict[str, object] = {}
+        self.enabled = True
+        self.relocalize_next = False
+        self.worker_error: str | None = None
+        self._busy = threading.Lock()  # held while a frame is processed; transitions wait for it
+        # Diagnostics in every lifecycle state, on a steady clock (they keep coming when /clock stalls).
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUT_QOS)
+        period = float(self.get_parameter("diagnostics_period").value)
+        self.create_timer(period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_service(Trigger, "~/relocalize", self._on_relocalize)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self._worker = threading.Thread(target=self._run_worker, name="vpr_worker", daemon=True)
+        self._worker.start()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         t0 = time.perf_counter()
-        self.localizer = Localizer.from_file(s.map_path, c)
-        for why in self.localizer.runner.fallbacks:
+        try:
+            s, c = read(self)
+            self.localizer = Localizer.from_file(s.map_path, c)
+        except (VprError, OSError) as e:
+            self.health.config_error = str(e).splitlines()[0]
+            self.get_logger().error(f"cannot configure: {self.health.config_error}")
+            return FAILURE
+        self.settings, self.config, self.health.config_error = s, c, ""
+        loc, m = self.localizer, self.localizer.map
+        for why in loc.runner.fallbacks:
             self.get_logger().warning(f"backend: {why}")
-        m = self.localizer.map
+        lat, lon, alt = m.origin_lla
         self.get_logger().info(
-            f"map {s.map_path}: {len(m)} images, model {m.model} on {self.localizer.extractor.device}, "
-            f"re-ranker {c.reranker} ({self.localizer.reranker.source}), loaded in {time.perf_counter() - t0:.1f} s; "
-            f"listening on {self.topic} ({s.input}, qos {s.image_qos})"
+            f"map {s.map_path}: {len(m)} images, model {m.model} on {loc.extractor.device}, re-ranker {c.reranker} "
+            f"({loc.reranker.source}), loaded in {time.perf_counter() - t0:.1f} s; ENU origin lat {lat:.7f} "
+            f"lon {lon:.7f} alt {alt:.1f} ({s.map_frame})"
         )
-        if not self.localizer.model.trained:
+        if not loc.model.trained:
             self.get_logger().warning(f"global model {m.model} runs on untrained (random) weights")
-        if not self.localizer.reranker.trained:
+        if not loc.reranker.trained:
             self.get_logger().warning(
                 f"re-ranker {c.reranker} has no weights (untrained): set reranker_weights or use reranker ransac"
             )
-        self.health = Health()
-        self.problems = ProblemLog(every_s=5.0)
-        self.frames: LatestFrame[Image | CompressedImage] = LatestFrame()
         self.debug_view = (
             DebugView(m.names, s.map_images_dir or m.info.get("source")) if s.publish_debug_image else None
         )
-        self.worker_error: str | None = None
+        self.pubs = {
+            "fix": self.create_lifecycle_publisher(NavSatFix, "~/fix", OUT_QOS),
+            "pose": self.create_lifecycle_publisher(PoseWithCovarianceStamped, "~/pose", OUT_QOS),
+            "confidence": self.create_lifecycle_publisher(Float32, "~/confidence", OUT_QOS),
+        }
+        if s.publish_debug_image:
+            self.pubs["debug"] = self.create_lifecycle_publisher(Image, "~/debug_image", OUT_QOS)
+        self.health.state = "inactive"
+        return SUCCESS
 
-        self.pub_fix = self.create_publisher(NavSatFix, "~/fix", OUT_QOS)
-        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/pose", OUT_QOS)
-        self.pub_conf = self.create_publisher(Float32, "~/confidence", OUT_QOS)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUT_QOS)
-        self.pub_debug = self.create_publisher(Image, "~/debug_image", OUT_QOS) if s.publish_debug_image else None
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        s = self.settings
+        topic = self.resolve_topic_name(s.image_topic)
         msg_type = CompressedImage if s.input == "compressed" else Image
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self.sub = self.create_subscription(
             msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events
         )
-        # Steady clock: health reports keep coming with use_sim_time even when /clock stalls.
-        self.create_timer(
-            s.diagnostics_period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
-        )
-        self._worker = threading.Thread(target=self._run_worker, name="vpr_worker", daemon=True)
-        self._worker.start()
+        self.topic = topic
+        self.health.state = "active"
+        self.get_logger().info(f"listening on {topic} ({s.input}, qos {s.image_qos})")
+        return super().on_activate(state)
 
-    # ---- callbacks --------------------------------------------------------------------
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        self.health.state = "inactive"
+        self.get_logger().info("deactivated: not subscribed, nothing published")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.health.state = "unconfigured"
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.frames.close()
+        self.health.state = "finalized"
+        return SUCCESS
+
+    def _stop_input(self) -> None:
+        if self.sub is not None:
+            self.destroy_subscription(self.sub)
+            self.sub = None
+        with self._busy:  # the frame in flight finishes first
+            self.frames.clear()
+
+    def _release(self) -> None:
+        self._stop_input()
+        for pub in self.pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self.pubs = {}
+        with self._busy:
+            self.localizer = self.debug_view = None
+        gc.collect()
+
+    def _LifecycleNodeMixin__on_change_state(self, req: ChangeState.Request, resp: ChangeState.Response):
+        """rclpy's handler, guarded: an unknown or impossible transition is refused, never a crash of the executor."""
+        try:
+            return super()._LifecycleNodeMixin__on_change_state(req, resp)
+        except (RCLError, RuntimeError) as e:
+            self.get_logger().warning(
+                f"~/change_state refused: transition {req.transition.id} '{req.transition.label}' is not valid in "
+                f"state {self.health.state} ({str(e).splitlines()[0]})"
+            )
+            resp.success = False
+            return resp
+
+    # ---- parameters and services ---------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Ranges are the descriptors' (rclpy refuses those); here: configure-time settings only while unconfigured."""
+        if self.health.state in ("unconfigured", "finalized"):
+            return SetParametersResult(successful=True)
+        frozen = [p.name for p in params if p.name not in RUNTIME]
+        if frozen:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(frozen)} take effect at configure; deactivate and clean up the node first",
+            )
+        return SetParametersResult(successful=True)
+
+    def _on_relocalize(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        if self.health.state != "active":
+            resp.success, resp.message = False, f"node is {self.health.state}; activate it first"
+            return resp
+        self.relocalize_next = True
+        resp.success = True
+        resp.message = f"the next frame is localized with the widest search (top {RELOCALIZE_K} candidates re-ranked)"
+        self.get_logger().info(f"~/relocalize: {resp.message}")
+        return resp
+
+    def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        if self.health.state != "active":
+            resp.success, resp.message = False, f"node is {self.health.state}; activate it first"
+            return resp
+        self.enabled = bool(req.data)
+        self.health.paused = not self.enabled
+        if not self.enabled:
+            with self._busy:
+                self.frames.clear()
+        resp.success = True
+        resp.message = "localizing" if self.enabled else "paused: frames are ignored, nothing is published"
+        self.get_logger().info(f"~/enable: {resp.message}")
+        return resp
+
+    # ---- frames -------------------------------------------------------------------------
     def _on_incompatible_qos(self, info) -> None:
         policy = getattr(info.last_policy_kind, "name", str(info.last_policy_kind))
         hint = (
@@ -106,16 +233,19 @@ class VprLocalizer(Node):
         self.get_logger().error(msg)
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if not self.enabled:
+            return
         now = time.monotonic()
         self.health.frame_received(now, self.frames.put(msg, now))
 
-    # ---- worker -----------------------------------------------------------------------
     def _run_worker(self) -> None:
         try:
             while not self.frames.closed:
                 item = self.frames.take(timeout=0.2)
                 if item is not None:
-                    self._process(*item)
+                    with self._busy:
+                        if self.localizer is not None and self.enabled and self.health.state == "active":
+                            self._process(*item)
         except BaseException as e:  # never a zombie: a dead worker takes the process down (respawn restarts it)
             self.worker_error = f"{type(e).__name__}: {e}"
             self.get_logger().fatal(f"localization worker died ({self.worker_error}); exiting with status 1")
@@ -123,6 +253,7 @@ class VprLocalizer(Node):
 
     def _process(self, msg: Image | CompressedImage, t_rx: float) -> None:
         t0 = time.monotonic()
+        wide, self.relocalize_next = self.relocalize_next, False
         try:
             rgb = (
                 compressed_to_rgb(msg, self.topic)
@@ -130,7 +261,7 @@ class VprLocalizer(Node):
                 else image_to_rgb(msg, self.topic)
             )
             t1 = time.monotonic()
-            est = self.localizer.localize(rgb)
+            est = self.localizer.localize(rgb, **({"k": RELOCALIZE_K, "rerank_k": RELOCALIZE_K} if wide else {}))
         except ImageError as e:
             text = f"frame skipped: {e}"
             self.health.frame_bad(text)
@@ -163,39 +294,45 @@ class VprLocalizer(Node):
         self.health.frame_answered(done, stages, fix)
 
     def _publish(self, header: Header, est: Estimate, rgb: np.ndarray) -> bool:
-        """Publish the estimate; True when the fix is STATUS_FIX."""
+        """Publish the estimate (a pose only with a STATUS_FIX fix, unless asked); True when the fix is a FIX."""
         min_conf = float(self.get_parameter("min_confidence").value)
         s = self.settings
-        self.pub_fix.publish(
-            to_navsatfix(est, Header(stamp=header.stamp, frame_id=s.fix_frame_id or header.frame_id), min_conf)
-        )
-        self.pub_pose.publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
-        self.pub_conf.publish(Float32(data=float(est.confidence)))
-        if self.pub_debug is not None:
+        ff = fix_fields(est, min_conf)
+        fix_header = Header(stamp=header.stamp, frame_id=fix_frame_id(s.fix_frame_id, header.frame_id))
+        self.pubs["fix"].publish(navsatfix(ff, fix_header))
+        if publishes_pose(ff, s.publish_pose_when_lost):
+            self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
+        self.pubs["confidence"].publish(Float32(data=float(est.confidence)))
+        if "debug" in self.pubs:
             view = self.debug_view.render(rgb, est, min_conf, self.config.reranker)
-            self.pub_debug.publish(rgb_to_image(view, header))
+            self.pubs["debug"].publish(rgb_to_image(view, header))
         return est.confidence >= min_conf
 
-    # ---- diagnostics ------------------------------------------------------------------
+    # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        loc, s = self.localizer, self.settings
-        level, message = self.health.verdict(now, self.topic)
-        kv = self.health.values(now) | {
-            "map_path": s.map_path,
-            "map_size": str(len(loc.map)),
-            "model": loc.map.model,
-            "reranker": self.config.reranker,
-            "reranker_weights": loc.reranker.source,
-            "device": str(loc.extractor.device),
-            "backend": loc.runner.name,
-            "backend_fallbacks": "; ".join(loc.runner.fallbacks) or "none",
-            "retrieval": f"{loc.index.kind}{' (gpu)' if loc.index.on_gpu else ''}",
-            "image_topic": self.topic,
-        }
+        topic = getattr(self, "topic", str(self.get_parameter("image_topic").value))
+        level, message = self.health.verdict(now, topic)
+        kv = self.health.values(now) | {"config_error": self.health.config_error}
+        loc = self.localizer
+        if loc is not None:
+            kv |= {
+                "map_path": self.settings.map_path,
+                "map_size": str(len(loc.map)),
+                "map_origin_lla": ", ".join(f"{v:.7f}" for v in loc.map.origin_lla),
+                "model": loc.map.model,
+                "reranker": self.config.reranker,
+                "reranker_weights": loc.reranker.source,
+                "device": str(loc.extractor.device),
+                "backend": loc.runner.name,
+                "backend_fallbacks": "; ".join(loc.runner.fallbacks) or "none",
+                "retrieval": f"{loc.index.kind}{' (gpu)' if loc.index.on_gpu else ''}",
+                "image_topic": topic,
+            }
+        device = str(loc.extractor.device) if loc is not None else "none"
         status = DiagnosticStatus(
             name=f"{self.get_fully_qualified_name()}: localization",
-            hardware_id=str(loc.extractor.device),
+            hardware_id=device,
             level=bytes([level]),
             message=message,
         )
@@ -210,7 +347,14 @@ class VprLocalizer(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        rclpy.init(args=argv if argv is not None else sys.argv)
+    except RCLError as e:  # rcl parses --ros-args before our own checks run
+        print(
+            f"error: cannot parse the ROS arguments ({str(e).splitlines()[0]}); check each -p name:=value",
+            file=sys.stderr,
+        )
+        return 1
     logger = rclpy.logging.get_logger("vpr_localizer")
     try:
         node = VprLocalizer()
@@ -222,6 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         logger.fatal(f"cannot start: {str(e).splitlines()[0]}")
         rclpy.try_shutdown()
         return 1
+    if node.get_parameter("autostart").value:
+        if node.trigger_configure() != SUCCESS:
+            logger.fatal(f"cannot start: {node.health.config_error}")
+            node.stop()
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+        node.trigger_activate()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -23,8 +23,9 @@ from rclpy.qos import (
 from vpr_core.config import Knob, from_surface, knob, knobs, validate
 from vpr_core.errors import VprError
 from vpr_core.localize.config import LocalizerConfig
+from vpr_core.localize.outputs import MAP_FRAME
 
-__all__ = ["IMAGE_QOS", "INPUTS", "PARAMETERS", "NodeSettings", "declare", "read"]
+__all__ = ["IMAGE_QOS", "INPUTS", "PARAMETERS", "RUNTIME", "NodeSettings", "declare", "read"]
 
 IMAGE_QOS = {
     # Reliable keep-last-1: newest frame only, and large frames survive Fast DDS defaults
@@ -60,11 +61,28 @@ class NodeSettings:
         choices=lambda: INPUTS,
         ros="input",
     )
+    autostart: bool = knob(
+        True,
+        "Configure and activate at start-up (ros2 run, the launch file); false: wait for lifecycle_manager or "
+        "~/change_state. A failed autostart exits with status 1.",
+        type=bool,
+        ros="autostart",
+    )
     map_frame: str = knob(
-        "map", "frame_id of ~/pose (ENU metres from the map origin, REP-105).", type=str, ros="map_frame"
+        MAP_FRAME,
+        "frame_id of ~/pose: ENU metres (local tangent plane) at the map origin. Give the transform from your "
+        "map/odom tree to it (README: Fusing with robot_localization / Nav2).",
+        type=str,
+        ros="map_frame",
     )
     fix_frame_id: str = knob(
         "", "frame_id of ~/fix; empty = the camera image's frame_id.", type=str, ros="fix_frame_id"
+    )
+    publish_pose_when_lost: bool = knob(
+        False,
+        "Publish ~/pose also for STATUS_NO_FIX estimates (a pose consumer has no status to check: keep false).",
+        type=bool,
+        ros="publish_pose_when_lost",
     )
     image_qos: str = knob(
         "reliable",
@@ -99,7 +117,8 @@ def _descriptor(k: Knob) -> ParameterDescriptor:
     text = k.help
     if k.choices is not None:
         text += f" One of: {', '.join(c or '(empty)' for c in k.choices())}."
-    d = ParameterDescriptor(description=text, type=_TYPES[k.type], read_only=not k.runtime)
+    text += " Changeable while running." if k.runtime else " Takes effect at configure."
+    d = ParameterDescriptor(description=text, type=_TYPES[k.type])
     if k.range is not None and k.type is int:
         d.integer_range = [IntegerRange(from_value=int(k.range[0]), to_value=int(k.range[1]), step=1)]
     elif k.range is not None:
@@ -120,6 +139,8 @@ def _parameters() -> dict[str, tuple[Any, ParameterDescriptor]]:
 
 #: name -> (default, descriptor) of every parameter the node declares.
 PARAMETERS = _parameters()
+#: Parameters that apply at once, in any lifecycle state; the others are read at configure.
+RUNTIME = {k.on("ros").name for cls in (NodeSettings, LocalizerConfig) for k in knobs(cls, "ros") if k.runtime}
 
 
 def declare(node) -> None:

@@ -66,8 +66,8 @@ def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool 
         )
 
 
-def geoset(args: argparse.Namespace, folder: str | None, zone=None) -> GeoSet:
-    return load_geoset(folder, getattr(args, "csv", None), zone)
+def geoset(args: argparse.Namespace, folder: str | None, frame=None) -> GeoSet:
+    return load_geoset(folder, getattr(args, "csv", None), frame)
 
 
 def need_topics(args: argparse.Namespace) -> None:

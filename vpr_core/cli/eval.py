@@ -35,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     vmap = load_map(args.map)
-    queries = None if args.bag else geoset(args, args.queries, vmap.zone)
+    queries = None if args.bag else geoset(args, args.queries, vmap.frame)
     if args.bag:
         need_topics(args)
     elif args.out_bag:
@@ -87,7 +87,7 @@ def eval_bag(args: argparse.Namespace, loc) -> int:
         write_json(r.report, args.json)
         print(f"report: {args.json}")
     if args.plot:
-        plot_trajectory(r.report, r.estimates, r.true_xy, loc.map.xy, loc.origin, args.plot)
+        plot_trajectory(r.report, r.estimates, r.true_xy, loc.map.xy, args.plot)
         print(f"plot: {args.plot}")
     if args.out_bag:
         n = write_estimates_bag(

@@ -46,7 +46,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         m = build_and_save(geoset(args, args.images), out, source=str(args.images or args.csv), **kw)
     print(
         f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), "
-        f"UTM zone {m.zone.number}{m.zone.letter}"
+        f"ENU origin lat {m.origin[0]:.7f} lon {m.origin[1]:.7f} h {m.origin[2]:.1f}"
     )
     return 0
 

@@ -29,7 +29,7 @@ from ..io.bags import (
     ros2_types,
 )
 from ..io.files import staged
-from ..localize.outputs import COVARIANCE_TYPE_KNOWN, fix_fields, pose_fields
+from ..localize.outputs import COVARIANCE_TYPE_KNOWN, MAP_FRAME, fix_fields, fix_frame_id, pose_fields, publishes_pose
 from .recall import RECALL_NS, localizer_info, summarize
 
 __all__ = ["BagEval", "evaluate_bag", "write_estimates_bag"]
@@ -55,7 +55,7 @@ def evaluate_bag(
     progress: bool = True,
 ) -> BagEval:
     """Replay every image through the localizer as the robot would; score those with ground truth."""
-    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std, zone=localizer.map.zone)
+    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std, frame=localizer.map.frame)
     k = max(localizer.top_k, max(RECALL_NS))
     scored, truth, everything = [], [], []
     t0 = time.perf_counter()
@@ -90,12 +90,15 @@ def write_estimates_bag(
     results: list,
     min_confidence: float = 0.0,
     prefix: str = "/vpr",
-    map_frame: str = "map",
+    map_frame: str = MAP_FRAME,
     storage: str = "mcap",
+    fix_frame: str = "",
+    pose_when_lost: bool = False,
 ) -> int:
     """Copy every message of ``src`` into a new ROS 2 bag at ``out`` and add the estimates as NavSatFix +
     PoseWithCovarianceStamped.
 
+    The numbers, frames and the pose-only-with-a-FIX rule are the node's (``localize.outputs``).
     Written to a temporary folder beside ``out`` and renamed when complete.
     """
     out = Path(out)
@@ -120,7 +123,7 @@ def write_estimates_bag(
         for f, est in results:
             ff, pf = fix_fields(est, min_confidence), pose_fields(est)
             fix = T[NAVSATFIX](
-                header=msg_header(T, f.stamp, "vpr"),
+                header=msg_header(T, f.stamp, fix_frame_id(fix_frame, f.frame_id)),
                 status=T["sensor_msgs/msg/NavSatStatus"](status=ff.status, service=0),
                 latitude=ff.latitude,
                 longitude=ff.longitude,
@@ -137,6 +140,8 @@ def write_estimates_bag(
                 pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.array(pf.covariance)),
             )
             w.write(fix_c, f.logtime, ts.serialize_cdr(fix, NAVSATFIX))
-            w.write(pose_c, f.logtime, ts.serialize_cdr(msg, POSE))
-            n += 2
+            n += 1
+            if publishes_pose(ff, pose_when_lost):
+                w.write(pose_c, f.logtime, ts.serialize_cdr(msg, POSE))
+                n += 1
     return n

@@ -30,7 +30,7 @@ def calibrate(
     config = config or LocalizerConfig()
     reranker = config.reranker
     vmap = load_map(map_path)
-    geo = load_geoset(queries, csv, vmap.zone)
+    geo = load_geoset(queries, csv, vmap.frame)
     vmap.extras.pop(f"calibration.{reranker}", None)  # evidence from the uncalibrated localizer
     loc = Localizer(vmap, config)
     _, est = evaluate(loc, geo, threshold)

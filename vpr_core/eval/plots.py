@@ -60,7 +60,6 @@ def plot_trajectory(
     estimates: list[Estimate],
     true_xy: np.ndarray,
     map_xy: np.ndarray,
-    origin: tuple[float, float],
     path: str | Path,
 ) -> None:
     """A replayed run on a metric ENU grid (metres from the map origin): ground truth as a line, estimates coloured
@@ -70,13 +69,12 @@ def plot_trajectory(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    o = np.asarray(origin[:2])
     thr = report["threshold_m"]
-    est = np.array([[e.east, e.north] for e in estimates]) - o
-    gt = true_xy - o
+    est = np.array([[e.east, e.north] for e in estimates])
+    gt = true_xy
     err = np.linalg.norm(est - gt, axis=1)
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    ax.scatter(*(map_xy - o).T, s=5, c="lightgray", label="map images")
+    ax.scatter(*map_xy.T, s=5, c="lightgray", label="map images")
     ax.plot(*gt.T, "-", color="black", lw=1.2, label="ground truth (bag fixes)")
     sc = ax.scatter(
         *est.T, s=16, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="estimates", zorder=3

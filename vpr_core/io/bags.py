@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, VprError
-from ..geodesy import UtmZone, to_utm, zone_of
+from ..geodesy import LocalFrame
 from .camera import decode_compressed, decode_raw
 from .files import staged
 
@@ -138,6 +138,7 @@ class Frame:
     image: np.ndarray  # RGB uint8, as load_image would give for the same bytes
     encoded: bytes | None  # the original jpeg/png payload of a CompressedImage
     fmt: str
+    frame_id: str = ""  # the camera frame of the message header
 
 
 @dataclass
@@ -202,7 +203,8 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
             log.info("%s", e)
             continue
         last = st
-        yield Frame(st, t, img, enc, fmt)  # the decoders return contiguous RGB, size-limited as load_image
+        frame_id = str(getattr(getattr(msg, "header", None), "frame_id", "") or "")
+        yield Frame(st, t, img, enc, fmt, frame_id)  # the decoders return contiguous RGB, size-limited as load_image
 
 
 @dataclass
@@ -295,7 +297,7 @@ class GeoFrames:
         fix_topic: str,
         max_fix_age: float = 1.0,
         max_fix_std: float = 10.0,
-        zone: UtmZone | None = None,
+        frame: LocalFrame | None = None,
     ) -> None:
         self.bag, self.image_topic, self.fix_topic = Path(bag), image_topic, fix_topic
         self.max_age_ns = int(max_fix_age * 1e9)
@@ -313,10 +315,11 @@ class GeoFrames:
                 f"({Skips(Counter(self.track.reason)).summary()}); check the GNSS"
             )
         first = int(np.argmax(ok))
-        self.zone = zone or zone_of(float(self.track.lat[first]), float(self.track.lon[first]))
+        # ENU of the map being evaluated, else at the first usable fix: fixes are interpolated in metres there
+        self.frame = frame or LocalFrame.at(self.track.lat[first], self.track.lon[first], self.track.alt[first])
         lat = np.where(ok, self.track.lat, self.track.lat[first])
         lon = np.where(ok, self.track.lon, self.track.lon[first])
-        self.east, self.north = to_utm(lat, lon, self.zone)
+        self.east, self.north, _ = self.frame.enu(lat, lon)
 
     def __iter__(self) -> Iterator[GeoFrame | Frame]:
         """Every decodable image: a GeoFrame when it has ground truth, else the bare Frame (reason counted)."""

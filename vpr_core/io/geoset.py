@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VprError
-from ..geodesy import UtmZone, to_utm, valid_latlon, zone_of
+from ..geodesy import LocalFrame, UtmZone, utm_name_fields, utm_to_latlon, valid_latlon
 from .images import list_images
 
 
@@ -25,16 +25,16 @@ class GeoImage:
     lon: float
     alt: float = math.nan
     heading: float = math.nan
-    #: UTM from the file name, when the name carries it (exact ground truth of the benchmarks).
+    #: UTM from the file name, when the name carries it (the benchmarks' ground truth; lat/lon are derived from it).
     utm: tuple[float, float, int, str] | None = None
 
 
 @dataclass
 class GeoSet:
-    """Images with positions expressed in one UTM zone."""
+    """Images with positions in one local ENU frame (``east``/``north``: metres from ``frame``'s origin)."""
 
     images: list[GeoImage]
-    zone: UtmZone
+    frame: LocalFrame
     east: np.ndarray
     north: np.ndarray
 
@@ -84,12 +84,17 @@ def parse_vpr_name(path: Path) -> GeoImage:
     utm_tag = None
     if math.isfinite(east) and math.isfinite(north) and parts[3].isdigit() and parts[4].isalpha():
         utm_tag = (east, north, int(parts[3]), parts[4].upper())
+        # the name's UTM is the benchmark's ground truth (lat/lon fields are rounded): read it exactly
+        lat, lon = utm_to_latlon(east, north, UtmZone(utm_tag[2], utm_tag[3]))
     return GeoImage(path, lat, lon, alt, heading, utm_tag)
 
 
-def vpr_name(east: float, north: float, zone: UtmZone, lat: float, lon: float, name: str, ext: str = ".jpg") -> str:
-    """A file name in the VPR convention (UTM to the centimetre, lat/lon to 1e-7 degree)."""
-    return f"@{east:.2f}@{north:.2f}@{zone.number}@{zone.letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@{ext}"
+def vpr_name(lat: float, lon: float, name: str, ext: str = ".jpg") -> str:
+    """A file name in the VPR convention: UTM in the point's own zone to the centimetre (NaN beyond UTM's
+    latitudes), lat/lon to 1e-7 degree."""
+    fields = utm_name_fields(lat, lon)
+    east, north, number, letter = fields if fields else (math.nan, math.nan, 0, "Z")
+    return f"@{east:.2f}@{north:.2f}@{number}@{letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@{ext}"
 
 
 def read_folder(folder: str | Path) -> list[GeoImage]:
@@ -140,25 +145,21 @@ def read_csv(csv_path: str | Path, image_root: str | Path | None = None) -> list
     return out
 
 
-def make_geoset(images: list[GeoImage], zone: UtmZone | None = None) -> GeoSet:
-    """Express all positions in ``zone`` (default: the zone of the first image)."""
+def make_geoset(images: list[GeoImage], frame: LocalFrame | None = None) -> GeoSet:
+    """Express all positions in ``frame`` (default: the ENU frame at the first image)."""
     if not images:
         raise VprError("no images to geotag")
-    if zone is None:
-        first = images[0]
-        zone = UtmZone(first.utm[2], first.utm[3]) if first.utm else zone_of(first.lat, first.lon)
-    east, north = to_utm(np.array([g.lat for g in images]), np.array([g.lon for g in images]), zone)
-    for i, g in enumerate(images):  # the file name's UTM is the benchmark's exact ground truth
-        if g.utm and g.utm[2] == zone.number and g.utm[3] == zone.letter:
-            east[i], north[i] = g.utm[0], g.utm[1]
-    return GeoSet(images, zone, east, north)
+    frame = frame or LocalFrame.at(images[0].lat, images[0].lon, images[0].alt)
+    east, north, _ = frame.enu([g.lat for g in images], [g.lon for g in images], [g.alt for g in images])
+    return GeoSet(images, frame, east, north)
 
 
 def load_geoset(
-    images_dir: str | Path | None = None, csv_path: str | Path | None = None, zone: UtmZone | None = None
+    images_dir: str | Path | None = None, csv_path: str | Path | None = None, frame: LocalFrame | None = None
 ) -> GeoSet:
+    """Images with geotags from a VPR-convention folder or a CSV, in ``frame`` (a map's, to score against it)."""
     if csv_path:
-        return make_geoset(read_csv(csv_path, images_dir), zone)
+        return make_geoset(read_csv(csv_path, images_dir), frame)
     if images_dir:
-        return make_geoset(read_folder(images_dir), zone)
+        return make_geoset(read_folder(images_dir), frame)
     raise VprError("give an image folder (--images/--queries) or a CSV (--csv)")

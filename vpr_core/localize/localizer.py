@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..errors import MapError
-from ..geodesy import UtmZone, from_utm
 from ..io.images import to_rgb
 from ..map.format import VprMap, load_map
 from ..map.model import map_model
@@ -51,10 +50,9 @@ class Estimate:
     lat: float
     lon: float
     alt: float  # NaN when the map has no altitude
-    east: float
+    east: float  # ENU metres in the map's frame (local tangent plane at its origin)
     north: float
-    zone: UtmZone
-    enu: tuple[float, float, float]  # metres from the map origin (x east, y north, z up)
+    enu: tuple[float, float, float]  # (east, north, up) metres from the map origin
     covariance: np.ndarray  # (3, 3) ENU, m^2
     confidence: float
     matches: list[Match]
@@ -95,7 +93,6 @@ class Localizer:
         self.local = self._grids_on(device) if self.reranker.needs_local else None
         self.calibration = vmap.extras.get(f"calibration.{c.reranker}")
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
-        self.origin = vmap.origin
 
     def _grids_on(self, device: torch.device) -> torch.Tensor:
         """The map's float16 grids as a tensor on ``device`` when they fit in half its free memory, else on the host."""
@@ -114,22 +111,24 @@ class Localizer:
     def model(self):
         return self.extractor.model
 
-    def localize(self, image: np.ndarray, k: int | None = None) -> Estimate:
-        """Localize one RGB (or gray/RGBA) uint8 image."""
+    def localize(self, image: np.ndarray, k: int | None = None, rerank_k: int | None = None) -> Estimate:
+        """Localize one RGB (or gray/RGBA) uint8 image; ``k``/``rerank_k`` widen this frame's search (retrieval and
+        re-ranking depth) beyond the configured ones."""
         t0 = time.perf_counter()
         x = self.extractor.to_tensor([to_rgb(image)])
         t1 = time.perf_counter()
         rr = self.reranker
         desc, qloc = self.runner(x, local=rr.needs_local)
         t2 = time.perf_counter()
-        scores, ids = self.index.search(desc, max(k or self.top_k, rr.top_k if rr.needs_local else 0))
+        depth = rerank_k or rr.top_k
+        scores, ids = self.index.search(desc, max(k or self.top_k, depth if rr.needs_local else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0
         scores, ids = scores[valid], ids[valid]
         t3 = time.perf_counter()
         rscores = inliers = None
         if qloc is not None and len(ids):
-            kk = min(rr.top_k, len(ids))
+            kk = min(depth, len(ids))
             sel = torch.from_numpy(ids[:kk]).to(self.local.device)
             cands = self.local.index_select(0, sel).to(rr.device, torch.float32, non_blocking=True)
             res = rr.score(qloc[0].to(rr.device), cands)
@@ -174,22 +173,18 @@ class Localizer:
         confidence, ev = self._confidence(scores, xy, inliers)
         pos = estimate_position(ids, scores, xy, self.estimate_conf, confidence=confidence)
         i = pos.index
-        lat, lon = from_utm(pos.east, pos.north, m.zone)
-        alt = float(m.alt[i])
+        lat, lon, alt = float(m.lat[i]), float(m.lon[i]), float(m.alt[i])
         cov = np.zeros((3, 3))
         cov[:2, :2] = pos.cov_xy
         cov[2, 2] = self.estimate_conf["unknown_alt_var"] if math.isnan(alt) else pos.cov_xy[0, 0]
-        ox, oy, oz = self.origin
-        enu = (pos.east - ox, pos.north - oy, (0.0 if math.isnan(alt) else alt) - oz)
+        enu = (pos.east, pos.north, 0.0 if math.isnan(alt) else alt - m.origin[2])
         matches = [
             Match(int(j), m.names[j], float(s), float(m.east[j]), float(m.north[j])) for j, s in zip(ids, scores)
         ]
         for j, r in enumerate(rscores if rscores is not None else ()):
             matches[j].rerank_score = float(r)
             matches[j].inliers = int(inliers[j]) if inliers is not None else None
-        est = Estimate(
-            float(lat[0]), float(lon[0]), alt, pos.east, pos.north, m.zone, enu, cov, pos.confidence, matches
-        )
+        est = Estimate(lat, lon, alt, pos.east, pos.north, enu, cov, pos.confidence, matches)
         est.inliers = int(inliers[0]) if inliers is not None else 0
         est.evidence = ev
         return est

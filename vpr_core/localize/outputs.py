@@ -18,6 +18,8 @@ from .localizer import Estimate
 #: Variance given to axes the estimate does not observe (roll, pitch, yaw; z without altitude).
 UNOBSERVED_VAR = 1.0e6
 STATUS_NO_FIX, STATUS_FIX = -1, 0  # sensor_msgs/NavSatStatus
+#: Default frame of poses: ENU at the map origin, a frame of its own beside the robot's ``map`` (REP-105).
+MAP_FRAME = "vpr_map"
 COVARIANCE_TYPE_KNOWN = 3  # sensor_msgs/NavSatFix
 
 
@@ -34,6 +36,16 @@ class FixFields:
 class PoseFields:
     position: tuple[float, float, float]
     covariance: list[float]  # 36, row-major (x, y, z, roll, pitch, yaw)
+
+
+def fix_frame_id(configured: str, camera_frame: str) -> str:
+    """The frame_id of a fix: the configured one, else the camera frame of the image it answers."""
+    return configured or camera_frame
+
+
+def publishes_pose(fix: FixFields, when_lost: bool = False) -> bool:
+    """A pose goes with every STATUS_FIX fix and, unless asked, with no other: a pose has no status to check."""
+    return fix.status == STATUS_FIX or when_lost
 
 
 def fix_fields(est: Estimate, min_confidence: float) -> FixFields:

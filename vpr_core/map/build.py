@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import VprError
-from ..geodesy import UtmZone, from_utm
+from ..geodesy import LocalFrame, utm_name_fields
 from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
 from ..io.files import staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
@@ -58,7 +58,7 @@ def build_map(
         alt=geo.alt,
         east=geo.east,
         north=geo.north,
-        zone=geo.zone,
+        origin=(geo.frame.lat0, geo.frame.lon0, geo.frame.h0),
         names=[p.name for p in paths],
         model=model_name,
         model_conf=model.conf,
@@ -75,11 +75,11 @@ def build_and_save(geo: GeoSet, out: str | Path, **kw: Any) -> VprMap:
     return m
 
 
-def _image_file(gf: GeoFrame, zone: UtmZone, lat: float, lon: float, index: int) -> tuple[str, bytes]:
+def _image_file(gf: GeoFrame, lat: float, lon: float, index: int) -> tuple[str, bytes]:
     """VPR-convention name and bytes: a CompressedImage's payload as recorded, raw images as lossless PNG."""
     f = gf.frame
     ext = ".jpg" if f.encoded is not None and "png" not in f.fmt.lower() else ".png"
-    name = vpr_name(gf.east, gf.north, zone, lat, lon, f"{f.stamp}", ext)
+    name = vpr_name(lat, lon, f"{f.stamp}", ext)
     if f.encoded is not None:
         return name, f.encoded
     ok, buf = cv2.imencode(".png", cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
@@ -97,7 +97,7 @@ def extract_map_images(
     max_fix_age: float = 1.0,
     max_fix_std: float = 10.0,
     progress: bool = True,
-) -> tuple[list[GeoImage], UtmZone, Skips, int]:
+) -> tuple[list[GeoImage], LocalFrame, Skips, int]:
     """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -115,21 +115,17 @@ def extract_map_images(
             if last_xy is not None and math.hypot(gf.east - last_xy[0], gf.north - last_xy[1]) < min_spacing:
                 src.skips.add("closer than min-spacing")
                 continue
-            lat, lon = (float(v[0]) for v in from_utm(np.array([gf.east]), np.array([gf.north]), src.zone))
-            name, data = _image_file(gf, src.zone, lat, lon, len(images))
+            lat, lon, _ = (float(v[0]) for v in src.frame.lla(gf.east, gf.north))
+            name, data = _image_file(gf, lat, lon, len(images))
             (tmp / name).write_bytes(data)
-            images.append(
-                GeoImage(
-                    out_dir / name, lat, lon, gf.alt, math.nan, (gf.east, gf.north, src.zone.number, src.zone.letter)
-                )
-            )
+            images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, utm_name_fields(lat, lon)))
             last_xy = (gf.east, gf.north)
         if not images:
             raise BagError(
                 f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check "
                 "--fix-topic, --max-fix-age"
             )
-    return images, src.zone, src.skips, src.num_images
+    return images, src.frame, src.skips, src.num_images
 
 
 def build_map_from_bag(
@@ -148,10 +144,10 @@ def build_map_from_bag(
     adapt``."""
     out = Path(out)
     images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
-    images, zone, skips, seen = extract_map_images(
+    images, _, skips, seen = extract_map_images(
         bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress
     )
-    m = build_map(make_geoset(images, zone), source=str(images_out), **build_kw)
+    m = build_map(make_geoset(images), source=str(images_out), **build_kw)
     m.info["bag"] = {
         "path": str(bag),
         "image_topic": image_topic,

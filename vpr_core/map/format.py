@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ..errors import MapError
-from ..geodesy import UtmZone
+from ..geodesy import LocalFrame
 from ..io.files import atomic_write
 
 __all__ = ["FORMAT_VERSION", "VprMap", "load_map", "map_info", "save_map"]
@@ -33,9 +33,9 @@ class VprMap:
     lat: np.ndarray
     lon: np.ndarray
     alt: np.ndarray  # NaN where unknown
-    east: np.ndarray  # UTM in ``zone``
+    east: np.ndarray  # ENU metres in ``frame`` (the local tangent plane at ``origin``)
     north: np.ndarray
-    zone: UtmZone
+    origin: tuple[float, float, float]  # (lat, lon, h) of the ENU frame: the first image unless given
     names: list[str]
     model: str
     model_conf: dict[str, Any]
@@ -53,10 +53,13 @@ class VprMap:
         return np.stack([self.east, self.north], axis=1)
 
     @property
-    def origin(self) -> tuple[float, float, float]:
-        """ENU origin (UTM east, north, alt) for pose output: the first map image, altitude 0 when unknown."""
-        a = float(self.alt[0]) if len(self.alt) and np.isfinite(self.alt[0]) else 0.0
-        return float(self.east[0]), float(self.north[0]), a
+    def frame(self) -> LocalFrame:
+        """The map's metric frame: ENU at ``origin`` (WGS-84); poses, distances and covariances are in it."""
+        return LocalFrame(*self.origin)
+
+    @property
+    def origin_lla(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.origin)
 
 
 def save_map(m: VprMap, path: str | Path) -> None:
@@ -80,7 +83,7 @@ def save_map(m: VprMap, path: str | Path) -> None:
         "model": m.model,
         "model_conf": m.model_conf,
         "fingerprint": m.fingerprint,
-        "zone": [m.zone.number, m.zone.letter],
+        "origin": [float(v) for v in m.origin],
         "names": m.names,
         "info": m.info,
     }
@@ -150,9 +153,21 @@ def load_map(path: str | Path) -> VprMap:
         raise MapError(f"{path}: map is empty; rebuild it from a folder with images")
     if not np.isfinite(desc).all():
         raise MapError(f"{path}: map descriptors contain NaN/Inf; rebuild it")
+    lat, lon, alt = geo["lat"], geo["lon"], geo["alt"]
+    if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any() or (np.abs(lon) > 180).any():
+        raise MapError(f"{path}: map geotags (geo.lat/geo.lon) contain NaN, Inf or out-of-range values; rebuild it")
+    # version 1 files kept UTM in east/north and no origin: their ENU frame is at the first image, as before
+    origin = meta.get("origin") or [float(lat[0]), float(lon[0]), float(alt[0]) if np.isfinite(alt[0]) else 0.0]
+    frame = LocalFrame(*map(float, origin))
+    east, north, _ = frame.enu(lat, lon, alt)
     return VprMap(
         descriptors=desc.astype(np.float32, copy=False),
-        zone=UtmZone(int(meta["zone"][0]), str(meta["zone"][1])),
+        lat=lat,
+        lon=lon,
+        alt=alt,
+        east=east,
+        north=north,
+        origin=(frame.lat0, frame.lon0, frame.h0),
         names=list(names),
         model=str(meta["model"]),
         model_conf=dict(meta["model_conf"]),
@@ -161,7 +176,6 @@ def load_map(path: str | Path) -> VprMap:
         extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
         local=_check_local(path, arrays.get("local.features"), n),
         info=dict(meta.get("info", {})),
-        **geo,
     )
 
 
@@ -172,7 +186,12 @@ def map_info(m: VprMap) -> dict[str, Any]:
         "model": m.model,
         "dim": int(m.descriptors.shape[1]),
         "fingerprint": m.fingerprint,
-        "zone": f"{m.zone.number}{m.zone.letter}",
+        "origin": {
+            "lat": m.origin[0],
+            "lon": m.origin[1],
+            "h": m.origin[2],
+            "frame": "ENU (WGS-84 local tangent plane)",
+        },
         "model_conf": m.model_conf,
         "model_state": {k: list(v.shape) for k, v in m.model_state.items()},
         "extras": sorted(m.extras),

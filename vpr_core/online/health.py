@@ -55,6 +55,8 @@ class Health:
         self.no_fix = 0
         self.qos_incompatible = 0
         self.paused = False
+        self.state = "active"  # lifecycle state of the node that reports
+        self.config_error = ""  # why the last configure failed
         self.last_error = ""
         self._rx: deque[float] = deque(maxlen=2000)
         self._tx: deque[float] = deque(maxlen=2000)
@@ -119,6 +121,7 @@ class Health:
             "fixes_below_min_confidence": str(self.no_fix),
             "qos_incompatible_events": str(self.qos_incompatible),
             "paused": str(self.paused).lower(),
+            "lifecycle_state": self.state,
             "last_error": self.last_error,
         }
         for stage, (p50, p95) in self.latency().items():
@@ -130,6 +133,10 @@ class Health:
         """(level, message): ERROR when no frame can arrive, WARN when none does or some fail, else OK."""
         with self._lock:
             rx = list(self._rx)
+        if self.state != "active":
+            if self.state == "unconfigured" and self.config_error:
+                return ERROR, f"unconfigured: {self.config_error}"
+            return WARN, f"{self.state}: not localizing"
         if self.qos_incompatible:
             return ERROR, "incompatible image QoS: no frames arrive"
         if self.paused:
