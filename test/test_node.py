@@ -88,35 +88,65 @@ def test_raw_traversal(node_and_peer, street, street_map):
 
 
 BAD_RAW = {
-    "unsupported encoding": lambda m: setattr(m, "encoding", "32FC1"),
+    "unsupported encoding": lambda m: setattr(m, "encoding", "foo8"),
+    "odd width": lambda m: (setattr(m, "encoding", "yuv422"), setattr(m, "width", 63), setattr(m, "step", 126)),
     "zero-sized": lambda m: (setattr(m, "width", 0), setattr(m, "step", 0)),
     "step": lambda m: setattr(m, "step", m.width * 2),
     "truncated": lambda m: setattr(m, "data", bytes(m.data[: len(m.data) // 3])),
 }
 
 
-def test_raw_bad_inputs_then_good(node_and_peer, street):
+def test_no_bad_frame_stops_localization(node_and_peer, street):
+    """Good frames, every raw bad-frame class between them, then good frames: every good frame is answered."""
     node, peer = node_and_peer
     _, images = queries(street)
-    for i, (_, spoil) in enumerate(BAD_RAW.items()):
-        msg = peer.raw(images[0], i)
-        spoil(msg)
-        peer.pub.publish(msg)
-        time.sleep(0.3)  # one at a time so none is replaced by the next
-    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == str(len(BAD_RAW)), 10), peer.last_diag()
-    assert not peer.fixes
+    answered = 0
+    for round_ in range(2):
+        for j, (_, spoil) in enumerate(BAD_RAW.items()):
+            i = 100 * round_ + 10 * j
+            msg = peer.raw(images[j % len(images)], i)
+            spoil(msg)
+            peer.pub.publish(msg)  # the bad frame: a warning, counted, skipped
+            time.sleep(0.15)
+            peer.pub.publish(peer.raw(images[(j + 1) % len(images)], i + 1))  # the good frame right after it
+            answered += 1
+            assert peer.wait_for(lambda n=answered: len(peer.fixes) >= n, 20), (
+                f"good frame after a bad one unanswered ({j})"
+            )
+    assert [f.header.stamp.sec - 1000 for _, f in peer.fixes] == [
+        100 * r + 10 * j + 1 for r in range(2) for j in range(5)
+    ]
+    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == str(2 * len(BAD_RAW)), 10), (
+        peer.last_diag()
+    )
     big = cv2.resize(images[1], (4000, 3000))  # 12 megapixels: downscaled, answered
-    peer.pub.publish(peer.raw(big, 10))
-    assert peer.wait_for(lambda: len(peer.fixes) == 1, 20)
-    peer.pub.publish(peer.raw(images[2], 11, encoding="rgb8"))
-    bgr = peer.raw(np.ascontiguousarray(images[3][:, :, ::-1]), 12, encoding="bgr8")
+    peer.pub.publish(peer.raw(big, 500))
+    assert peer.wait_for(lambda: peer.fixes[-1][1].header.stamp.sec == 1500, 20)
+    bgr = peer.raw(np.ascontiguousarray(images[3][:, :, ::-1]), 501, encoding="bgr8")
     peer.pub.publish(bgr)
-    assert peer.wait_for(lambda: len(peer.fixes) >= 2, 20)
-    assert peer.fixes[-1][1].header.stamp.sec in (1011, 1012)
+    assert peer.wait_for(lambda: peer.fixes[-1][1].header.stamp.sec == 1501, 20)
     log = node.log.read_text()
-    for word in ("unsupported encoding '32FC1'", "zero-sized", "step", "truncated data"):
+    for word in ("unsupported encoding 'foo8'", "width 63 is odd", "zero-sized", "step", "truncated data"):
         assert word in log, word
-    assert node.proc.poll() is None
+    assert "Logger severity" not in log and node.proc.poll() is None
+
+
+def png_claiming(size: tuple[int, int]) -> bytes:
+    """A small PNG whose header (CRC fixed) claims ``size``: what a header check must refuse before decoding."""
+    import struct
+    import zlib
+
+    data = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", *size)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def jpeg_claiming(size: tuple[int, int]) -> bytes:
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    i = data.find(b"\xff\xc0")
+    data[i + 5 : i + 9] = size[1].to_bytes(2, "big") + size[0].to_bytes(2, "big")
+    return bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -133,14 +163,23 @@ def test_compressed_input(node_and_peer, street):
         return m
 
     good = jpeg(images[0], 0)
-    corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8garbage" * 50 + b"\xff\xd9")
-    truncated = CompressedImage(format="jpeg", data=bytes(good.data[: len(good.data) // 2]))
-    for m in (corrupt, truncated):
+    bad = [
+        CompressedImage(format="jpeg", data=b"\xff\xd8garbage" * 50 + b"\xff\xd9"),  # corrupt JPEG
+        CompressedImage(format="jpeg", data=bytes(good.data[: len(good.data) // 2])),  # truncated JPEG
+        CompressedImage(format="png", data=b"\x89PNG\r\n\x1a\n" + b"garbage" * 40),  # corrupt PNG
+        CompressedImage(format="png", data=png_claiming((20000, 20000))),  # oversize: refused from the header
+        CompressedImage(format="jpeg", data=jpeg_claiming((20000, 20000))),
+    ]
+    for m in bad:
         peer.pub.publish(m)
         time.sleep(0.3)
-    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == "2", 10)
+    assert peer.wait_for(lambda: peer.last_diag().get("frames_bad_input") == str(len(bad)), 10), peer.last_diag()
+    assert "above the 100 MP limit" in node.log.read_text()
     for i, img in enumerate(images[:5]):
-        peer.pub.publish(jpeg(img, i))
+        m = jpeg(img, i)
+        if i == 2:  # phones and some cameras write bytes after the end-of-image marker: a valid JPEG
+            m.data = bytes(m.data) + b"\x00trailer" * 20
+        peer.pub.publish(m)
         assert peer.wait_for(lambda i=i: len(peer.fixes) > i)
     assert [f.header.stamp for _, f in peer.fixes] == [peer.stamp(i) for i in range(5)]
     assert peer.wait_for(lambda: "latency_rerank_ms_p50" in peer.last_diag(), 5)
@@ -241,3 +280,82 @@ def test_ctrl_c_while_localizing_exits_cleanly(street_map, street, tmp_path):
             log = node.stop()
         assert "Traceback" not in log, log
         assert node.proc.returncode == 0, log
+
+
+def test_lifecycle_services_and_parameters(street_map, street, tmp_path):
+    """Managed through the standard ~/get_state and ~/change_state; ~/relocalize, ~/enable; run-time parameters.
+
+    Bad requests (impossible transitions, relocalize while inactive, out-of-range values, configure-time
+    parameters while configured) are refused and change nothing.
+    """
+    from std_srvs.srv import SetBool, Trigger
+
+    _, images = queries(street)
+    domain = new_domain()
+    node = NodeProcess(domain, tmp_path / "node.log", map_path="/nonexistent/route.vprmap", image_topic="/cam/image",
+                       device="cpu", reranker="none", autostart=False)  # fmt: skip
+    peer = Peer(domain)
+    try:
+        assert peer.state() == "unconfigured"
+        assert not peer.lifecycle("configure")  # the map is missing: refused, still unconfigured
+        assert peer.state() == "unconfigured"
+        assert peer.wait_for(lambda: "map not found" in peer.last_diag().get("_message", ""), 10)
+        assert peer.last_diag()["_level"] == 2
+        assert peer.set_param("map_path", str(street_map)).successful  # fixable before configure
+        assert peer.lifecycle("configure") and peer.state() == "inactive"
+        refused = peer.set_param("top_k", 5)
+        assert not refused.successful and "take effect at configure" in refused.reason
+        r = peer.call(Trigger, "/vpr_localizer/relocalize", Trigger.Request())
+        assert not r.success and "activate it first" in r.message
+        assert not peer.lifecycle(99)  # no such transition: refused, the node lives on
+        assert peer.state() == "inactive" and node.proc.poll() is None
+        assert peer.lifecycle("activate") and peer.state() == "active"
+        peer.wait_matched()
+        peer.pub.publish(peer.raw(images[0], 0))
+        assert peer.wait_for(lambda: len(peer.fixes) == 1)
+
+        assert peer.call(SetBool, "/vpr_localizer/enable", SetBool.Request(data=False)).success  # pause
+        peer.pub.publish(peer.raw(images[1], 1))
+        assert not peer.wait_for(lambda: len(peer.fixes) > 1, 2.0)
+        assert peer.wait_for(lambda: peer.last_diag().get("paused") == "true", 5)
+        assert peer.call(SetBool, "/vpr_localizer/enable", SetBool.Request(data=True)).success
+        peer.pub.publish(peer.raw(images[2], 2))
+        assert peer.wait_for(lambda: len(peer.fixes) == 2)
+
+        # silent when lost: NO_FIX fixes come without a pose; min_confidence changes at run time, in range only
+        poses = len(peer.poses)
+        assert peer.set_param("min_confidence", 1.0).successful
+        assert not peer.set_param("min_confidence", 1.5).successful
+        peer.pub.publish(peer.raw(images[3], 3))
+        assert peer.wait_for(lambda: len(peer.fixes) == 3)
+        assert peer.fixes[-1][1].status.status == NavSatStatus.STATUS_NO_FIX
+        time.sleep(0.5)
+        assert len(peer.poses) == poses
+        assert peer.set_param("min_confidence", 0.0).successful
+        r = peer.call(Trigger, "/vpr_localizer/relocalize", Trigger.Request())
+        assert r.success and "widest" in r.message
+        peer.pub.publish(peer.raw(images[4], 4))
+        assert peer.wait_for(lambda: len(peer.fixes) == 4 and len(peer.poses) == poses + 1)
+        assert peer.fixes[-1][1].status.status == NavSatStatus.STATUS_FIX
+
+        assert peer.lifecycle("deactivate") and peer.state() == "inactive"
+        peer.pub.publish(peer.raw(images[5], 5))
+        assert not peer.wait_for(lambda: len(peer.fixes) > 4, 2.0)  # nothing published while inactive
+        assert peer.lifecycle("cleanup") and peer.state() == "unconfigured"
+        assert peer.set_param("top_k", 5).successful  # configure-time parameters are free again
+        assert peer.lifecycle("configure") and peer.lifecycle("activate")
+        peer.wait_matched()
+        peer.pub.publish(peer.raw(images[6], 6))
+        assert peer.wait_for(lambda: len(peer.fixes) == 5)
+    finally:
+        peer.close()
+        log = node.stop()
+    assert node.proc.returncode == 0 and "Traceback" not in log, log
+
+
+def test_bad_ros_arguments_are_one_line(tmp_path):
+    node = NodeProcess(new_domain(), tmp_path / "node.log", map_path="")
+    rc = node.proc.wait(60)
+    log = node.stop()
+    assert rc == 1 and "Traceback" not in log, log
+    assert "map_path" in log, log

@@ -114,6 +114,7 @@ class Peer:
         self.node.create_subscription(Float32, f"/{node_name}/confidence", lambda m: self.conf.append(m.data), out)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, out)
         self.extra: dict[str, list] = {}
+        self._clients: dict[str, object] = {}
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -132,6 +133,43 @@ class Peer:
             msg_type, topic, box.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         )
         return box
+
+    def call(self, srv_type, name: str, request, timeout: float = 30.0):
+        """Call a service of the node and wait for the answer (the peer spins in its own thread)."""
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available")
+        future = client.call_async(request)
+        t = time.time()
+        while not future.done():
+            if time.time() - t > timeout:
+                raise TimeoutError(f"service {name} did not answer")
+            time.sleep(0.01)
+        return future.result()
+
+    def lifecycle(self, transition: str | int, node: str = "/vpr_localizer") -> bool:
+        """``~/change_state`` by label (configure, activate, ...) or id; True when the transition succeeded."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request()
+        req.transition = Transition(id=transition) if isinstance(transition, int) else Transition(label=transition)
+        return bool(self.call(ChangeState, f"{node}/change_state", req).success)
+
+    def state(self, node: str = "/vpr_localizer") -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return str(self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label)
+
+    def set_param(self, name: str, value, node: str = "/vpr_localizer"):
+        """Set one parameter through the standard service; returns the SetParametersResult."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return self.call(SetParameters, f"{node}/set_parameters", req).results[0]
 
     def wait_matched(self, timeout: float = 20.0) -> None:
         t = time.time()

@@ -367,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 1
     if node.get_parameter("autostart").value:
-        if node.trigger_configure() != SUCCESS:
-            logger.fatal(f"cannot start: {node.health.config_error}")
+        if node.trigger_configure() != SUCCESS:  # on_configure logged the one-line reason
             node.stop()
             node.destroy_node()
             rclpy.try_shutdown()

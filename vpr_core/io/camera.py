@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError
-from .images import decode_image, to_rgb
+from .images import decode_image, jpeg_complete, to_rgb
 
 # encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None)
 _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
@@ -88,6 +88,10 @@ def decode_raw(
         img = (cv2.cvtColor(np.ascontiguousarray(img), conv) >> 8).astype(np.uint8)
         conv = None
     if conv is not None:
+        if ch == 2 and width % 2:
+            raise ImageError(
+                f"{source}: {encoding} packs pixel pairs but the width {width} is odd; the driver is wrong"
+            )
         img = cv2.cvtColor(np.ascontiguousarray(img), conv)
     return to_rgb(img, source)
 
@@ -95,6 +99,6 @@ def decode_raw(
 def decode_compressed(fmt: str, data: bytes | bytearray | memoryview | np.ndarray, source: str = "image") -> np.ndarray:
     """sensor_msgs/CompressedImage payload (jpeg/png) -> RGB uint8."""
     raw = bytes(data) if not isinstance(data, np.ndarray) else data.tobytes()
-    if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:]:
-        raise ImageError(f"{source}: truncated JPEG ({len(raw)} bytes, no end-of-image marker)")
+    if raw[:2] == b"\xff\xd8" and not jpeg_complete(raw):
+        raise ImageError(f"{source}: truncated JPEG ({len(raw)} bytes, no end-of-image marker after its last scan)")
     return decode_image(raw, f"{source} ({fmt or 'unknown format'})")

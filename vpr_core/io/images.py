@@ -1,8 +1,9 @@
 """Robust image loading and resizing shared by map building, evaluation and the node.
 
-Everything downstream takes ``uint8`` RGB arrays of shape (H, W, 3). Huge inputs
+Everything downstream takes ``uint8`` RGB arrays of shape (H, W, 3). Large inputs
 (12 MP phone photos) are downscaled right after decoding so that memory stays
-bounded; they are never rejected.
+bounded. Encoded images above ``MAX_MEGAPIXELS`` are refused from their header,
+before any decoding (a 20000x20000 PNG would otherwise take seconds and gigabytes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ..errors import ImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 #: Longest side kept after decoding; anything larger is area-downscaled first.
 MAX_SIDE = 2048
+#: Encoded images with more pixels than this are refused before decoding (``decode_image(max_megapixels=...)``).
+MAX_MEGAPIXELS = 100.0
 
 cv2.setNumThreads(1)
 
@@ -48,11 +51,47 @@ def to_rgb(img: np.ndarray, source: str = "image") -> np.ndarray:
     return np.ascontiguousarray(_limit_size(img))
 
 
-def decode_image(data: bytes, source: str = "image") -> np.ndarray:
+def encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None for other formats or no header."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame: precision, height, width
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """A JPEG ends its last scan with an end-of-image marker; bytes after it (phones write some) are fine."""
+    sos = data.rfind(b"\xff\xda")
+    return sos < 0 or data.find(b"\xff\xd9", sos) >= 0
+
+
+def decode_image(data: bytes, source: str = "image", max_megapixels: float = MAX_MEGAPIXELS) -> np.ndarray:
     """Decode encoded bytes (jpeg/png/...) to RGB uint8, or raise a one-line ImageError."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f"{source}: empty file; re-export or remove it")
+    size = encoded_size(bytes(data[:65536]))
+    if size is not None and size[0] * size[1] > max_megapixels * 1e6:
+        raise ImageError(
+            f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the "
+            f"{max_megapixels:g} MP limit; downscale it first"
+        )
     # IMREDUCED_* would be faster for huge JPEGs but needs the size first; decode then limit.
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
@@ -69,16 +108,10 @@ def load_image(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-    if _looks_truncated(data, path):
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker); re-copy the file")
-    return decode_image(data, str(path))
-
-
-def _looks_truncated(data: bytes, path: Path) -> bool:
     # OpenCV happily decodes a truncated JPEG with a grey bottom; catch it from the marker.
-    if path.suffix.lower() in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
-        return b"\xff\xd9" not in data[-64:]
-    return False
+    if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker after its last scan); re-copy the file")
+    return decode_image(data, str(path))
 
 
 def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
