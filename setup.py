@@ -47,6 +47,10 @@ setup(
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "onnxscript",
+            # what ros2/launch (../shared/ros2_launch, not on PyPI) needs to run the launch file in tests
+            "osrf-pycommon",
+            "lark",
+            "ros-jazzy-ament-index-python",
         ],
         "export": [
             "onnx>=1.15",

@@ -80,7 +80,7 @@ def test_export_errors_are_one_line(tmp_path):
 
 
 def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache):
-    q = load_geoset(street / "queries", zone=load_geoset(street / "database").frame)
+    q = load_geoset(street / "queries", frame=load_geoset(street / "database").frame)
     eager, _ = evaluate(
         Localizer.from_file(street_map, device="cpu", backend="eager", reranker="ransac"), q, 5.0, progress=False
     )

@@ -359,3 +359,66 @@ def test_bad_ros_arguments_are_one_line(tmp_path):
     log = node.stop()
     assert rc == 1 and "Traceback" not in log, log
     assert "map_path" in log, log
+
+
+def test_faults_keep_their_severity_and_a_dead_worker_ends_the_node(street_map, street):
+    """In process, with injected faults: warnings and errors alternate without killing the worker; a worker that
+    dies anyway shuts the node down (main() then exits 1, so `respawn` restarts it) instead of leaving a zombie."""
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from vpr_ros.localize_node import SUCCESS, VprLocalizer
+
+    _, images = queries(street)
+    domain = new_domain()
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    params = {"map_path": str(street_map), "device": "cpu", "reranker": "none", "image_topic": "/cam/image"}
+    node = VprLocalizer(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    peer = None
+    try:
+        assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+        spinner.start()
+        real = node.localizer.localize
+
+        def flaky(rgb, **kw):  # every other frame fails inside the pipeline: the error path
+            if flaky.n % 2 == 0:
+                flaky.n += 1
+                raise RuntimeError("injected fault")
+            flaky.n += 1
+            return real(rgb, **kw)
+
+        flaky.n = 0
+        node.localizer.localize = flaky
+        peer = Peer(domain)
+        peer.wait_matched()
+        for i in range(6):
+            bad = peer.raw(images[0], 100 + i)
+            bad.encoding = "foo8"  # the warning path
+            peer.pub.publish(bad)
+            time.sleep(0.1)
+            peer.pub.publish(peer.raw(images[i], i))
+            time.sleep(0.3)
+        assert node.health.bad_input == 6 and node.health.failed == 3 and node.worker_error is None
+        assert peer.wait_for(lambda: len(peer.fixes) == 3), len(peer.fixes)
+
+        def die(rgb, **kw):
+            raise SystemExit(3)
+
+        node.localizer.localize = die
+        peer.pub.publish(peer.raw(images[0], 50))
+        assert peer.wait_for(lambda: node.worker_error is not None, 10)
+        assert "SystemExit" in node.worker_error and peer.wait_for(lambda: not ctx.ok(), 5)
+    finally:
+        if peer is not None:
+            peer.close()
+        executor.shutdown(timeout_sec=1.0)
+        node.stop()
+        rclpy.try_shutdown(context=ctx)

@@ -87,3 +87,31 @@ def test_config_matches_node_parameters():
     assert set(params) == set(PARAMETERS), set(params) ^ set(PARAMETERS)
     for k, v in params.items():
         assert type(v) is type(PARAMETERS[k][0]), (k, v)
+
+
+def test_fusion_recipes_match_the_node_defaults():
+    """config/fusion_*.yaml and launch/fusion.launch.py connect the topics and frames the node publishes by default."""
+    from vpr_ros.params import NodeSettings
+
+    node = "/vpr_localizer"  # the node's name in localize.launch.py
+    pose = yaml.safe_load((ROOT / "config" / "fusion_pose.yaml").read_text())["ekf_filter_node_map"]["ros__parameters"]
+    assert pose["pose0"] == f"{node}/pose" and pose["world_frame"] == "map"
+    assert pose["pose0_config"][:6] == [True, True, False, False, False, False] and not any(pose["pose0_config"][6:])
+    assert pose["smooth_lagged_data"] is True and pose["history_length"] >= 1.5  # > the node's p95 latency on CPU
+    nav = yaml.safe_load((ROOT / "config" / "fusion_navsat.yaml").read_text())
+    t = nav["navsat_transform"]["ros__parameters"]
+    assert t["zero_altitude"] is True and t["use_odometry_yaw"] is False and t["delay"] > 0
+    ekf = nav["ekf_filter_node_map"]["ros__parameters"]
+    assert ekf["odom1"] == "odometry/gps" and ekf["odom1_config"][:2] == [True, True] and ekf["smooth_lagged_data"]
+    tree = ast.parse((ROOT / "launch" / "fusion.launch.py").read_text())
+    consts = {
+        n.targets[0].id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)
+    }
+    assert consts["VPR_MAP_FRAME"] == NodeSettings().map_frame == "vpr_map"
+    assert consts["VPR_FIX_TOPIC"] == f"{node}/fix"
+    src = (ROOT / "launch" / "fusion.launch.py").read_text()
+    assert '("gps/fix", VPR_FIX_TOPIC)' in src and '"--child-frame-id", VPR_MAP_FRAME' in src
+    for name in ("fusion_pose.yaml", "fusion_navsat.yaml", "localize.launch.py"):
+        assert name in src

@@ -72,7 +72,8 @@ def evaluate_bag(
             f"{bag}: no frame has ground truth (skipped: {src.skips.summary()}); check --fix-topic and --max-fix-age"
         )
     true_xy = np.array(truth)
-    report = summarize(scored, true_xy, threshold, localizer.map.xy) | localizer_info(localizer)
+    report = summarize(scored, true_xy, threshold, localizer.map.xy, localizer.config.min_confidence)
+    report |= localizer_info(localizer)
     report |= {
         "bag": str(bag),
         "image_topic": image_topic,

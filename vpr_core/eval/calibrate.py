@@ -1,4 +1,9 @@
-"""``vpr calibrate``: fit the confidence of one re-ranker on a labelled run and store it in the map."""
+"""``vpr calibrate``: fit the confidence of one re-ranker, and the scale of its covariance, on a labelled run.
+
+Both are stored in the map (``extra.calibration.<re-ranker>``, ``extra.covariance.<re-ranker>``): the
+confidence becomes P(top-1 within the threshold | evidence), and the covariance is scaled so that 95 % of the
+fixes published as STATUS_FIX lie inside their 95 % ellipse on this run.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from ..localize.config import LocalizerConfig
 from ..localize.localizer import Localizer
 from ..map.format import load_map, save_map
 from .plots import plot_reliability
-from .recall import evaluate
+from .recall import CHI2_2D_95, covariance_consistency, evaluate
 
 __all__ = ["calibrate"]
 
@@ -32,6 +37,7 @@ def calibrate(
     vmap = load_map(map_path)
     geo = load_geoset(queries, csv, vmap.frame)
     vmap.extras.pop(f"calibration.{reranker}", None)  # evidence from the uncalibrated localizer
+    vmap.extras.pop(f"covariance.{reranker}", None)
     loc = Localizer(vmap, config)
     _, est = evaluate(loc, geo, threshold)
     x = np.stack([e.evidence for e in est])
@@ -54,11 +60,19 @@ def calibrate(
     print("  reliability (predicted -> observed, n):")
     for pm, ob, n in reliability(p, y):
         print(f"    {pm:5.2f} -> {ob:5.2f}  ({n})")
+    scale, cov_before, cov_after = fit_covariance_scale(loc, coef, est, geo.xy, config.min_confidence)
+    print(
+        f"  covariance: {cov_before['coverage_2sigma']:.1f}% of {cov_before['n']} FIX fixes inside their 95% ellipse "
+        f"(NEES {cov_before['nees']:.2f}) -> scaled x{scale:.3g}: {cov_after['coverage_2sigma']:.1f}% "
+        f"(NEES {cov_after['nees']:.2f}) (in-sample)"
+    )
     vmap.extras[f"calibration.{reranker}"] = coef
+    vmap.extras[f"covariance.{reranker}"] = np.array([scale])
     vmap.info[f"calibration.{reranker}"] = {
         "queries": str(queries or csv),
         "threshold_m": threshold,
         "num_queries": len(y),
+        "covariance_scale": scale,
     }
     save_map(vmap, out or map_path)
     print(f"map {out or map_path}: calibration for '{reranker}' stored")
@@ -66,3 +80,31 @@ def calibrate(
         plot_reliability(before, p, y, plot, reranker)
         print(f"plot: {plot}")
     return coef
+
+
+def fit_covariance_scale(loc: Localizer, coef: np.ndarray, estimates: list, true_xy: np.ndarray, min_confidence: float):
+    """The factor that puts 95 % of the STATUS_FIX fixes (calibrated confidence) inside their 95 % ellipse.
+
+    The estimates are recomputed from the candidates they kept, with the calibrated confidence; the
+    scale is the 95th percentile of their NEES over the chi-square 95 % quantile, within [0.05, 100].
+    """
+    loc.calibration = coef
+    again = []
+    for e in estimates:
+        ids = np.array([m.index for m in e.matches])
+        scores = np.array([m.score for m in e.matches], dtype=np.float64)
+        kk = sum(m.rerank_score is not None for m in e.matches)
+        rs = np.array([m.rerank_score for m in e.matches[:kk]]) if kk else None
+        inl = np.array([m.inliers for m in e.matches[:kk]]) if kk and e.matches[0].inliers is not None else None
+        again.append(loc._estimate(ids, scores, rs, inl))
+    before = covariance_consistency(again, true_xy, min_confidence)
+    nees = []
+    for e, t in zip(again, true_xy):
+        if e.confidence >= min_confidence:
+            d = np.array([t[0] - e.east, t[1] - e.north])
+            nees.append(float(d @ np.linalg.solve(e.covariance[:2, :2], d)))
+    scale = float(np.clip(np.percentile(nees, 95) / CHI2_2D_95, 0.05, 100.0)) if nees else 1.0
+    for e in again:
+        e.covariance = e.covariance.copy()
+        e.covariance[:2, :2] *= scale
+    return scale, before, covariance_consistency(again, true_xy, min_confidence)

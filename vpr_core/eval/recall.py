@@ -40,7 +40,31 @@ def latency_summary(timings: list[dict[str, float]]) -> dict[str, dict[str, floa
     }
 
 
-def summarize(estimates: list[Estimate], true_xy: np.ndarray, threshold: float, map_xy: np.ndarray) -> dict[str, Any]:
+#: chi-square quantile of 2 degrees of freedom at 95 %: a 2-D point lies in the 2-sigma (95 %) ellipse below it.
+CHI2_2D_95 = 5.991464547107979
+
+
+def covariance_consistency(estimates: list[Estimate], true_xy: np.ndarray, min_confidence: float) -> dict[str, Any]:
+    """Is the published covariance honest? Over the fixes that are STATUS_FIX (confidence >= ``min_confidence``):
+    the percentage whose true position lies inside the 95 % ellipse, and the mean NEES (2 when consistent in 2-D)."""
+    nees = []
+    for e, t in zip(estimates, true_xy):
+        if e.confidence < min_confidence:
+            continue
+        d = np.array([t[0] - e.east, t[1] - e.north])
+        nees.append(float(d @ np.linalg.solve(e.covariance[:2, :2], d)))
+    n = len(nees)
+    return {
+        "coverage_2sigma": float(100.0 * np.mean(np.array(nees) <= CHI2_2D_95)) if n else float("nan"),
+        "nees": float(np.mean(nees)) if n else float("nan"),
+        "n": n,
+        "min_confidence": min_confidence,
+    }
+
+
+def summarize(
+    estimates: list[Estimate], true_xy: np.ndarray, threshold: float, map_xy: np.ndarray, min_confidence: float = 0.5
+) -> dict[str, Any]:
     ranked = [np.array([[m.east, m.north] for m in e.matches]) for e in estimates]
     err = np.array([np.hypot(e.east - t[0], e.north - t[1]) for e, t in zip(estimates, true_xy)])
     has_pos = np.array([(np.linalg.norm(map_xy - t, axis=1) <= threshold).any() for t in true_xy])
@@ -53,6 +77,7 @@ def summarize(estimates: list[Estimate], true_xy: np.ndarray, threshold: float, 
         "p90_error_m": float(np.percentile(err, 90)) if len(err) else float("nan"),
         "mean_confidence": float(np.mean([e.confidence for e in estimates])) if estimates else float("nan"),
         "latency_ms": latency_summary([e.timings for e in estimates]),
+        "covariance": covariance_consistency(estimates, true_xy, min_confidence),
     }
     return report
 
@@ -70,8 +95,8 @@ def evaluate(
         est = localizer.localize(img, k=k)
         est.timings = {"load": load_ms, **est.timings}
         estimates.append(est)
-    report = summarize(estimates, queries.xy, threshold, localizer.map.xy) | localizer_info(localizer)
-    return report, estimates
+    report = summarize(estimates, queries.xy, threshold, localizer.map.xy, localizer.config.min_confidence)
+    return report | localizer_info(localizer), estimates
 
 
 def localizer_info(localizer: Localizer) -> dict[str, Any]:

@@ -29,5 +29,13 @@ def print_report(report: dict[str, Any]) -> None:
         f"  top-1 error median {report['median_error_m']:.2f} m, p90 {report['p90_error_m']:.2f} m; mean confidence "
         f"{report['mean_confidence']:.2f}"
     )
+    cov = report.get("covariance")
+    if cov and cov["n"]:
+        print(
+            f"  covariance: {cov['coverage_2sigma']:.1f}% of {cov['n']} FIX estimates (confidence >= "
+            f"{cov['min_confidence']:g}) inside their 95% ellipse; mean NEES {cov['nees']:.2f} (2 = consistent)"
+        )
+    elif cov:
+        print(f"  covariance: no estimate reached confidence {cov['min_confidence']:g} (all NO_FIX)")
     lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
     print(f"  latency ms p50/p95: {lat}")

@@ -76,9 +76,9 @@ def encoded_size(data: bytes) -> tuple[int, int] | None:
 
 
 def jpeg_complete(data: bytes) -> bool:
-    """A JPEG ends its last scan with an end-of-image marker; bytes after it (phones write some) are fine."""
-    sos = data.rfind(b"\xff\xda")
-    return sos < 0 or data.find(b"\xff\xd9", sos) >= 0
+    """A JPEG has a scan that ends with an end-of-image marker; bytes after it (phones write some) are fine."""
+    sos = data.rfind(b"\xff\xda")  # no scan at all: cut inside the headers
+    return sos >= 0 and data.find(b"\xff\xd9", sos) >= 0
 
 
 def decode_image(data: bytes, source: str = "image", max_megapixels: float = MAX_MEGAPIXELS) -> np.ndarray:

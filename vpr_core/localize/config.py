@@ -2,9 +2,8 @@
 
 The ``vpr`` arguments (``eval``, ``calibrate``) and the node's declared parameters are
 generated from these fields, so names, choices and ranges are written once. The two
-surfaces differ on purpose in two defaults, each with its reason below: the
-re-ranker (the robot gets the most accurate one; offline evaluation reports the plain
-ranking unless asked) and the confidence threshold of a FIX.
+surfaces differ on purpose in one default, with its reason below: the re-ranker (the
+robot gets the most accurate one; offline evaluation reports the plain ranking unless asked).
 """
 
 from __future__ import annotations
@@ -127,11 +126,7 @@ class LocalizerConfig:
         "A fix is STATUS_FIX at or above this confidence, else STATUS_NO_FIX.",
         type=float,
         range=(0.0, 1.0),
-        cli=(
-            "--min-confidence",
-            0.0,
-            "an offline out-bag keeps every estimate as a FIX unless asked, to show them all",
-        ),
+        cli="--min-confidence",
         ros="min_confidence",
         runtime=True,
     )

@@ -25,7 +25,7 @@ from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
 from .calibration import evidence, predict
 from .config import LocalizerConfig
-from .estimate import ESTIMATE_DEFAULTS, estimate_position, margin_confidence, spatial_margin
+from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
 from .retrieval import make_index
 
 __all__ = ["Estimate", "Localizer", "Match"]
@@ -92,6 +92,9 @@ class Localizer:
         # The map's grids go where the re-ranker runs once, here; per frame only the K candidates are gathered.
         self.local = self._grids_on(device) if self.reranker.needs_local else None
         self.calibration = vmap.extras.get(f"calibration.{c.reranker}")
+        # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
+        self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{c.reranker}", [1.0])).reshape(-1)[0])
+        self.map_moments = MapMoments.of(vmap.xy)
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
 
     def _grids_on(self, device: torch.device) -> torch.Tensor:
@@ -169,9 +172,14 @@ class Localizer:
         self, ids: np.ndarray, scores: np.ndarray, rscores: np.ndarray | None = None, inliers: np.ndarray | None = None
     ) -> Estimate:
         m = self.map
-        xy = m.xy[ids]
-        confidence, ev = self._confidence(scores, xy, inliers)
-        pos = estimate_position(ids, scores, xy, self.estimate_conf, confidence=confidence)
+        # the estimate uses the configured top-K, as the node publishes it; a deeper search (recalls) only adds matches
+        kk = self.top_k
+        xy = m.xy[ids[:kk]]
+        confidence, ev = self._confidence(scores[:kk], xy, inliers[:kk] if inliers is not None else None)
+        pos = estimate_position(
+            ids[:kk], scores[:kk], xy, self.estimate_conf, confidence=confidence, map_moments=self.map_moments
+        )
+        pos.cov_xy = pos.cov_xy * self.covariance_scale
         i = pos.index
         lat, lon, alt = float(m.lat[i]), float(m.lon[i]), float(m.alt[i])
         cov = np.zeros((3, 3))
