@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args, add_geo_args, config_from_args
+from .common import add_config_args, add_geo_args, config_from_args, positive_float
 
 __all__ = ["add"]
 
@@ -27,7 +27,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--map", required=True, metavar="MAP")
     add_geo_args(c, "--queries", "labelled query images")
-    c.add_argument("--threshold", type=float, default=25.0, help="a fix counts as correct within this many metres")
+    c.add_argument(
+        "--threshold", type=positive_float, default=25.0, help="a fix counts as correct within this many metres"
+    )
     c.add_argument(
         "--out", metavar="MAP", help="write the calibrated map here (default: update MAP in place, atomically)"
     )

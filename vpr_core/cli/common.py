@@ -3,12 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import VprError
 from ..io.geoset import GeoSet, load_geoset
 from ..localize.config import LocalizerConfig
 
-__all__ = ["add_config_args", "add_device_arg", "add_geo_args", "config_from_args", "geoset", "need_topics"]
+__all__ = [
+    "VprArgumentParser",
+    "add_config_args",
+    "add_device_arg",
+    "add_geo_args",
+    "config_from_args",
+    "fraction",
+    "geoset",
+    "need_topics",
+    "nonnegative_float",
+    "positive_float",
+    "positive_int",
+]
+
+
+class VprArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line naming the argument and where the help is (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _number(kind, check, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if not math.isfinite(value) or not check(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+fraction = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def add_device_arg(sp: argparse.ArgumentParser) -> None:
@@ -52,14 +92,14 @@ def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool 
         )
         sp.add_argument(
             "--max-fix-age",
-            type=float,
+            type=positive_float,
             default=1.0,
             metavar="S",
             help="skip images whose neighbouring fixes are further than S seconds (default 1)",
         )
         sp.add_argument(
             "--max-fix-std",
-            type=float,
+            type=positive_float,
             default=10.0,
             metavar="M",
             help="skip fixes whose horizontal std (covariance) exceeds M metres (default 10)",

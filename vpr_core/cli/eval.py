@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import VprError
-from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics
+from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics, positive_float
 
 __all__ = ["EVAL_KNOBS", "add"]
 
@@ -114,7 +114,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="with --bag: a copy of the bag plus the estimates on /vpr/fix (NavSatFix) and /vpr/pose",
     )
     e.add_argument("--out-format", choices=STORAGES, default="mcap", help="storage of --out-bag (default mcap)")
-    e.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
+    e.add_argument("--threshold", type=positive_float, default=25.0, help="positive radius in metres (default 25)")
     e.add_argument("--json", metavar="OUT", help="write the report as JSON")
     e.add_argument(
         "--plot",

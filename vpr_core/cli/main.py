@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..errors import VprError
 from . import calibrate, demo, eval, export, map, models, train
+from .common import VprArgumentParser
 
 __all__ = ["build_parser", "main"]
 
@@ -22,7 +24,7 @@ VERBS = (map, eval, calibrate, train, export, demo, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = VprArgumentParser(
         prog="vpr", description="Visual place recognition: build geotagged image maps, localize and evaluate."
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vpr models | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import VprError
-from .common import add_device_arg, add_geo_args, geoset, need_topics
+from .common import add_device_arg, add_geo_args, geoset, need_topics, positive_int
 
 __all__ = ["add"]
 
@@ -119,8 +119,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--images", metavar="DIR", help="the map's database images (default: the folder or CSV recorded at build time)"
     )
-    a.add_argument("--iterations", type=int, help="iterations (default 300)")
-    a.add_argument("--batch-size", type=int, help="pairs per iteration (default 8)")
+    a.add_argument("--iterations", type=positive_int, help="iterations (default 300)")
+    a.add_argument("--batch-size", type=positive_int, help="pairs per iteration (default 8)")
     a.add_argument("--seed", type=int)
     a.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step")
     add_device_arg(a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_arg
+from .common import add_device_arg, fraction, positive_float, positive_int
 
 __all__ = ["add"]
 
@@ -59,10 +59,10 @@ def _train_args(sp: argparse.ArgumentParser, images: str, batch: str, lr: str) -
     sp.add_argument(
         "--out", required=True, metavar="CKPT", help="checkpoint (plain state_dict); CKPT.optim and CKPT.json beside it"
     )
-    sp.add_argument("--iterations", type=int, help="total iterations (default 2000)")
-    sp.add_argument("--batch-size", type=int, help=batch)
-    sp.add_argument("--lr", type=float, help=lr)
-    sp.add_argument("--save-every", type=int, help="checkpoint period in iterations (default 100)")
+    sp.add_argument("--iterations", type=positive_int, help="total iterations (default 2000)")
+    sp.add_argument("--batch-size", type=positive_int, help=batch)
+    sp.add_argument("--lr", type=positive_float, help=lr)
+    sp.add_argument("--save-every", type=positive_int, help="checkpoint period in iterations (default 100)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
     sp.add_argument(
@@ -114,5 +114,5 @@ def add(sub: argparse._SubParsersAction) -> None:
         "learning rate (default 1e-4)",
     )
     g.add_argument("--optim", choices=OPTIMIZERS, help="optimizer (default sgd, as the reference)")
-    g.add_argument("--k", type=float, help="trapezoid warping coefficient in [0, 1] (default 0.6)")
+    g.add_argument("--k", type=fraction, help="trapezoid warping coefficient in [0, 1] (default 0.6)")
     g.set_defaults(func=cmd_train_geowarp)

@@ -8,6 +8,7 @@ before any decoding (a 20000x20000 PNG would otherwise take seconds and gigabyte
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -18,8 +19,16 @@ from ..errors import ImageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 #: Longest side kept after decoding; anything larger is area-downscaled first.
 MAX_SIDE = 2048
-#: Encoded images with more pixels than this are refused before decoding (``decode_image(max_megapixels=...)``).
+#: Encoded images with more pixels than this are refused before decoding; environment VPR_MAX_MEGAPIXELS overrides.
 MAX_MEGAPIXELS = 100.0
+
+
+def max_megapixels() -> float:
+    try:
+        return float(os.environ.get("VPR_MAX_MEGAPIXELS", MAX_MEGAPIXELS))
+    except ValueError:
+        return MAX_MEGAPIXELS
+
 
 cv2.setNumThreads(1)
 
@@ -81,16 +90,17 @@ def jpeg_complete(data: bytes) -> bool:
     return sos >= 0 and data.find(b"\xff\xd9", sos) >= 0
 
 
-def decode_image(data: bytes, source: str = "image", max_megapixels: float = MAX_MEGAPIXELS) -> np.ndarray:
+def decode_image(data: bytes, source: str = "image", limit_mp: float | None = None) -> np.ndarray:
     """Decode encoded bytes (jpeg/png/...) to RGB uint8, or raise a one-line ImageError."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f"{source}: empty file; re-export or remove it")
     size = encoded_size(bytes(data[:65536]))
-    if size is not None and size[0] * size[1] > max_megapixels * 1e6:
+    limit = max_megapixels() if limit_mp is None else limit_mp
+    if size is not None and size[0] * size[1] > limit * 1e6:
         raise ImageError(
-            f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the "
-            f"{max_megapixels:g} MP limit; downscale it first"
+            f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the {limit:g} MP limit "
+            "(VPR_MAX_MEGAPIXELS); downscale it first"
         )
     # IMREDUCED_* would be faster for huge JPEGs but needs the size first; decode then limit.
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)

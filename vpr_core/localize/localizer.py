@@ -85,6 +85,13 @@ class Localizer:
                 "--no-local"
             )
         self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
+        if self.reranker.needs_local:
+            gw, gh = self.extractor.model.local_grid
+            if tuple(vmap.local.shape[2:]) != (gh, gw):
+                raise MapError(
+                    f"map local.features hold a {vmap.local.shape[3]}x{vmap.local.shape[2]} grid but '{vmap.model}' "
+                    f"gives {gw}x{gh} (option local_grid); rebuild the map with this model's settings"
+                )
         device = self.extractor.device
         self.index = make_index(vmap.descriptors, kind=c.index, device=device, retrieval=c.retrieval)
         self.runner = make_runner(self.extractor, c.backend, vmap.fingerprint)

@@ -10,13 +10,14 @@ when no explicit weights are configured.
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import MapError, VprError
+from ..io.files import temp_sibling
 from ..io.geoset import load_geoset
 from ..io.images import list_images
 from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
@@ -80,13 +81,17 @@ def adapt_map(
         "backbone": model_conf.get("weights"),
     }
     head, started_from = map_head(vmap, str(map_path))
-    with tempfile.TemporaryDirectory(prefix="vpr-adapt-") as tmp:
-        init = Path(tmp) / "init.pt"
+    # scratch beside the map (pid-tagged): a killed run leaves nothing in /tmp, and the next one removes it
+    tmp = temp_sibling(Path(out or map_path), ".adapt")
+    try:
+        init = tmp / "init.pt"
         torch.save(head.state_dict(), init)
         ckpt = train_dhe(
-            paths[0].parent, Path(tmp) / "adapted.pt", train_conf, log=log, device=device, init=init, paths=paths
+            paths[0].parent, tmp / "adapted.pt", train_conf, log=log, device=device, init=init, paths=paths
         )
         adapted = load_dhe_head(str(ckpt))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     vmap.extras.update(head_to_extras(adapted))
     vmap.info["dhe_adapted"] = {
         "iterations": int(c["iterations"]),

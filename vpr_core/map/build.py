@@ -4,7 +4,10 @@ file."""
 from __future__ import annotations
 
 import datetime
+import json
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from ..io.files import staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
 from ..runtime.extractor import describe_images
 from .format import VprMap, save_map
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_and_save", "build_map", "build_map_from_bag", "extract_map_images"]
 
@@ -97,9 +102,17 @@ def extract_map_images(
     max_fix_age: float = 1.0,
     max_fix_std: float = 10.0,
     progress: bool = True,
+    map_path: str | Path | None = None,
 ) -> tuple[list[GeoImage], LocalFrame, Skips, int]:
-    """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags."""
+    """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags.
+
+    The folder carries a marker naming ``map_path``: a folder whose map never appeared (the build was killed
+    between the two renames) is recognised as a leftover and replaced.
+    """
     out_dir = Path(out_dir)
+    if out_dir.exists() and _orphaned_images(out_dir):
+        log.warning("%s: left by an interrupted map build (its map was never written); replacing it", out_dir)
+        shutil.rmtree(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
     src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std)
@@ -109,6 +122,7 @@ def extract_map_images(
         out_dir.rmdir()  # empty (checked above): replaced by the staged folder
     with staged(out_dir) as tmp:
         tmp.mkdir()
+        (tmp / IMAGES_MARKER).write_text(json.dumps({"map": str(Path(map_path).resolve()) if map_path else None}))
         for gf in tqdm(src, total=src.num_images, desc="bag frames", unit="img", disable=not progress):
             if not isinstance(gf, GeoFrame):
                 continue
@@ -128,6 +142,18 @@ def extract_map_images(
     return images, src.frame, src.skips, src.num_images
 
 
+IMAGES_MARKER = ".vpr-map-images"
+
+
+def _orphaned_images(folder: Path) -> bool:
+    """A map-images folder whose map does not exist: what a build killed before saving the map leaves."""
+    try:
+        owner = json.loads((folder / IMAGES_MARKER).read_text()).get("map")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(owner) and not Path(owner).exists()
+
+
 def build_map_from_bag(
     bag: str | Path,
     image_topic: str,
@@ -145,7 +171,7 @@ def build_map_from_bag(
     out = Path(out)
     images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
     images, _, skips, seen = extract_map_images(
-        bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress
+        bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress, map_path=out
     )
     m = build_map(make_geoset(images), source=str(images_out), **build_kw)
     m.info["bag"] = {

@@ -134,6 +134,15 @@ def load_map(path: str | Path) -> VprMap:
             f"{path}: map format version {meta.get('version')} but this vpr_ros reads version {FORMAT_VERSION}; "
             "rebuild the map"
         )
+    for key, kind in (("model", str), ("model_conf", dict), ("fingerprint", str), ("names", list)):
+        if not isinstance(meta.get(key), kind):
+            raise MapError(f"{path}: map metadata field '{key}' is missing or not a {kind.__name__}; rebuild the map")
+    origin = meta.get("origin")
+    if origin is not None and not (
+        isinstance(origin, list) and len(origin) == 3 and all(isinstance(v, int | float) for v in origin)
+        and all(np.isfinite(origin)) and abs(origin[0]) <= 90 and abs(origin[1]) <= 180
+    ):  # fmt: skip
+        raise MapError(f"{path}: map metadata field 'origin' must be [lat, lon, h] in range; rebuild the map")
     try:
         arrays = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -28,6 +29,41 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Ranges of the numeric options the models share (inclusive).
+CONF_RANGES: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 4096),
+    "clusters": (1, 65536),
+    "pca_dim": (0, 65536),
+    "vocab_max_images": (1, 10**9),
+    "vocab_max_features": (1, 10**10),
+    "fc_output_dim": (1, 65536),
+    "blocks": (1, 64),
+    "p": (0.1, 100.0),
+}
+#: Options that are (width, height) pairs: network input in pixels, stored grid in cells.
+PAIRS = {"input_size": 32, "local_grid": 1}
+
+
+def _conf_problem(key: str, value: Any, default: Any) -> str:
+    """Why ``value`` cannot be option ``key`` (whose default is ``default``), with the fix; '' when it can."""
+    if key in PAIRS:
+        ok = isinstance(value, list | tuple) and len(value) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= PAIRS[key] for v in value)
+        return "" if ok else f"must be [width, height], integers >= {PAIRS[key]}, e.g. --set {key}=[320,240]"
+    if isinstance(default, bool):
+        return "" if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, int) or isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return "must be a number"
+        if isinstance(default, int) and not isinstance(value, int):
+            return "must be an integer"
+        lo, hi = CONF_RANGES.get(key, (-math.inf, math.inf))
+        return "" if lo <= value <= hi else f"is out of range; give a value in [{lo:g}, {hi:g}]"
+    if isinstance(default, str) or default is None:
+        return "" if value is None or isinstance(value, str) else "must be a string (a name or a file path)"
+    return ""
+
+
 class GlobalModel(nn.Module):
     name: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {}
@@ -39,6 +75,10 @@ class GlobalModel(nn.Module):
             raise VprError(
                 f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
             )
+        for key, value in (conf or {}).items():
+            problem = _conf_problem(key, value, self.default_conf[key])
+            if problem:
+                raise VprError(f"global model '{self.name}': option {key}={value!r} {problem}")
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         self.trained = True  # False when running on random weights; reported, never hidden
 

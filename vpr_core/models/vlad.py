@@ -14,14 +14,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import VprError
+
 
 def kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
     """Spherical-friendly k-means on L2-normalised rows; returns (k, D) float32 centres."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if len(x) < k:
-        raise ValueError(f"need at least {k} local features to learn a {k}-word vocabulary, got {len(x)}")
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, spherical=False)
-    km.train(x)
+        raise VprError(
+            f"clusters={k}: the database gives only {len(x)} local features to learn a {k}-word vocabulary; "
+            f"lower --set clusters (at most {len(x)}) or add images"
+        )
+    # one thread: faiss's threaded k-means gives a vocabulary that depends on the thread count
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, spherical=False)
+        km.train(x)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return km.centroids.astype(np.float32)
 
 

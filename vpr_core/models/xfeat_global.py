@@ -88,13 +88,18 @@ class XFeatVLAD(_XFeatGlobal):
         max_img = int(self.conf["vocab_max_images"])
         keep = set(rng.choice(num_images, size=min(num_images, max_img), replace=False).tolist())
         samples, i = [], 0
-        for x in tqdm(batches(), desc="vocabulary: features", unit="batch", leave=False):
-            f, _ = self.dense(x)
-            f = f.flatten(2).transpose(1, 2).float().cpu().numpy()
-            for one in f:
-                if i in keep:
-                    samples.append(one)
-                i += 1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # threaded convolutions add float noise: the vocabulary must not depend on it
+        try:
+            for x in tqdm(batches(), desc="vocabulary: features", unit="batch", leave=False):
+                f, _ = self.dense(x)
+                f = f.flatten(2).transpose(1, 2).float().cpu().numpy()
+                for one in f:
+                    if i in keep:
+                        samples.append(one)
+                    i += 1
+        finally:
+            torch.set_num_threads(threads)
         feats = np.concatenate(samples)
         cap = int(self.conf["vocab_max_features"])
         if len(feats) > cap:

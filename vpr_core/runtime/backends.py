@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VprError
-from .compile import GlobalNet, cache_dir, cache_key, compile_tensorrt, global_exported, to_onnx
+from .compile import GlobalNet, cache_dir, cache_key, compile_tensorrt, global_exported, load_exported, to_onnx
 from .extractor import Extractor
 
 __all__ = ["BACKENDS", "CompiledRunner", "EagerRunner", "OnnxRuntimeRunner", "Runner", "TensorRTRunner", "make_runner"]
@@ -133,7 +133,7 @@ class TensorRTRunner(CompiledRunner):
         mod = None
         if path.exists():
             try:
-                mod = torch.export.load(str(path)).module()
+                mod = load_exported(path).module()
                 log.info("TensorRT: loaded cached engine %s", path)
             except Exception as e:  # stale or torn: rebuild
                 log.warning("TensorRT: cached engine %s unusable (%s); recompiling", path, e)
@@ -143,7 +143,7 @@ class TensorRTRunner(CompiledRunner):
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             compile_tensorrt(GlobalNet(self.ex.model).eval(), (torch.rand(shape),), self.precision, path)
-            mod = torch.export.load(str(path)).module()
+            mod = load_exported(path).module()
 
         def run(x: torch.Tensor) -> Output:
             with torch.no_grad():

@@ -219,3 +219,44 @@ def compile_tensorrt(
         "gpu": gpu_name(),
         "tensorrt": trt_version(),
     }
+
+
+def load_exported(path: str | Path):
+    """``torch.export.load``, refusing any file whose payloads are not plain tensors and containers.
+
+    torch.export.load retries with ``weights_only=False`` when a payload does not load safely, so a crafted
+    file in the engine cache could run code. Every ``.pt`` member of the archive is loaded here with
+    ``weights_only=True`` first; a member that needs more is refused (VprError), and export.load never sees it.
+    """
+    import io
+    import json
+    import zipfile
+
+    path = Path(path)
+
+    def refuse(why: str) -> VprError:
+        return VprError(f"{path}: {why}; refusing to load it: delete the file (it may have been tampered with)")
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [(i.filename, z.read(i)) for i in z.infolist() if i.filename.endswith(".pt")]
+            configs = [(i.filename, z.read(i)) for i in z.infolist() if i.filename.endswith("_config.json")]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise VprError(f"{path}: not an exported program ({e}); delete it, it is rebuilt") from None
+    for name, raw in configs:  # the pt2 archive: payloads it would unpickle are flagged here
+        try:
+            entries = json.loads(raw).get("config", {})
+        except (ValueError, AttributeError):
+            raise refuse(f"{name} is not valid JSON") from None
+        for fqn, meta in entries.items():
+            path_name = str(meta.get("path_name", ""))
+            if meta.get("use_pickle") or ("constants" in name and not path_name.startswith("tensor_")):
+                raise refuse(f"{name}: '{fqn}' is stored as a pickled object, not plain tensor data")
+    for name, data in members:
+        if not data:
+            continue
+        try:
+            torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        except Exception as e:
+            raise refuse(f"member {name} is not plain tensor data ({type(e).__name__})") from None
+    return torch.export.load(str(path))

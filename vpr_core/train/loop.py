@@ -11,6 +11,7 @@ kill at any moment leaves a loadable set; resume checks the files agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -49,51 +50,86 @@ def side_path(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.name}.{suffix}")
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def save_checkpoint(
     out: Path, modules: dict[str, nn.Module], opt, sched, iteration: int, record: dict[str, Any]
 ) -> None:
-    """``modules['main']`` goes to ``out``, the others beside it; the JSON (written last) names the iteration all
-    agree on."""
+    """Each file atomically, then the JSON naming them all with their hashes: it is written last, so a kill at any
+    moment leaves either the previous consistent set or files that the JSON's hashes do not vouch for."""
+    files = {"optim": side_path(out, "optim")}
     atomic_write(
-        side_path(out, "optim"),
+        files["optim"],
         lambda t: torch.save(
             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "iteration": iteration}, t
         ),
     )
     for name, mod in modules.items():
-        atomic_write(out if name == "main" else side_path(out, name), lambda t, m=mod: torch.save(m.state_dict(), t))
-    atomic_write(
-        side_path(out, "json"), lambda t: t.write_text(json.dumps({**record, "iteration": iteration}, indent=2))
-    )
+        files[name] = out if name == "main" else side_path(out, name)
+        atomic_write(files[name], lambda t, m=mod: torch.save(m.state_dict(), t))
+    hashes = {name: {"file": f.name, "sha256": file_sha256(f)} for name, f in files.items()}
+    meta = {**record, "iteration": iteration, "files": hashes}
+    atomic_write(side_path(out, "json"), lambda t: t.write_text(json.dumps(meta, indent=2)))
 
 
 def load_for_resume(
     out: Path, modules: dict[str, nn.Module], opt, sched, conf: dict[str, Any], must_match: tuple[str, ...]
 ) -> int:
+    """Restore an intact checkpoint set; a missing, damaged or mismatched set is one line, never a traceback."""
     meta_path, optim_path = side_path(out, "json"), side_path(out, "optim")
     needed = [out, meta_path, optim_path] + [side_path(out, n) for n in modules if n != "main"]
     missing = [p.name for p in needed if not p.exists()]
     if missing:
         raise VprError(f"{out}: nothing to resume (missing {', '.join(missing)}); run without --resume")
-    meta = json.loads(meta_path.read_text())
-    st = torch.load(optim_path, map_location="cpu", weights_only=True)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise VprError(
+            f"{meta_path}: damaged ({e}); resume from an intact set or start over without --resume"
+        ) from None
+    for entry in (meta.get("files") or {}).values():
+        f = out.with_name(entry["file"])
+        if not f.exists() or file_sha256(f) != entry["sha256"]:
+            raise VprError(
+                f"{out}: checkpoint set does not match its {meta_path.name} ({f.name} is missing or changed: a kill "
+                "during a save?); resume from an intact set or start over without --resume"
+            )
+    try:
+        st = torch.load(optim_path, map_location="cpu", weights_only=True)
+        states = {
+            n: torch.load(out if n == "main" else side_path(out, n), map_location="cpu", weights_only=True)
+            for n in modules
+        }
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise VprError(
+            f"{out}: checkpoint damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "start over without --resume"
+        ) from None
     if st["iteration"] != meta["iteration"]:
         raise VprError(
-            f"{out}: checkpoint files disagree (iteration {st['iteration']} vs {meta['iteration']}); resume from an "
-            "intact set"
+            f"{out}: checkpoint files disagree (iteration {st['iteration']} vs {meta['iteration']}); "
+            "resume from an intact set"
         )
     for k in must_match:
         if meta["config"].get(k) != conf.get(k):
             raise VprError(
                 f"{out}: --resume with {k}={conf.get(k)} but the checkpoint was trained with {meta['config'].get(k)}"
             )
-    for name, mod in modules.items():
-        mod.load_state_dict(
-            torch.load(out if name == "main" else side_path(out, name), map_location="cpu", weights_only=True),
-            strict=True,
-        )
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
+    try:
+        for name, mod in modules.items():
+            mod.load_state_dict(states[name], strict=True)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise VprError(
+            f"{out}: checkpoint does not fit this model ({str(e).splitlines()[0][:120]}); start over"
+        ) from None
     return int(st["iteration"])
 
 
