@@ -149,6 +149,25 @@ CLI_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def run_bag(street, tmp_path_factory) -> Path:
+    """Four frames of the street and their fixes as a ROS 2 bag."""
+    from vpr_core.io.bags import FixSample, write_run_bag
+    from vpr_core.io.geoset import load_geoset
+
+    q = load_geoset(street / "queries")
+    t0 = 1_700_000_000 * 10**9
+    images = [(t0 + i * 10**9, p.read_bytes()) for i, p in enumerate(q.paths[:4])]
+    fixes = [FixSample(t0 + i * 10**9, float(q.lat[i]), float(q.lon[i])) for i in range(4)]
+    return write_run_bag(tmp_path_factory.mktemp("bag") / "run", images, fixes)
+
+
+def test_out_bag_under_a_file(street_map, run_bag, blocker):
+    r = vpr("eval", "--map", street_map, "--bag", run_bag, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix",
+            "--out-bag", blocker / "out", "-q")  # fmt: skip
+    one_line_error(r, "out", "cannot write", "a parent of it is a file")
+
+
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_refuses_with_one_line(case, street, street_map, blocker, tmp_path):
     argv, needles = CLI_CASES[case]

@@ -66,7 +66,7 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
     domain = new_domain()
     log = tmp_path / "launch.log"
     proc = launch(installed, domain, 90, log, map=str(street_map), config=str(cfg), image_topic="cam/image",
-                  namespace="robot1", use_sim_time="false")  # fmt: skip
+                  namespace="robot1", use_sim_time="true")  # fmt: skip
     node = "/robot1/vpr_localizer"
     peer = Peer(domain, topic="/robot1/cam/image", node_name="robot1/vpr_localizer")
     try:
@@ -83,7 +83,7 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
         got = peer.call(
             GetParameters, f"{node}/get_parameters", GetParameters.Request(names=["map_path", "use_sim_time"])
         )
-        assert got.values[0].string_value == str(street_map) and got.values[1].bool_value is False
+        assert got.values[0].string_value == str(street_map) and got.values[1].bool_value is True
         assert "listening on /robot1/cam/image" in log.read_text()  # namespace and image_topic honoured
     finally:
         peer.close()

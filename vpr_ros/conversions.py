@@ -7,21 +7,13 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import Header
 
-from vpr_core.io.camera import decode_compressed, decode_raw
+from vpr_core.io.camera import decode_compressed, decode_image_msg
 from vpr_core.localize.localizer import Estimate
 from vpr_core.localize.outputs import FixFields, fix_fields, pose_fields
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:
-    return decode_raw(
-        msg.encoding,
-        msg.height,
-        msg.width,
-        msg.step,
-        msg.data,
-        bool(msg.is_bigendian),
-        source=f"{topic} ({msg.encoding} {msg.width}x{msg.height})",
-    )
+    return decode_image_msg(msg, topic)
 
 
 def compressed_to_rgb(msg: CompressedImage, topic: str) -> np.ndarray:

@@ -15,6 +15,7 @@ _NAMES = {
     "list_images": ".images",
     "decode_raw": ".camera",
     "decode_compressed": ".camera",
+    "decode_image_msg": ".camera",
     "SUPPORTED_ENCODINGS": ".camera",
     "GeoImage": ".geoset",
     "GeoSet": ".geoset",

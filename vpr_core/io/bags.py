@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ImageError, VprError
 from ..geodesy import LocalFrame
-from .camera import decode_compressed, decode_raw
+from .camera import decode_compressed, decode_image_msg
 from .files import staged
 
 log = logging.getLogger(__name__)
@@ -185,19 +185,7 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
                 data = bytes(msg.data)
                 img, enc, fmt = decode_compressed(msg.format, data, source=conn.topic), data, str(msg.format)
             else:
-                img, enc, fmt = (
-                    decode_raw(
-                        msg.encoding,
-                        msg.height,
-                        msg.width,
-                        msg.step,
-                        msg.data,
-                        bool(msg.is_bigendian),
-                        source=conn.topic,
-                    ),
-                    None,
-                    str(msg.encoding),
-                )
+                img, enc, fmt = decode_image_msg(msg, conn.topic), None, str(msg.encoding)
         except ImageError as e:
             skips.add("bad image")
             log.info("%s", e)

@@ -96,6 +96,19 @@ def decode_raw(
     return to_rgb(img, source)
 
 
+def decode_image_msg(msg, source: str = "image") -> np.ndarray:
+    """A sensor_msgs/Image (ROS 1 or 2, rclpy or rosbags) -> RGB uint8; errors name ``source`` and the format."""
+    return decode_raw(
+        msg.encoding,
+        msg.height,
+        msg.width,
+        msg.step,
+        msg.data,
+        bool(msg.is_bigendian),
+        source=f"{source} ({msg.encoding} {msg.width}x{msg.height})",
+    )
+
+
 def decode_compressed(fmt: str, data: bytes | bytearray | memoryview | np.ndarray, source: str = "image") -> np.ndarray:
     """sensor_msgs/CompressedImage payload (jpeg/png) -> RGB uint8."""
     raw = bytes(data) if not isinstance(data, np.ndarray) else data.tobytes()
