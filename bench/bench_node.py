@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The node over real DDS on this machine: publish->fix latency, flood behaviour, memory.
 
-    python bench/bench_node.py [--frames 100] [--flood 200] [--flood-hz 125] [--size 640x480]
+    python bench/bench_node.py [--frames 100] [--flood 200] [--flood-hz 125] [--size 640x480] [--reranker dhe]
 
 Uses the synthetic street (rendered, then upscaled to --size so messages have a
 camera-like size). Prints a table and a one-line summary.
@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--flood-hz", type=float, default=125.0)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reranker", default="dhe", help="the node's re-ranker (default: the node's default, dhe)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="vpr_bench_node_"))
@@ -41,7 +42,9 @@ def main() -> int:
     build_and_save(load_geoset(db_run.folder), map_path, device=args.device)
     frames = [cv2.resize(im, (w, h)) for im in q_run.images]
     domain = new_domain()
-    node = NodeProcess(domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device)
+    node = NodeProcess(
+        domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device, reranker=args.reranker
+    )
     node.wait_ready()
     peer = Peer(domain, topic="/cam")
     peer.wait_matched()
