@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vpr-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gpu-check
 
 $(STAMP): setup.py setup.cfg pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_rerank.py ../shared/datasets
 	$(PY) bench/bench_node.py
+
+# On a machine with an NVIDIA GPU and its own CUDA PyTorch (not .venv's CPU build): one table, under 10 minutes.
+gpu-check:
+	python3 scripts/gpu_check.py
 
 clean:
 	rm -rf demo_out build install log .pytest_cache

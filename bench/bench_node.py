@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """The node over real DDS on this machine: publish->fix latency, flood behaviour, memory.
 
-    python bench/bench_node.py [--frames 100] [--flood 200] [--flood-hz 125] [--size 640x480] [--reranker dhe]
+    python bench/bench_node.py [--frames 100] [--flood 200] [--flood-hz 125] [--size 640x480] [--reranker auto]
+    python bench/bench_node.py --accuracy ../shared/datasets/corridor --threshold 2.5 [--size 640x480]
+
+With --accuracy SET (a VPR-convention set: SET/images/test/{database,queries}) the node localizes every query,
+upscaled to --size, one at a time over DDS, and R@1 (fix within --threshold of the truth) is reported instead.
 
 Uses the synthetic street (rendered, then upscaled to --size so messages have a
 camera-like size). Prints a table and a one-line summary.
@@ -33,9 +37,13 @@ def main() -> int:
     ap.add_argument("--flood-hz", type=float, default=125.0)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--reranker", default="dhe", help="the node's re-ranker (default: the node's default, dhe)")
+    ap.add_argument("--reranker", default="auto", help="the node's re-ranker (default: the node's default, auto)")
+    ap.add_argument("--accuracy", type=Path, metavar="SET", help="report the node's R@1 on this labelled set instead")
+    ap.add_argument("--threshold", type=float, default=25.0, help="with --accuracy: positive radius, metres")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
+    if args.accuracy:
+        return accuracy(args, w, h)
     tmp = Path(tempfile.mkdtemp(prefix="vpr_bench_node_"))
     db_run, q_run, _ = generate(tmp, seed=11, n_map=60, n_query=30)
     map_path = tmp / "m.vprmap"
@@ -101,6 +109,48 @@ def main() -> int:
         f"({100 * (1 - answered / args.flood):.0f}% dropped), max latency {max(flood_lat):.0f} ms; RSS "
         f"{rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MiB"
     )
+    return 0
+
+
+def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
+    """R@1 of the node's fixes on a labelled set, every query upscaled to w x h and sent over DDS."""
+    from vpr_core.io.images import load_image
+    from vpr_core.map.format import load_map
+
+    tmp = Path(tempfile.mkdtemp(prefix="vpr_bench_node_"))
+    base = args.accuracy / "images" / "test"
+    map_path = tmp / "m.vprmap"
+    build_and_save(load_geoset(base / "database"), map_path, device=args.device)
+    vmap = load_map(map_path)
+    q = load_geoset(base / "queries", frame=vmap.frame)
+    domain = new_domain()
+    node = NodeProcess(
+        domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device, reranker=args.reranker
+    )
+    node.wait_ready()
+    peer = Peer(domain, topic="/cam")
+    peer.wait_matched()
+    hits, lat = [], []
+    try:
+        for i, path in enumerate(q.paths):
+            t = time.monotonic()
+            peer.pub.publish(peer.raw(cv2.resize(load_image(path), (w, h), interpolation=cv2.INTER_LINEAR), i))
+            if not peer.wait_for(lambda i=i: len(peer.fixes) > i, 30):
+                raise SystemExit(f"no fix for query {i}")
+            fix = peer.fixes[i][1]
+            lat.append((peer.fixes[i][0] - t) * 1e3)
+            e, n, _ = vmap.frame.enu(fix.latitude, fix.longitude)
+            hits.append(float(np.hypot(e[0] - q.east[i], n[0] - q.north[i])) <= args.threshold)
+        peer.wait_for(lambda: "reranker_auto" in peer.last_diag(), 5)
+        choice = peer.last_diag().get("reranker_auto", args.reranker)
+    finally:
+        peer.close()
+        node.stop()
+    r1 = 100.0 * float(np.mean(hits))
+    p50, p95 = np.percentile(lat, 50), np.percentile(lat, 95)
+    print(f"node on {args.accuracy.name} ({len(hits)} queries at {w}x{h}): R@1 {r1:.1f} at {args.threshold:g} m; "
+          f"publish->fix p50 {p50:.0f} ms p95 {p95:.0f} ms; {choice}")  # fmt: skip
+    print(f"summary: node R@1 {r1:.1f} on {args.accuracy.name}, latency p50 {np.percentile(lat, 50):.0f} ms")
     return 0
 
 

@@ -42,7 +42,7 @@ def test_cli_arguments_come_from_the_config():
         action = ev[k.on("cli").name]
         assert action.dest == field
         assert action.default == (k.on("cli").default if k.type is not dict else None)
-    assert ev["--rerank"].choices == RERANKERS.names()
+    assert ev["--rerank"].choices == ["auto", *RERANKERS.names()]
     assert ev["--backend"].choices == list(BACKENDS)
     assert ev["--retrieval"].choices == list(RETRIEVALS)
     # the flags users know are unchanged
@@ -83,13 +83,13 @@ def test_node_parameters_come_from_the_config():
     from vpr_ros.params import RUNTIME
 
     assert RUNTIME == {"min_confidence"}  # changeable at run time; the rest is read at configure
-    assert "dhe" in PARAMETERS["reranker"][1].description and "One of:" in PARAMETERS["reranker"][1].description
+    assert "auto" in PARAMETERS["reranker"][1].description and "One of:" in PARAMETERS["reranker"][1].description
 
 
 def test_surfaces_that_differ_say_why():
     diffs = {k.field: k for k in knobs(LocalizerConfig) if any(s.default != k.default for s in k.surfaces.values())}
     assert set(diffs) == {"reranker"}
-    assert diffs["reranker"].on("cli").default == "none" and diffs["reranker"].on("ros").default == "dhe"
+    assert diffs["reranker"].on("cli").default == "none" and diffs["reranker"].on("ros").default == "auto"
     assert {k.on(s).default for k in knobs(LocalizerConfig) if k.field == "min_confidence" for s in ("cli", "ros")} == {
         0.5
     }
@@ -100,7 +100,7 @@ def test_surfaces_that_differ_say_why():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"reranker": "magic"}, "reranker='magic' is unknown; choose one of dhe, geowarp, none, ransac"),
+        ({"reranker": "magic"}, "reranker='magic' is unknown; choose one of auto, dhe, geowarp, none, ransac"),
         ({"backend": "fast"}, "backend='fast' is invalid"),
         ({"top_k": 0}, "top_k=0 is out of range"),
         ({"min_confidence": float("nan")}, "not finite"),

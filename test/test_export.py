@@ -5,6 +5,7 @@ TensorRT/CUDA checks run only where CUDA is present (skipped with the reason oth
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,15 @@ def test_tensorrt_fp16_matches_eager(street_map, engine_cache):
 def test_cuda_retrieval_uses_the_gpu(street_map):
     loc = Localizer.from_file(street_map, device="cuda")
     assert loc.index.on_gpu
+
+
+def test_gpu_check_script_runs(tmp_path):
+    """`make gpu-check` on the CPU (--cpu-smoke): the same code paths, so the script never rots untested."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    env = dict(os.environ, VPR_ENGINE_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--frames", "2"], capture_output=True, text=True,
+                       timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    for row in ("eager fp32", "eager fp16", "eager bf16", "torch.compile", "TensorRT", "GPU retrieval"):
+        assert row in r.stdout, row
+    assert "top-1 agreement with faiss 1.00" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("summary:")

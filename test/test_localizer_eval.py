@@ -76,3 +76,17 @@ def test_pca_whitening_map(street, tmp_path):
     with pytest.raises(VprError, match="lower pca_dim"):
         build_and_save(db, tmp_path / "too_big.vprmap", model_conf={"pca_dim": 64}, device="cpu")
     assert not (tmp_path / "too_big.vprmap").exists()
+
+
+def test_reranker_auto_fits_the_rate_by_measured_cost(street_map):
+    """auto: the most accurate re-ranker and the most candidates that fit the frame period, measured here."""
+    from vpr_core.localize.localizer import Localizer
+
+    slow = Localizer.from_file(street_map, device="cpu", reranker="auto", target_rate=0.5)  # 2 s a frame: all of dhe
+    assert slow.reranker.name == "dhe" and slow.reranker.top_k == 32 and slow.auto.per_candidate_ms["dhe"] > 0
+    fast = Localizer.from_file(street_map, device="cpu", reranker="auto", target_rate=1000.0)  # 0.75 ms: nothing fits
+    assert fast.reranker.name == "none" and "auto -> none" in fast.auto.summary()
+    mid = Localizer.from_file(street_map, device="cpu", reranker="auto", target_rate=10.0)
+    per, budget = mid.auto.per_candidate_ms.get("dhe", 0.0), mid.auto.budget_ms - mid.auto.base_ms
+    if mid.reranker.name == "dhe":  # whatever this machine allows, K never exceeds the budget
+        assert 4 <= mid.reranker.top_k and mid.reranker.top_k * per <= budget + 1e-6

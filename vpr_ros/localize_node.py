@@ -99,15 +99,18 @@ class VprLocalizer(LifecycleNode):
             self.get_logger().warning(f"backend: {why}")
         lat, lon, alt = m.origin_lla
         self.get_logger().info(
-            f"map {s.map_path}: {len(m)} images, model {m.model} on {loc.extractor.device}, re-ranker {c.reranker} "
+            f"map {s.map_path}: {len(m)} images, model {m.model} on {loc.extractor.device}, "
+            f"re-ranker {loc.reranker.name} "
             f"({loc.reranker.source}), loaded in {time.perf_counter() - t0:.1f} s; ENU origin lat {lat:.7f} "
             f"lon {lon:.7f} alt {alt:.1f} ({s.map_frame})"
         )
+        if loc.auto is not None:
+            self.get_logger().info(loc.auto.summary())
         if not loc.model.trained:
             self.get_logger().warning(f"global model {m.model} runs on untrained (random) weights")
         if not loc.reranker.trained:
             self.get_logger().warning(
-                f"re-ranker {c.reranker} has no weights (untrained): set reranker_weights or use reranker ransac"
+                f"re-ranker {loc.reranker.name} has no weights (untrained): set reranker_weights or use reranker ransac"
             )
         self.debug_view = (
             DebugView(m.names, s.map_images_dir or m.info.get("source")) if s.publish_debug_image else None
@@ -304,7 +307,7 @@ class VprLocalizer(LifecycleNode):
             self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
         self.pubs["confidence"].publish(Float32(data=float(est.confidence)))
         if "debug" in self.pubs:
-            view = self.debug_view.render(rgb, est, min_conf, self.config.reranker)
+            view = self.debug_view.render(rgb, est, min_conf, self.localizer.reranker.name)
             self.pubs["debug"].publish(rgb_to_image(view, header))
         return est.confidence >= min_conf
 
@@ -321,7 +324,9 @@ class VprLocalizer(LifecycleNode):
                 "map_size": str(len(loc.map)),
                 "map_origin_lla": ", ".join(f"{v:.7f}" for v in loc.map.origin_lla),
                 "model": loc.map.model,
-                "reranker": self.config.reranker,
+                "reranker": loc.reranker.name,
+                "reranker_top_k": str(loc.reranker.top_k) if loc.reranker.needs_local else "0",
+                "reranker_auto": loc.auto.summary() if loc.auto else "off",
                 "reranker_weights": loc.reranker.source,
                 "device": str(loc.extractor.device),
                 "backend": loc.runner.name,

@@ -43,6 +43,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loc = Localizer(vmap, config)
     for why in loc.runner.fallbacks:
         print(f"note: {why}", file=sys.stderr)
+    if loc.auto is not None:
+        print(f"note: {loc.auto.summary()}", file=sys.stderr)
     if not loc.reranker.trained:
         print(
             f"note: re-ranker '{config.reranker}' runs UNTRAINED (no weights given); its numbers are not the method's",

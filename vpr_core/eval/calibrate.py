@@ -34,6 +34,8 @@ def calibrate(
     coefficients."""
     config = config or LocalizerConfig()
     reranker = config.reranker
+    if reranker == "auto":
+        raise VprError("calibrate fits one re-ranker: pass --rerank dhe, ransac or none (not auto)")
     vmap = load_map(map_path)
     geo = load_geoset(queries, csv, vmap.frame)
     vmap.extras.pop(f"calibration.{reranker}", None)  # evidence from the uncalibrated localizer

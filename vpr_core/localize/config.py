@@ -88,17 +88,27 @@ class LocalizerConfig:
     )
     reranker: str = knob(
         "none",
-        "Re-ranker of the global top-K. dhe uses the map's adapted head, else the one shipped for XFeat maps "
-        "(corridor R@1 92.8 vs ransac 86.5, 0.48x RANSAC's time at K=32).",
+        "Re-ranker of the global top-K. auto: the most accurate one (dhe > ransac > none) and the most candidates "
+        "whose cost, measured at start-up on this device, fits target_rate. dhe uses the map's adapted head, else "
+        "the one shipped for XFeat maps (corridor R@1 92.8 vs ransac 86.5 at their default K).",
         type=str,
-        choices=lambda: RERANKERS.names(),
+        choices=lambda: ["auto", *RERANKERS.names()],
         registry=True,
         cli="--rerank",
         ros=(
             "reranker",
-            "dhe",
-            "a robot gets the most accurate re-ranker; offline runs report the plain ranking unless asked",
+            "auto",
+            "a robot gets the most accurate re-ranker its rate allows; offline runs report the plain ranking "
+            "unless asked",
         ),
+    )
+    target_rate: float = knob(
+        10.0,
+        "Frames per second reranker auto must keep up with (it picks the re-ranker and K by cost measured here).",
+        type=float,
+        range=(0.1, 1000.0),
+        cli="--target-rate",
+        ros="target_rate",
     )
     reranker_top_k: int = knob(
         0,
@@ -135,7 +145,7 @@ class LocalizerConfig:
     def validate(self, surface: str | None = None) -> LocalizerConfig:
         """Check every knob (one-line VprError naming it as ``surface`` shows it); returns self."""
         validate(self, surface)
-        if self.reranker_weights and self.reranker not in WEIGHTED_RERANKERS:
+        if self.reranker_weights and self.reranker not in (*WEIGHTED_RERANKERS, "auto"):
             name = "parameter reranker_weights" if surface == "ros" else "reranker_weights"
             raise VprError(
                 f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker "

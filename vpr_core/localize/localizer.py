@@ -23,8 +23,9 @@ from ..map.model import map_model
 from ..rerank import build_reranker
 from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
+from .budget import AUTO, AutoChoice, choose_reranker
 from .calibration import evidence, predict
-from .config import LocalizerConfig
+from .config import WEIGHTED_RERANKERS, LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
 from .retrieval import make_index
 
@@ -78,13 +79,27 @@ class Localizer:
         self.config = c
         self.map = vmap
         self.top_k = c.top_k
-        self.reranker = build_reranker(c.reranker, c.reranker_conf())
+        self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
+        device = self.extractor.device
+        self.index = make_index(vmap.descriptors, kind=c.index, device=device, retrieval=c.retrieval)
+        self.runner = make_runner(self.extractor, c.backend, vmap.fingerprint)
+        name, rconf = c.reranker, c.reranker_conf()
+        self.auto: AutoChoice | None = None
+        if name == AUTO:
+            grids = torch.from_numpy(vmap.local[: min(len(vmap), 9)]) if vmap.local is not None else None
+            self.auto = choose_reranker(
+                c.target_rate, self.runner, self.extractor, self.index, grids, vmap, {"dhe": rconf}
+            )
+            name = self.auto.reranker
+            rconf = {**rconf, "top_k": self.auto.top_k} if name != "none" and not c.reranker_top_k else rconf
+            if name not in WEIGHTED_RERANKERS:
+                rconf = {k: v for k, v in rconf.items() if k == "top_k"} if name != "none" else {}
+        self.reranker = build_reranker(name, rconf)
         if self.reranker.needs_local and vmap.local is None:
             raise MapError(
-                f"re-ranker '{c.reranker}' needs the map's local features, but this map has none; rebuild it without "
-                "--no-local"
+                f"re-ranker '{name}' needs the map's local features, but this map has none; "
+                "rebuild it without --no-local"
             )
-        self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
         if self.reranker.needs_local:
             gw, gh = self.extractor.model.local_grid
             if tuple(vmap.local.shape[2:]) != (gh, gw):
@@ -92,15 +107,12 @@ class Localizer:
                     f"map local.features hold a {vmap.local.shape[3]}x{vmap.local.shape[2]} grid but '{vmap.model}' "
                     f"gives {gw}x{gh} (option local_grid); rebuild the map with this model's settings"
                 )
-        device = self.extractor.device
-        self.index = make_index(vmap.descriptors, kind=c.index, device=device, retrieval=c.retrieval)
-        self.runner = make_runner(self.extractor, c.backend, vmap.fingerprint)
         self.reranker.bind(vmap, device, self.extractor.model.input_size)
         # The map's grids go where the re-ranker runs once, here; per frame only the K candidates are gathered.
         self.local = self._grids_on(device) if self.reranker.needs_local else None
-        self.calibration = vmap.extras.get(f"calibration.{c.reranker}")
+        self.calibration = vmap.extras.get(f"calibration.{name}")
         # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
-        self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{c.reranker}", [1.0])).reshape(-1)[0])
+        self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{name}", [1.0])).reshape(-1)[0])
         self.map_moments = MapMoments.of(vmap.xy)
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
 

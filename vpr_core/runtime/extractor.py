@@ -38,6 +38,7 @@ class Extractor:
     def __init__(self, model: GlobalModel, device: str = "auto", fp16: bool | None = None) -> None:
         self.device = resolve_device(device)
         self.fp16 = (self.device.type == "cuda") if fp16 is None else (fp16 and self.device.type == "cuda")
+        self.amp_dtype = torch.float16  # with fp16: the autocast type (torch.bfloat16 where the GPU prefers it)
         self.model = model.to(self.device).eval()
         self.batch_size = int(model.conf.get("batch_size", 8))
 
@@ -79,7 +80,7 @@ class Extractor:
     @torch.inference_mode()
     def describe(self, x: torch.Tensor, local: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(global (B, D), local grid (B, C, gh, gw) or None), float32 on the model's device: the per-frame path."""
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.fp16):
             if local:
                 g, loc = self.model.describe(x)
                 return g.float(), loc.float()

@@ -1,0 +1,96 @@
+"""``reranker: auto``: the most accurate re-ranker whose per-frame cost, measured here at start-up, fits the rate.
+
+Accuracy order (measured on real data, README "Re-rankers"): dhe > ransac > none, and for one method more
+candidates re-ranked is no worse. So the choice is made by *time* on this device: the global model and the
+search are timed on a frame of the model's input size, each re-ranker's cost per candidate on the map's own
+stored grids (exactly what it will consume), and the largest K that fits ``1 / target_rate`` (with headroom
+for decoding and publishing) is taken, preferring dhe, then ransac, then none. A GPU therefore gets a larger
+K than a 2-core CPU, and a slower robot computer falls back to a cheaper method rather than missing its rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..rerank import build_reranker
+
+__all__ = ["AUTO", "PREFERENCE", "AutoChoice", "choose_reranker"]
+
+AUTO = "auto"
+#: Most accurate first (README "Re-rankers": corridor R@1 dhe 92.8 > ransac 86.5 > none 82.9).
+PREFERENCE = ("dhe", "ransac")
+MIN_K = 4  # fewer candidates than this is hardly a re-ranking
+HEADROOM = 0.75  # share of the frame period the pipeline may use; the rest is decoding, DDS, publishing, jitter
+# (measured on 2 cores with 640x480 frames: decode + transport ~12 % of a 100 ms period, start-up timing ~8 % low)
+
+
+@dataclass
+class AutoChoice:
+    reranker: str
+    top_k: int
+    budget_ms: float
+    base_ms: float
+    per_candidate_ms: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        costs = ", ".join(f"{k} {v:.1f} ms/candidate" for k, v in self.per_candidate_ms.items())
+        k = f" K={self.top_k}" if self.reranker != "none" else ""
+        return (
+            f"reranker auto -> {self.reranker}{k}: frame budget {self.budget_ms:.0f} ms, global+search "
+            f"{self.base_ms:.0f} ms, {costs or 'no re-ranker possible'}"
+        )
+
+
+def _median_ms(fn, repeat: int = 3) -> float:
+    fn()  # warm-up (allocations, lazy init)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def choose_reranker(
+    target_rate: float, runner, extractor, index, local: torch.Tensor | None, vmap, options: dict[str, Any]
+) -> AutoChoice:
+    """Time this device and pick (re-ranker, K) for ``target_rate`` frames per second."""
+    w, h = extractor.model.input_size
+    frame = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    x = extractor.to_tensor([frame])
+    desc = [None]
+
+    def base() -> None:
+        desc[0], _ = runner(x, local=local is not None)
+        index.search(desc[0], 10)
+
+    base_ms = _median_ms(base)
+    budget = 1e3 / target_rate * HEADROOM
+    choice = AutoChoice("none", 0, budget, base_ms)
+    if local is None or len(local) < 2:
+        return choice
+    device = extractor.device
+    q = local[0].to(device, torch.float32)
+    n = min(len(local) - 1, 8)
+    small = local[1:3].to(device, torch.float32)
+    large = local[1 : 1 + n].to(device, torch.float32)
+    for name in PREFERENCE:
+        rr = build_reranker(name, options.get(name))
+        rr.bind(vmap, device, extractor.model.input_size)
+        if not rr.trained:  # an untrained head re-ranks meaninglessly: never chosen automatically
+            continue
+        t_small = _median_ms(lambda rr=rr: rr.score(q, small))
+        t_large = _median_ms(lambda rr=rr: rr.score(q, large))
+        per = max((t_large - t_small) / max(n - 2, 1), 1e-3)
+        fixed = max(t_small - 2 * per, 0.0)
+        choice.per_candidate_ms[name] = per
+        k = int((budget - base_ms - fixed) // per)
+        if k >= MIN_K:
+            choice.reranker, choice.top_k = name, min(k, int(rr.default_conf["top_k"]))
+            return choice
+    return choice
