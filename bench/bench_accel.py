@@ -21,7 +21,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vpr_core.runtime.timing import timed_ms
+
 STAGES = ("preprocess", "global", "search", "rerank", "total")
-
-
-def timed(fn, repeat: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -81,8 +68,8 @@ def worker(args: argparse.Namespace) -> dict:
         sd = ort.InferenceSession(str(temp_onnx(d)), providers=["CPUExecutionProvider"])
         gi = {"image": g.inputs[0].numpy()}
         di = {"query": d.inputs[0].numpy(), "candidates": d.inputs[1].numpy()}
-        out["module_global"] = float(np.median(timed(lambda: sg.run(None, gi), args.repeat)))
-        out["module_dhe"] = float(np.median(timed(lambda: sd.run(None, di), args.repeat)))
+        out["module_global"] = float(np.median(timed_ms(lambda: sg.run(None, gi), args.repeat)))
+        out["module_dhe"] = float(np.median(timed_ms(lambda: sd.run(None, di), args.repeat)))
     elif name == "tensorrt":
         from vpr_core.runtime.compile import compile_tensorrt
 
@@ -92,13 +79,13 @@ def worker(args: argparse.Namespace) -> dict:
             mod = torch.export.load(str(path)).module()
             xs = [x.cuda() for x in ex.inputs]
             with torch.no_grad():
-                out[key] = float(np.median(timed(lambda m=mod, xs=xs: m(*xs), args.repeat)))
+                out[key] = float(np.median(timed_ms(lambda m=mod, xs=xs: m(*xs), args.repeat)))
     else:
         for ex, key in ((g, "module_global"), (d, "module_dhe")):
             m = ex.module.to(dev)
             xs = [x.to(dev) for x in ex.inputs]
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=fp16 and dev.type == "cuda"):
-                out[key] = float(np.median(timed(lambda m=m, xs=xs: m(*xs), args.repeat)))
+                out[key] = float(np.median(timed_ms(lambda m=m, xs=xs: m(*xs), args.repeat)))
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     return out

@@ -49,13 +49,7 @@ def main() -> int:
     map_path = tmp / "m.vprmap"
     build_and_save(load_geoset(db_run.folder), map_path, device=args.device)
     frames = [cv2.resize(im, (w, h)) for im in q_run.images]
-    domain = new_domain()
-    node = NodeProcess(
-        domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device, reranker=args.reranker
-    )
-    node.wait_ready()
-    peer = Peer(domain, topic="/cam")
-    peer.wait_matched()
+    node, peer = start(args, tmp, map_path)
     try:
         lat = []
         for i in range(args.frames):
@@ -112,6 +106,18 @@ def main() -> int:
     return 0
 
 
+def start(args: argparse.Namespace, tmp: Path, map_path: Path) -> tuple[NodeProcess, Peer]:
+    """The node on ``map_path`` (its log in ``tmp``) and a connected peer on a private domain."""
+    domain = new_domain()
+    node = NodeProcess(
+        domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device, reranker=args.reranker
+    )
+    node.wait_ready()
+    peer = Peer(domain, topic="/cam")
+    peer.wait_matched()
+    return node, peer
+
+
 def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
     """R@1 of the node's fixes on a labelled set, every query upscaled to w x h and sent over DDS."""
     from vpr_core.io.images import load_image
@@ -123,13 +129,7 @@ def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
     build_and_save(load_geoset(base / "database"), map_path, device=args.device)
     vmap = load_map(map_path)
     q = load_geoset(base / "queries", frame=vmap.frame)
-    domain = new_domain()
-    node = NodeProcess(
-        domain, tmp / "node.log", map_path=map_path, image_topic="/cam", device=args.device, reranker=args.reranker
-    )
-    node.wait_ready()
-    peer = Peer(domain, topic="/cam")
-    peer.wait_matched()
+    node, peer = start(args, tmp, map_path)
     hits, lat = [], []
     try:
         for i, path in enumerate(q.paths):

@@ -47,18 +47,10 @@ def ensure_packages() -> list[str]:
 
 def timed(fn, n: int) -> tuple[float, float]:
     import numpy as np
-    import torch
 
-    fn()  # warm-up: compile, allocate
-    out = []
-    for _ in range(n):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        out.append((time.perf_counter() - t) * 1e3)
+    from vpr_core.runtime.timing import timed_ms
+
+    out = timed_ms(fn, n)
     return float(np.percentile(out, 50)), float(np.percentile(out, 95))
 
 

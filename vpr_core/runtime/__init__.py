@@ -22,6 +22,7 @@ _NAMES = {
     "check_onnx": ".compile",
     "compile_tensorrt": ".compile",
     "temp_onnx": ".compile",
+    "timed_ms": ".timing",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)
