@@ -90,3 +90,17 @@ def test_reranker_auto_fits_the_rate_by_measured_cost(street_map):
     per, budget = mid.auto.per_candidate_ms.get("dhe", 0.0), mid.auto.budget_ms - mid.auto.base_ms
     if mid.reranker.name == "dhe":  # whatever this machine allows, K never exceeds the budget
         assert 4 <= mid.reranker.top_k and mid.reranker.top_k * per <= budget + 1e-6
+
+
+def test_auto_feedback_follows_the_measured_frames():
+    """Real frames cost more than the start-up timing (decoding, cold caches): K follows what they measure."""
+    from vpr_core.localize.budget import MIN_K, AutoChoice
+
+    a = AutoChoice("dhe", 8, budget_ms=75.0, base_ms=10.0, max_k=32)
+    for _ in range(40):  # frames at 120 ms: one candidate fewer every 10 frames, never below MIN_K
+        a.observe(120.0)
+    assert a.top_k == 4 == MIN_K
+    for _ in range(30):
+        a.observe(20.0)  # well under budget: one more every 10 frames
+    assert a.top_k == 7
+    assert AutoChoice("none", 0, 75.0, 10.0).observe(500.0) == 0

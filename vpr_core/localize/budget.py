@@ -36,6 +36,23 @@ class AutoChoice:
     budget_ms: float
     base_ms: float
     per_candidate_ms: dict[str, float] = field(default_factory=dict)
+    max_k: int = 0  # the method's default K: the most the feedback may give it
+    recent: list[float] = field(default_factory=list)
+
+    def observe(self, total_ms: float, every: int = 10) -> int:
+        """Feedback on real frames (decoding and cold caches included): every ``every`` frames, one candidate fewer
+        while the median frame exceeds the budget, one more while it stays under 70 % of it; returns K."""
+        if self.reranker == "none":
+            return 0
+        self.recent.append(total_ms)
+        if len(self.recent) >= every:
+            med = float(np.median(self.recent))
+            self.recent.clear()
+            if med > self.budget_ms and self.top_k > MIN_K:
+                self.top_k -= 1
+            elif med < 0.7 * self.budget_ms and self.top_k < self.max_k:
+                self.top_k += 1
+        return self.top_k
 
     def summary(self) -> str:
         costs = ", ".join(f"{k} {v:.1f} ms/candidate" for k, v in self.per_candidate_ms.items())
@@ -46,8 +63,9 @@ class AutoChoice:
         )
 
 
-def _median_ms(fn, repeat: int = 3) -> float:
-    fn()  # warm-up (allocations, lazy init)
+def _median_ms(fn, repeat: int = 5) -> float:
+    fn()  # warm-up: allocations, lazy init, cold caches (a first start measured once is often 2x slow)
+    fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -91,6 +109,7 @@ def choose_reranker(
         choice.per_candidate_ms[name] = per
         k = int((budget - base_ms - fixed) // per)
         if k >= MIN_K:
-            choice.reranker, choice.top_k = name, min(k, int(rr.default_conf["top_k"]))
+            choice.max_k = int(rr.default_conf["top_k"])
+            choice.reranker, choice.top_k = name, min(k, choice.max_k)
             return choice
     return choice

@@ -142,7 +142,7 @@ class Localizer:
         rr = self.reranker
         desc, qloc = self.runner(x, local=rr.needs_local)
         t2 = time.perf_counter()
-        depth = rerank_k or rr.top_k
+        depth = rerank_k or (self.auto.top_k if self.auto is not None and rr.needs_local else rr.top_k)
         scores, ids = self.index.search(desc, max(k or self.top_k, depth if rr.needs_local else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0
@@ -169,6 +169,8 @@ class Localizer:
             "estimate": (t4 - t3b) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
+        if self.auto is not None and rerank_k is None:
+            self.auto.observe(est.timings["total"])
         return est
 
     def _confidence(self, scores: np.ndarray, xy: np.ndarray, inliers: np.ndarray | None) -> tuple[float, np.ndarray]:
