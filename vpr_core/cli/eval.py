@@ -23,6 +23,8 @@ EVAL_KNOBS = [
     "reranker_options",
     "device",
     "min_confidence",
+    "temporal",
+    "temporal_options",
 ]
 
 
@@ -30,12 +32,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval.plots import plot_report
     from ..eval.recall import evaluate
     from ..eval.report import print_report, write_json
+    from ..io.geoset import in_sequence
     from ..localize.localizer import Localizer
     from ..map.format import load_map
 
     config = config_from_args(args)
     vmap = load_map(args.map)
-    queries = None if args.bag else geoset(args, args.queries, vmap.frame)
+    queries = None if args.bag else in_sequence(geoset(args, args.queries, vmap.frame), args.shuffle)
+    if args.bag and args.shuffle is not None:
+        raise VprError("--shuffle applies to folders and CSVs; a bag is replayed in stamp order")
+    if args.odom_topic and not args.bag:
+        raise VprError("--odom-topic needs --bag (folders and CSVs carry no odometry)")
     if args.bag:
         need_topics(args)
     elif args.out_bag:
@@ -52,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.bag:
         return eval_bag(args, loc)
-    report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet)
+    report, estimates = evaluate(loc, queries, args.threshold, progress=not args.quiet, frame_period=args.frame_period)
     print_report(report)
     if args.json:
         write_json(report, args.json)
@@ -79,6 +86,7 @@ def eval_bag(args: argparse.Namespace, loc) -> int:
         args.max_fix_age,
         args.max_fix_std,
         progress=not args.quiet,
+        odom_topic=args.odom_topic,
     )
     print_report(r.report)
     print(
@@ -122,6 +130,22 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--plot",
         metavar="OUT.png",
         help="write a trajectory/recall plot (with --bag: the run on a metric ENU grid, coloured by error)",
+    )
+    e.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="localize the queries in a seeded random order (checks a temporal filter on unordered input)",
+    )
+    e.add_argument(
+        "--frame-period",
+        type=positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between consecutive folder/CSV queries, which carry no stamps (default 1)",
+    )
+    e.add_argument(
+        "--odom-topic", default="", metavar="T", help="with --bag: nav_msgs/Odometry topic for the temporal filter"
     )
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_args(e, EVAL_KNOBS)

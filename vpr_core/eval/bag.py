@@ -26,11 +26,13 @@ from ..io.bags import (
     msg_header,
     msgtype_of,
     open_bag,
+    read_odometry,
     ros2_types,
 )
 from ..io.files import staged
 from ..localize.outputs import COVARIANCE_TYPE_KNOWN, MAP_FRAME, fix_fields, fix_frame_id, pose_fields, publishes_pose
-from .recall import RECALL_NS, localizer_info, summarize
+from ..localize.temporal import OdomTrack
+from .recall import RECALL_NS, localizer_info, sequence_info, summarize
 
 __all__ = ["BagEval", "evaluate_bag", "write_estimates_bag"]
 
@@ -53,15 +55,26 @@ def evaluate_bag(
     max_fix_age: float = 1.0,
     max_fix_std: float = 10.0,
     progress: bool = True,
+    odom_topic: str = "",
 ) -> BagEval:
-    """Replay every image through the localizer as the robot would; score those with ground truth."""
+    """Replay every image through the localizer as the robot would (in stamp order, with the odometry of
+    ``odom_topic`` for a temporal filter); score those with ground truth."""
     src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std, frame=localizer.map.frame)
+    odom = None
+    if odom_topic:
+        odom = OdomTrack(horizon=float("inf"))
+        for row in read_odometry(bag, odom_topic):
+            odom.add(*row)
     k = max(localizer.top_k, max(RECALL_NS))
     scored, truth, everything = [], [], []
+    prev = None
     t0 = time.perf_counter()
     for item in tqdm(src, total=src.num_images, desc="replay", unit="img", disable=not progress):
         f = item.frame if isinstance(item, GeoFrame) else item
-        est = localizer.localize(f.image, k=k)
+        stamp = f.stamp * 1e-9
+        motion = odom.motion(prev, stamp) if odom is not None else None
+        prev = stamp
+        est = localizer.localize(f.image, k=k, stamp=stamp, motion=motion)
         everything.append((f, est))
         if isinstance(item, GeoFrame):
             scored.append(est)
@@ -73,7 +86,7 @@ def evaluate_bag(
         )
     true_xy = np.array(truth)
     report = summarize(scored, true_xy, threshold, localizer.map.xy, localizer.config.min_confidence)
-    report |= localizer_info(localizer)
+    report |= localizer_info(localizer) | sequence_info(scored, true_xy, threshold)
     report |= {
         "bag": str(bag),
         "image_topic": image_topic,

@@ -83,20 +83,29 @@ def summarize(
 
 
 def evaluate(
-    localizer: Localizer, queries: GeoSet, threshold: float, progress: bool = True
+    localizer: Localizer, queries: GeoSet, threshold: float, progress: bool = True, frame_period: float = 1.0
 ) -> tuple[dict[str, Any], list[Estimate]]:
-    """Localize every query image one at a time (as the robot would) and score the result."""
+    """Localize every query image one at a time, in the given order (as the robot would), and score the result.
+    Folders and CSVs carry no stamps: frame i is taken at ``i * frame_period`` seconds (for a temporal filter)."""
     k = max(localizer.top_k, max(RECALL_NS))
     estimates: list[Estimate] = []
-    for path in tqdm(queries.paths, desc="queries", unit="img", disable=not progress):
+    for i, path in enumerate(tqdm(queries.paths, desc="queries", unit="img", disable=not progress)):
         t0 = time.perf_counter()
         img = load_image(path)
         load_ms = (time.perf_counter() - t0) * 1e3
-        est = localizer.localize(img, k=k)
+        est = localizer.localize(img, k=k, stamp=i * frame_period)
         est.timings = {"load": load_ms, **est.timings}
         estimates.append(est)
     report = summarize(estimates, queries.xy, threshold, localizer.map.xy, localizer.config.min_confidence)
-    return report | localizer_info(localizer), estimates
+    return report | localizer_info(localizer) | sequence_info(estimates, queries.xy, threshold), estimates
+
+
+def sequence_info(estimates: list[Estimate], true_xy: np.ndarray, threshold: float) -> dict[str, Any]:
+    """What the temporal filter did: the share of frames its track answered and the first correct frame."""
+    ok = [np.hypot(e.east - t[0], e.north - t[1]) <= threshold for e, t in zip(estimates, true_xy)]
+    first = next((i for i, o in enumerate(ok) if o), -1)
+    tracked = sum(e.source == "track" for e in estimates)
+    return {"tracked_pct": 100.0 * tracked / max(len(estimates), 1), "first_correct_frame": first}
 
 
 def localizer_info(localizer: Localizer) -> dict[str, Any]:
@@ -111,4 +120,5 @@ def localizer_info(localizer: Localizer) -> dict[str, Any]:
         "reranker_weights": rr.source,
         "backend": localizer.runner.name,
         "retrieval": f"{localizer.index.kind}{' (gpu)' if localizer.index.on_gpu else ''}",
+        "temporal": localizer.config.temporal,
     }

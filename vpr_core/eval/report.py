@@ -37,5 +37,10 @@ def print_report(report: dict[str, Any]) -> None:
         )
     elif cov:
         print(f"  covariance: no estimate reached confidence {cov['min_confidence']:g} (all NO_FIX)")
+    if report.get("temporal", "none") != "none":
+        print(
+            f"  temporal {report['temporal']}: track answered {report['tracked_pct']:.1f}% of frames; first correct "
+            f"frame {report['first_correct_frame']}"
+        )
     lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
     print(f"  latency ms p50/p95: {lat}")

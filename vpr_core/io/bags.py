@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 NAVSATFIX = "sensor_msgs/msg/NavSatFix"
+ODOMETRY = "nav_msgs/msg/Odometry"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 _ROS1_NAMES = {
     "sensor_msgs/Image": IMAGE,
@@ -193,6 +194,22 @@ def iter_images(reader, conns, skips: Skips, bag: str | Path) -> Iterator[Frame]
         last = st
         frame_id = str(getattr(getattr(msg, "header", None), "frame_id", "") or "")
         yield Frame(st, t, img, enc, fmt, frame_id)  # the decoders return contiguous RGB, size-limited as load_image
+
+
+def read_odometry(bag: str | Path, topic: str) -> np.ndarray:
+    """(stamp s, x, y, yaw) of every nav_msgs/Odometry on ``topic``, by stamp; for the temporal filter's motion."""
+    skips = Skips()
+    rows = []
+    with open_bag(bag) as reader:
+        conns = topic_connections(reader, bag, topic, (ODOMETRY,), "--odom-topic")
+        for _, t, msg in _messages(reader, conns, skips, bag):
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+            rows.append((_stamp_ns(msg, t) * 1e-9, float(p.x), float(p.y), yaw))
+    if not rows:
+        raise BagError(f"{bag}: topic '{topic}' has no readable odometry; pass --odom-topic with a nav_msgs/Odometry")
+    out = np.array(rows, dtype=np.float64)
+    return out[np.argsort(out[:, 0], kind="stable")]
 
 
 @dataclass

@@ -154,6 +154,25 @@ def make_geoset(images: list[GeoImage], frame: LocalFrame | None = None) -> GeoS
     return GeoSet(images, frame, east, north)
 
 
+def in_sequence(gs: GeoSet, shuffle: int | None = None) -> GeoSet:
+    """The images in the order they were taken, for sequence localization: VPR-convention names by the natural
+    order of their original-name field (the 8th ``@`` field; never by coordinates), anything else (CSV rows) as
+    given; ``shuffle`` a seed for a fixed random order instead (the robustness check for unordered input)."""
+    import re
+
+    def natural(s: str) -> list:
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s)]
+
+    fields = [g.path.stem.split("@") for g in gs.images]
+    n = len(gs.images)
+    order = np.arange(n)
+    if n and all(len(f) >= 8 and f[7] for f in fields):
+        order = np.array(sorted(range(n), key=lambda i: natural(fields[i][7])))
+    if shuffle is not None:
+        order = order[np.random.default_rng(shuffle).permutation(n)]
+    return GeoSet([gs.images[i] for i in order], gs.frame, gs.east[order], gs.north[order])
+
+
 def load_geoset(
     images_dir: str | Path | None = None, csv_path: str | Path | None = None, frame: LocalFrame | None = None
 ) -> GeoSet:

@@ -19,6 +19,7 @@ from ..runtime.backends import BACKENDS
 from ..runtime.extractor import DEVICES
 from .estimate import ESTIMATE_DEFAULTS
 from .retrieval import INDEX_KINDS, RETRIEVALS
+from .temporal import TEMPORAL_DEFAULTS, TEMPORAL_FILTERS
 
 __all__ = ["LocalizerConfig"]
 
@@ -141,6 +142,28 @@ class LocalizerConfig:
         runtime=True,
     )
     estimate: dict = knob({}, f"Overrides of the estimate's constants ({', '.join(ESTIMATE_DEFAULTS)}).", type=dict)
+    temporal: str = knob(
+        "none",
+        "Sequence filter over the map between the estimate and the outputs: hmm (online Viterbi over place and "
+        "velocity; frames in order, dt from stamps, odometry when given) or none (every frame on its own). Falls "
+        "back to the single frame until a track forms and whenever the input does not look ordered.",
+        type=str,
+        choices=lambda: ["none", *TEMPORAL_FILTERS.names()],
+        registry=True,
+        cli="--temporal",
+        ros=(
+            "temporal",
+            "hmm",
+            "a robot's frames come in order: the filter beats single frames on every ordered dev set and falls "
+            "back to them on unordered input; offline runs report single frames unless asked",
+        ),
+    )
+    temporal_options: dict = knob(
+        {},
+        f"Temporal filter option, e.g. max_speed=30 (m/s) ({', '.join(TEMPORAL_DEFAULTS)}).",
+        type=dict,
+        cli="--temporal-set",
+    )
 
     def validate(self, surface: str | None = None) -> LocalizerConfig:
         """Check every knob (one-line VprError naming it as ``surface`` shows it); returns self."""
@@ -151,6 +174,9 @@ class LocalizerConfig:
                 f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker "
                 f"{' or '.join(WEIGHTED_RERANKERS)}"
             )
+        bad = set(self.temporal_options) - set(TEMPORAL_DEFAULTS)
+        if bad:
+            raise VprError(f"temporal_options: unknown option(s) {sorted(bad)}; known: {', '.join(TEMPORAL_DEFAULTS)}")
         unknown = set(self.estimate) - set(ESTIMATE_DEFAULTS)
         if unknown:
             raise VprError(f"estimate: unknown option(s) {sorted(unknown)}; known: {sorted(ESTIMATE_DEFAULTS)}")

@@ -28,6 +28,7 @@ from .calibration import evidence, predict
 from .config import WEIGHTED_RERANKERS, LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
 from .retrieval import make_index
+from .temporal import TEMPORAL_FILTERS, Motion
 
 __all__ = ["Estimate", "Localizer", "Match"]
 
@@ -60,6 +61,7 @@ class Estimate:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> ms
     inliers: int = 0  # geometric support of the top-1 (0 without a geometric re-ranker)
     evidence: np.ndarray | None = None  # calibration features of this frame
+    source: str = "frame"  # "frame": this frame alone; "track": the temporal filter's track
 
 
 class Localizer:
@@ -115,6 +117,17 @@ class Localizer:
         self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{name}", [1.0])).reshape(-1)[0])
         self.map_moments = MapMoments.of(vmap.xy)
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
+        self.temporal = (
+            TEMPORAL_FILTERS.get(c.temporal)(vmap.xy, vmap.descriptors, c.temporal_options)
+            if c.temporal != "none"
+            else None
+        )
+        self._frames = 0  # frames seen, the clock of frames that come without a stamp
+
+    def reset(self) -> None:
+        """Forget the temporal state (``~/relocalize``, a new run): the next frames start a new track."""
+        if self.temporal is not None:
+            self.temporal.reset()
 
     def _grids_on(self, device: torch.device) -> torch.Tensor:
         """The map's float16 grids as a tensor on ``device`` when they fit in half its free memory, else on the host."""
@@ -133,9 +146,17 @@ class Localizer:
     def model(self):
         return self.extractor.model
 
-    def localize(self, image: np.ndarray, k: int | None = None, rerank_k: int | None = None) -> Estimate:
+    def localize(
+        self,
+        image: np.ndarray,
+        k: int | None = None,
+        rerank_k: int | None = None,
+        stamp: float | None = None,
+        motion: Motion | None = None,
+    ) -> Estimate:
         """Localize one RGB (or gray/RGBA) uint8 image; ``k``/``rerank_k`` widen this frame's search (retrieval and
-        re-ranking depth) beyond the configured ones."""
+        re-ranking depth) beyond the configured ones. With a temporal filter, frames must come in order: ``stamp``
+        (seconds; default one second after the previous frame) and ``motion`` (odometry since the previous frame)."""
         t0 = time.perf_counter()
         x = self.extractor.to_tensor([to_rgb(image)])
         t1 = time.perf_counter()
@@ -161,17 +182,43 @@ class Localizer:
         t3b = time.perf_counter()
         est = self._estimate(ids, scores, rscores, inliers)
         t4 = time.perf_counter()
+        if self.temporal is not None:
+            self._frames += 1
+            t = float(self._frames if stamp is None else stamp)
+            q = desc[0].float().cpu().numpy()
+            track = self.temporal.step(q, ids, t, motion)
+            if track is not None:
+                self._apply_track(est, track, q)
+        t5 = time.perf_counter()
         est.timings = {
             "preprocess": (t1 - t0) * 1e3,
             "global": (t2 - t1) * 1e3,
             "search": (t3 - t2) * 1e3,
             "rerank": (t3b - t3) * 1e3,
             "estimate": (t4 - t3b) * 1e3,
-            "total": (t4 - t0) * 1e3,
+            **({"temporal": (t5 - t4) * 1e3} if self.temporal is not None else {}),
+            "total": (t5 - t0) * 1e3,
         }
         if self.auto is not None and rerank_k is None:
             self.auto.observe(est.timings["total"])
         return est
+
+    def _apply_track(self, est: Estimate, track, query: np.ndarray) -> None:
+        """The filtered position replaces the frame's: ENU, lat/lon, covariance, confidence; its place leads the
+        matches (recall@1 scores the track), the frame's ranking follows."""
+        m = self.map
+        i = track.index
+        lat, lon, _ = m.frame.lla(track.east, track.north)
+        alt = float(m.alt[i])
+        est.lat, est.lon, est.alt = float(lat[0]), float(lon[0]), alt
+        est.east, est.north = track.east, track.north
+        est.enu = (track.east, track.north, 0.0 if math.isnan(alt) else alt - m.origin[2])
+        cov = np.zeros((3, 3))
+        cov[:2, :2] = track.cov_xy * self.covariance_scale
+        cov[2, 2] = self.estimate_conf["unknown_alt_var"] if math.isnan(alt) else cov[0, 0]
+        est.covariance, est.confidence, est.source = cov, track.confidence, "track"
+        lead = Match(int(i), m.names[i], float(m.descriptors[i] @ query), float(m.east[i]), float(m.north[i]))
+        est.matches = [lead, *[x for x in est.matches if x.index != i]]
 
     def _confidence(self, scores: np.ndarray, xy: np.ndarray, inliers: np.ndarray | None) -> tuple[float, np.ndarray]:
         c = self.estimate_conf

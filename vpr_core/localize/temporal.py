@@ -1,0 +1,408 @@
+"""Sequence localization: a temporal filter over the map's places (``temporal: hmm``).
+
+Single frames under season or light change are weak; a robot's frames come in order. The filter keeps a beam of
+*hypotheses*, each a path through the map with a position (ENU metres), a velocity and an accumulated score, and
+advances it frame by frame: an online, causal Viterbi (max-product) recursion of a hidden Markov model whose states
+are (place, velocity). It works on any map (loops, several runs, a city), not only one ordered route: motion is
+predicted in ENU and snapped to the nearest map place.
+
+* **Motion.** Constant velocity with a small change per frame (a quarter of the map spacing, with a cost), over
+  the real time between frame stamps, so dropped frames only lengthen the step. With odometry the speed comes
+  from the travelled distance and the heading turns with its yaw; without it the speed is free within
+  ``max_speed`` and is learnt by the track (paths are born from pairs of candidates of consecutive frames).
+* **Observation.** The query's similarity to the place a hypothesis stands on, in units of the query's own score
+  spread over the map, minus a running mean of recent queries (SeqSLAM's contrast enhancement in closed form:
+  because similarity is linear in the query descriptor, the running mean over past queries of every place's
+  score is one dot product with a running mean query). Evidence is computed only at the places the beam touches.
+* **Jumps.** Every frame, each retrieved candidate may start a path from the best previous score minus
+  ``jump_penalty``: after a kidnap the new track overtakes within a bounded number of frames; on unordered input
+  the filter falls back to the single frame.
+* **Output.** The mode of the beam; confidence = posterior mass (softmax of the scores) within 2.5 map spacings
+  of the mode; covariance = that mass times the local spread (floor: half the spacing) plus the rest times the
+  spread of the other hypotheses and the map, as the single-frame estimate does. Until a path with a velocity
+  leads the beam the filter reports no track and the caller keeps the single-frame estimate.
+
+Cost is independent of track length: a fixed beam (``hypotheses``), a few children each, one gather of their
+places' descriptors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import VprError
+from ..registry import Registry
+from .estimate import MapMoments
+
+__all__ = ["TEMPORAL_FILTERS", "TEMPORAL_DEFAULTS", "HmmFilter", "Motion", "OdomTrack", "PlaceGrid", "TemporalOutput"]
+
+TEMPORAL_FILTERS: Registry = Registry("temporal filter")
+
+TEMPORAL_DEFAULTS: dict[str, Any] = {
+    "max_speed": 100.0,  # m/s: the prior on speed without odometry (frames 1 s apart: up to 100 m per frame)
+    "forget": 0.95,  # per-frame decay of a path's score: about 20 frames of memory, so kidnaps are forgotten
+    "hypotheses": 384,  # beam size
+    "candidates": 10,  # retrieved places per frame that may start a path
+    "change_penalty": 2.0,  # cost (evidence units) of changing velocity by one step (a quarter spacing per frame)
+    "jump_penalty": 6.0,  # cost of leaving every path for a retrieved candidate (teleport)
+    "off_map_evidence": -1.0,  # evidence of a hypothesis that stands where the map has no place
+    "mean_decay": 0.9,  # running mean of past queries for the contrast normalisation
+    "beta": 1.0,  # score -> log-posterior scale for confidence and covariance
+    "odom_speed_tol": 0.1,  # with odometry: relative speed tolerance (plus one velocity step)
+    "order_threshold": 2.0,  # log-odds that frames come in order above which the track replaces the single frame
+    "still_spacings": 1.0,  # a path moving less than this many spacings per frame stands still ...
+    "coherent_z": 3.0,  # ... which is free only while consecutive frames look alike (z of their similarity)
+    "redundancy_power": 4.0,  # a frame's evidence is discounted by r^power, r its correlation with the last one
+    "sample": 1024,  # places sampled for the query's score spread
+    "snap": 0.5,  # a hypothesis farther than this many map spacings from every place is off the map
+    "min_age": 3,  # frames a path must have lived before it replaces the single-frame estimate
+}
+
+
+@dataclass
+class Motion:
+    """Odometry between the previous frame and this one: travelled distance (m) and yaw change (rad)."""
+
+    distance: float
+    dyaw: float = 0.0
+
+
+class OdomTrack:
+    """Recent odometry poses (x, y, yaw in the odometry frame, by stamp): the motion between two frame stamps,
+    interpolated. The odometry frame's rotation to ENU is unknown, so only the travelled distance and the turn are
+    used. Bounded: samples older than ``horizon`` seconds before the newest are dropped."""
+
+    def __init__(self, horizon: float = 30.0) -> None:
+        self.horizon = horizon
+        self.t: list[float] = []
+        self.pose: list[tuple[float, float, float]] = []
+
+    def add(self, stamp: float, x: float, y: float, yaw: float) -> None:
+        if self.t and stamp <= self.t[-1]:
+            return  # out of order or repeated: the track is kept monotone
+        self.t.append(float(stamp))
+        self.pose.append((float(x), float(y), float(yaw)))
+        cut = 0
+        while cut < len(self.t) - 2 and self.t[cut] < stamp - self.horizon:
+            cut += 1
+        if cut:
+            del self.t[:cut], self.pose[:cut]
+
+    def at(self, stamp: float) -> tuple[float, float, float] | None:
+        """The pose at ``stamp`` (linear between samples), or None outside the samples (no extrapolation)."""
+        if len(self.t) < 2 or not self.t[0] <= stamp <= self.t[-1]:
+            return None
+        t = np.asarray(self.t)
+        p = np.asarray(self.pose)
+        yaw = np.unwrap(p[:, 2])
+        return (
+            float(np.interp(stamp, t, p[:, 0])),
+            float(np.interp(stamp, t, p[:, 1])),
+            float(np.interp(stamp, t, yaw)),
+        )
+
+    def motion(self, t0: float | None, t1: float) -> Motion | None:
+        """Distance travelled and yaw change from ``t0`` to ``t1``; None when either pose is unknown."""
+        if t0 is None:
+            return None
+        a, b = self.at(t0), self.at(t1)
+        if a is None or b is None:
+            return None
+        return Motion(math.hypot(b[0] - a[0], b[1] - a[1]), math.remainder(b[2] - a[2], math.tau))
+
+
+@dataclass
+class TemporalOutput:
+    index: int  # map place of the mode
+    east: float
+    north: float
+    cov_xy: np.ndarray  # (2, 2) m^2
+    confidence: float
+    tracking: bool  # a path with a velocity leads; False = the caller keeps its single-frame estimate
+    speed: float  # m/s of the leading path
+
+
+class PlaceGrid:
+    """Nearest map place of any ENU point, vectorised: a hash of the cells (half a spacing wide) that lie within
+    ``radius`` of some place, each holding its nearest place; points farther from every place get -1."""
+
+    def __init__(self, xy: np.ndarray, spacing: float, radius: float) -> None:
+        self.cell = spacing / 2.0
+        r = int(math.ceil(radius / self.cell))
+        offs = np.stack(np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij"), -1).reshape(-1, 2)
+        base = np.floor(xy / self.cell).astype(np.int64)
+        keys, places, dist = [], [], []
+        for lo in range(0, len(xy), 20000):  # bounded memory on large maps
+            c = base[lo : lo + 20000, None, :] + offs[None]  # (n, cells, 2)
+            centre = (c + 0.5) * self.cell
+            d = np.linalg.norm(centre - xy[lo : lo + 20000, None, :], axis=-1)
+            ok = d <= radius
+            keys.append(self._key(c[ok]))
+            places.append(np.broadcast_to(np.arange(lo, lo + len(c))[:, None], ok.shape)[ok])
+            dist.append(d[ok])
+        k, p, d = np.concatenate(keys), np.concatenate(places), np.concatenate(dist)
+        order = np.lexsort((d, k))
+        k, p = k[order], p[order]
+        first = np.ones(len(k), bool)
+        first[1:] = k[1:] != k[:-1]
+        self.keys, self.places = k[first], p[first].astype(np.int64)
+
+    @staticmethod
+    def _key(c: np.ndarray) -> np.ndarray:
+        return (c[..., 0] + (1 << 30)) * (1 << 31) + (c[..., 1] + (1 << 30))
+
+    def lookup(self, pts: np.ndarray) -> np.ndarray:
+        k = self._key(np.floor(pts / self.cell).astype(np.int64))
+        i = np.clip(np.searchsorted(self.keys, k), 0, len(self.keys) - 1)
+        return np.where(self.keys[i] == k, self.places[i], -1)
+
+
+def map_spacing(xy: np.ndarray, sample: int = 4096) -> float:
+    """Median distance from a place to its nearest other place (the map's sampling step), at least 0.1 m."""
+    import faiss
+
+    pts = np.ascontiguousarray(xy, dtype=np.float32)
+    if len(pts) < 2:
+        return 1.0
+    idx = faiss.IndexFlatL2(2)
+    idx.add(pts)
+    sel = np.random.default_rng(0).choice(len(pts), min(sample, len(pts)), replace=False)
+    d, _ = idx.search(pts[sel], min(8, len(pts)))
+    d = np.sqrt(np.maximum(d, 0.0))
+    nn = np.where(d > 1e-3, d, np.inf).min(axis=1)  # first neighbour at a different position
+    nn = nn[np.isfinite(nn)]
+    return float(max(np.median(nn), 0.1)) if len(nn) else 1.0
+
+
+@TEMPORAL_FILTERS.register("hmm")
+class HmmFilter:
+    """Online Viterbi over (place, velocity) with a fixed beam; see the module docstring."""
+
+    def __init__(self, xy: np.ndarray, descriptors: np.ndarray, conf: dict[str, Any] | None = None) -> None:
+        unknown = set(conf or {}) - set(TEMPORAL_DEFAULTS)
+        if unknown:
+            raise VprError(
+                f"unknown temporal option(s) {', '.join(sorted(unknown))}; known: {', '.join(TEMPORAL_DEFAULTS)}"
+            )
+        self.conf = {**TEMPORAL_DEFAULTS, **(conf or {})}
+        self.xy = np.asarray(xy, dtype=np.float64)
+        self.desc = descriptors  # (N, D), may be memory-mapped; only touched rows are read
+        self.spacing = map_spacing(self.xy)
+        self.step_m = self.spacing / 4.0  # velocity resolution: a quarter spacing per frame
+        self.grid = PlaceGrid(self.xy, self.spacing, radius=float(self.conf["snap"]) * self.spacing)
+        self.moments = MapMoments.of(self.xy)
+        n = len(self.xy)
+        rng = np.random.default_rng(0)
+        self.sample = np.asarray(descriptors[np.sort(rng.choice(n, min(n, int(self.conf["sample"])), replace=False))])
+        self.mean_desc = np.zeros(descriptors.shape[1], np.float64)
+        for lo in range(0, n, 65536):
+            self.mean_desc += np.asarray(descriptors[lo : lo + 65536], np.float64).sum(0)
+        self.mean_desc = (self.mean_desc / max(n, 1)).astype(np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every path (``~/relocalize``, a new run); the query mean is kept: it describes the condition."""
+        self.pos = np.zeros((0, 2))
+        self.vel = np.zeros((0, 2))
+        self.score = np.zeros(0)
+        self.moving = np.zeros(0, bool)  # has a velocity (a path of >= 2 frames)
+        self.place = np.zeros(0, np.int64)
+        self.age = np.zeros(0, np.int64)  # frames since the path was born
+        self.stamp: float | None = None
+        self.order_logodds = 0.0  # log-odds that the frames come in order (start: undecided)
+        if not hasattr(self, "qmean"):
+            self.qmean: np.ndarray | None = None
+            self.prev_q: np.ndarray | None = None
+            self.prev_qe: np.ndarray | None = None
+            self.bmean = 0.0
+
+    # -- observation -------------------------------------------------------------------------------------------
+    def _evidence_fn(self, q: np.ndarray):
+        q = np.asarray(q, np.float32).reshape(-1)
+        sigma = float(np.std(self.sample @ q)) + 1e-6
+        qn, b = q / sigma, float(self.mean_desc @ q) / sigma
+        qe, be = (qn - self.qmean, b - self.bmean) if self.qmean is not None else (qn, b)
+        # does this frame look like the previous one? (a robot standing still sees the same scene)
+        self.coherence = float(q @ self.prev_q - self.mean_desc @ q) / sigma if self.prev_q is not None else 0.0
+        self.prev_q = q
+        # a near-duplicate of the previous frame adds little new evidence: discount by its redundancy
+        self.weight = 1.0
+        if self.prev_qe is not None:
+            r = float(qe @ self.prev_qe) / (float(np.linalg.norm(qe) * np.linalg.norm(self.prev_qe)) + 1e-12)
+            self.weight = 1.0 - max(r, 0.0) ** float(self.conf["redundancy_power"])
+        self.prev_qe = qe
+        a = float(self.conf["mean_decay"])
+        if self.qmean is None:
+            self.qmean, self.bmean = qn.copy(), b
+        else:
+            self.qmean = a * self.qmean + (1.0 - a) * qn
+            self.bmean = a * self.bmean + (1.0 - a) * b
+
+        w = self.weight
+
+        def evidence(places: np.ndarray) -> np.ndarray:
+            out = np.full(len(places), float(self.conf["off_map_evidence"]))
+            on = places >= 0
+            if on.any():
+                u, inv = np.unique(places[on], return_inverse=True)
+                out[on] = (np.asarray(self.desc[u], np.float32) @ qe - be)[inv]
+            return out * w
+
+        return evidence
+
+    # -- one frame -----------------------------------------------------------------------------------------------
+    def step(
+        self, query: np.ndarray, ids: np.ndarray, stamp: float, motion: Motion | None = None
+    ) -> TemporalOutput | None:
+        """Advance by one frame: ``query`` its global descriptor, ``ids`` its retrieved places (best first),
+        ``stamp`` seconds, ``motion`` odometry since the previous frame. None: no path yet (use the single frame)."""
+        c = self.conf
+        evidence = self._evidence_fn(query)
+        ids = np.asarray(ids, np.int64)[: int(c["candidates"])]
+        ids = ids[ids >= 0]
+        dt = 1.0 if self.stamp is None else stamp - self.stamp
+        if not dt > 0:  # repeated or reordered stamps: treat as simultaneous
+            dt = 1e-3
+        self.stamp = stamp
+        lam = float(c["forget"])
+        best_prev = float(self.score.max()) if len(self.score) else 0.0
+        jump = float(c["jump_penalty"])
+        parts = []  # (pos, vel, score_before_evidence, moving, age)
+
+        # teleports: any retrieved candidate, from the best path less the jump penalty
+        if len(ids):
+            parts.append((self.xy[ids], np.zeros((len(ids), 2)), np.full(len(ids), lam * best_prev - jump), False, 0))
+        reach = float(c["max_speed"]) * dt
+        dv = self.step_m / dt
+        # births: a path that arrived without velocity at the last frame pairs with this frame's candidates
+        fresh = ~self.moving
+        if fresh.any() and len(ids):
+            d = self.xy[ids][None, :, :] - self.pos[fresh][:, None, :]  # (F, K, 2)
+            dist = np.linalg.norm(d, axis=-1)
+            ok = dist <= reach
+            if motion is not None:
+                ok &= np.abs(dist - motion.distance) <= c["odom_speed_tol"] * motion.distance + self.step_m
+            fi, kj = np.nonzero(ok)
+            if len(fi):
+                parts.append((self.xy[ids[kj]], d[fi, kj] / dt, lam * self.score[fresh][fi], True, 1))
+        # moving paths: constant velocity, or one step faster/slower/left/right at a cost
+        mov = self.moving
+        n_before_moving = sum(len(p[0]) for p in parts)
+        if mov.any():
+            v = self.vel[mov]
+            if motion is not None:
+                cy, sy = math.cos(motion.dyaw), math.sin(motion.dyaw)
+                v = np.stack([cy * v[:, 0] - sy * v[:, 1], sy * v[:, 0] + cy * v[:, 1]], 1)
+                norm = np.linalg.norm(v, axis=1, keepdims=True)
+                v = np.where(norm > 1e-9, v / np.maximum(norm, 1e-9) * (motion.distance / dt), v)
+            speed = np.linalg.norm(v, axis=1, keepdims=True)
+            along = np.where(speed > 1e-9, v / np.maximum(speed, 1e-9), np.array([[1.0, 0.0]]))
+            across = np.stack([-along[:, 1], along[:, 0]], 1)
+            base = lam * self.score[mov]
+            for du, pen in ((None, 0.0), (along, 1.0), (-along, 1.0), (across, 1.0), (-across, 1.0)):
+                vc = v if du is None else v + dv * du
+                if du is not None and motion is None:
+                    vc = np.where(np.linalg.norm(vc, axis=1, keepdims=True) <= float(c["max_speed"]), vc, v)
+                parts.append((self.pos[mov] + vc * dt, vc, base - pen * c["change_penalty"], True, self.age[mov] + 1))
+
+        pos = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2))
+        if not len(pos):
+            return None
+        vel = np.concatenate([p[1] for p in parts])
+        prior = np.concatenate([p[2] for p in parts])
+        moving = np.concatenate([np.full(len(p[0]), p[3]) for p in parts])
+        age = np.concatenate([np.broadcast_to(p[4], len(p[0])) for p in parts]).astype(np.int64)
+        place = self.grid.lookup(pos)
+        ev = evidence(place)
+        score = prior + ev
+        if self.coherence < float(c["coherent_z"]):  # the scene changed: a path that stands still pays for it
+            still = moving & (np.linalg.norm(vel, axis=1) * dt < float(c["still_spacings"]) * self.spacing)
+            score[still] -= float(c["change_penalty"])
+        self._regime(ev, len(ids), n_before_moving, int(mov.sum()))
+        # one hypothesis per (place, velocity step, moving): the best
+        qv = np.clip(np.round(vel / dv), -500, 500).astype(np.int64) + 512
+        key = ((place + 1) * 1024 + qv[:, 0]) * 1024 + qv[:, 1]
+        key = key * 2 + moving
+        order = np.argsort(-score, kind="stable")
+        _, first = np.unique(key[order], return_index=True)
+        keep = order[first]
+        keep = keep[np.argsort(-score[keep], kind="stable")][: int(c["hypotheses"])]
+        self.pos, self.vel, self.moving, self.place, self.age = (
+            pos[keep],
+            vel[keep],
+            moving[keep],
+            place[keep],
+            age[keep],
+        )
+        self.score = score[keep] - score[keep[0]]  # relative: the best path scores 0
+        self.last_evidence = ev[keep]
+        # snap positions to the place they stand on (keeps paths on the map's geometry)
+        on = self.place >= 0
+        self.pos[on] = self.xy[self.place[on]]
+        return self._output()
+
+    def _regime(self, ev: np.ndarray, n_cand: int, m0: int, n_mov: int) -> None:
+        """Are the frames in order? Compare how well the beam's motion predictions explain this frame with how well
+        an order-free model does (the frame at any place: retrieved candidates, the rest at the null evidence, which
+        is about N(0, 1) so E[exp(e)] = e^0.5), and accumulate the log-ratio with the paths' forgetting."""
+        n = len(self.xy)
+        if not len(self.score) or n_cand == 0:
+            return
+        ecand = ev[:n_cand]
+        p_free = (np.exp(ecand).sum() + max(n - n_cand, 0) * math.exp(0.5)) / max(n, n_cand)
+        w = np.exp(self.score - self.score.max())
+        w /= w.sum()
+        wm = w[self.moving]
+        p_ord = float(w[~self.moving].sum()) * p_free
+        if n_mov:
+            t = np.array([1.0] + [math.exp(-float(self.conf["change_penalty"]))] * 4)
+            t /= t.sum()
+            e = ev[m0 : m0 + 5 * n_mov].reshape(5, n_mov)
+            p_ord += float((wm * (t[:, None] * np.exp(np.minimum(e, 30.0))).sum(0)).sum())
+        lr = math.log(max(p_ord, 1e-300)) - math.log(p_free)
+        self.order_logodds = float(np.clip(float(self.conf["forget"]) * self.order_logodds + lr, -20.0, 40.0))
+
+    def _output(self) -> TemporalOutput | None:
+        i0 = 0  # the beam is sorted: the mode first
+        if not self.moving[i0] or self.place[i0] < 0 or self.age[i0] < int(self.conf["min_age"]):
+            return None
+        if self.order_logodds <= float(
+            self.conf["order_threshold"]
+        ):  # the input does not look ordered: the single frame knows as much
+            return None
+        w = np.exp(float(self.conf["beta"]) * self.score)
+        w /= w.sum()
+        p0 = self.pos[i0]
+        d = self.pos - p0
+        near = np.linalg.norm(d, axis=1) <= 2.5 * self.spacing
+        conf = float(np.clip(w[near].sum(), 0.0, 1.0))
+        wn = w[near] / max(w[near].sum(), 1e-12)
+        # the estimate: the posterior mean of the mode's neighbourhood (paths offset by a place or two along the same
+        # track score alike; their mean is steadier than the single best one)
+        p0 = p0 + (wn[:, None] * d[near]).sum(0)
+        d = self.pos - p0
+        local = (wn[:, None, None] * d[near][:, :, None] * d[near][:, None, :]).sum(0)
+        local += (self.spacing / 2.0) ** 2 * np.eye(2)
+        far = ~near
+        if far.any():
+            wf = w[far] / max(w[far].sum(), 1e-12)
+            rivals = (wf[:, None, None] * d[far][:, :, None] * d[far][:, None, :]).sum(0)
+        else:
+            rivals = local
+        wrong = 0.5 * rivals + 0.5 * self.moments.about(p0)
+        cov = conf * local + (1.0 - conf) * wrong
+        cov = 0.5 * (cov + cov.T) + 1e-9 * np.eye(2)
+        place = int(self.grid.lookup(p0[None])[0])
+        return TemporalOutput(
+            place if place >= 0 else int(self.place[i0]),
+            float(p0[0]),
+            float(p0[1]),
+            cov,
+            conf,
+            True,
+            float(np.linalg.norm(self.vel[i0])),
+        )
