@@ -66,6 +66,7 @@ setup(
             "ros-jazzy-diagnostic-msgs",
             "ros-jazzy-std-srvs",
             "ros-jazzy-lifecycle-msgs",
+            "ros-jazzy-nav-msgs",  # nav_msgs/Odometry for the temporal filter (odom_topic)
         ],
     },
     zip_safe=False,

@@ -88,8 +88,9 @@ def test_node_parameters_come_from_the_config():
 
 def test_surfaces_that_differ_say_why():
     diffs = {k.field: k for k in knobs(LocalizerConfig) if any(s.default != k.default for s in k.surfaces.values())}
-    assert set(diffs) == {"reranker"}
+    assert set(diffs) == {"reranker", "temporal"}
     assert diffs["reranker"].on("cli").default == "none" and diffs["reranker"].on("ros").default == "auto"
+    assert diffs["temporal"].on("cli").default == "none" and diffs["temporal"].on("ros").default == "hmm"
     assert {k.on(s).default for k in knobs(LocalizerConfig) if k.field == "min_confidence" for s in ("cli", "ros")} == {
         0.5
     }

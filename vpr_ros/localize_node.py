@@ -27,6 +27,7 @@ import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from lifecycle_msgs.srv import ChangeState
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
@@ -41,6 +42,7 @@ from std_srvs.srv import SetBool, Trigger
 from vpr_core.errors import ImageError, VprError
 from vpr_core.localize.localizer import Estimate, Localizer
 from vpr_core.localize.outputs import fix_fields, fix_frame_id, publishes_pose
+from vpr_core.localize.temporal import OdomTrack
 from vpr_core.online.debug_view import DebugView
 from vpr_core.online.health import Health, ProblemLog
 from vpr_core.online.latest import LatestFrame
@@ -68,7 +70,11 @@ class VprLocalizer(LifecycleNode):
         self.localizer: Localizer | None = None
         self.settings = self.config = None
         self.debug_view: DebugView | None = None
-        self.sub = None
+        self.sub = self.odom_sub = None
+        self.odom: OdomTrack | None = None
+        self._odom_lock = threading.Lock()
+        self.prev_stamp: float | None = None  # stamp of the previous frame (the temporal filter's dt and odometry)
+        self.last_source = "none"
         self.pubs: dict[str, object] = {}
         self.enabled = True
         self.relocalize_next = False
@@ -134,8 +140,19 @@ class VprLocalizer(LifecycleNode):
             msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events
         )
         self.topic = topic
+        if self.localizer is not None:
+            self.localizer.reset()  # a track does not survive a pause
+        self.prev_stamp = None
+        if s.odom_topic and self.localizer is not None and self.localizer.temporal is not None:
+            self.odom = OdomTrack()
+            self.odom_sub = self.create_subscription(Odometry, s.odom_topic, self._on_odom, OUT_QOS)
+        elif s.odom_topic:
+            self.get_logger().warning(f"odom_topic {s.odom_topic} is ignored: temporal is none")
         self.health.state = "active"
-        self.get_logger().info(f"listening on {topic} ({s.input}, qos {s.image_qos})")
+        self.get_logger().info(
+            f"listening on {topic} ({s.input}, qos {s.image_qos}); temporal {self.config.temporal}"
+            + (f" with odometry {self.resolve_topic_name(s.odom_topic)}" if self.odom_sub is not None else "")
+        )
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -159,6 +176,9 @@ class VprLocalizer(LifecycleNode):
         if self.sub is not None:
             self.destroy_subscription(self.sub)
             self.sub = None
+        if self.odom_sub is not None:
+            self.destroy_subscription(self.odom_sub)
+            self.odom_sub = None
         with self._busy:  # the frame in flight finishes first
             self.frames.clear()
 
@@ -203,6 +223,8 @@ class VprLocalizer(LifecycleNode):
         self.relocalize_next = True
         resp.success = True
         resp.message = f"the next frame is localized with the widest search (top {RELOCALIZE_K} candidates re-ranked)"
+        if self.localizer is not None and self.localizer.temporal is not None:
+            resp.message += "; the temporal track is reset"
         self.get_logger().info(f"~/relocalize: {resp.message}")
         return resp
 
@@ -235,6 +257,12 @@ class VprLocalizer(LifecycleNode):
         self.health.qos_mismatch(msg)
         self.get_logger().error(msg)
 
+    def _on_odom(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+        with self._odom_lock:
+            self.odom.add(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, p.x, p.y, yaw)
+
     def _on_image(self, msg: Image | CompressedImage) -> None:
         if not self.enabled:
             return
@@ -264,7 +292,22 @@ class VprLocalizer(LifecycleNode):
                 else image_to_rgb(msg, self.topic)
             )
             t1 = time.monotonic()
-            est = self.localizer.localize(rgb, **({"k": RELOCALIZE_K, "rerank_k": RELOCALIZE_K} if wide else {}))
+            if wide:
+                self.localizer.reset()
+            st = msg.header.stamp
+            stamp = st.sec + st.nanosec * 1e-9 if (st.sec or st.nanosec) else t_rx  # unstamped: arrival time
+            motion = None
+            if self.odom is not None:
+                with self._odom_lock:
+                    motion = self.odom.motion(self.prev_stamp, stamp)
+            self.prev_stamp = stamp
+            est = self.localizer.localize(
+                rgb,
+                **({"k": RELOCALIZE_K, "rerank_k": RELOCALIZE_K} if wide else {}),
+                stamp=stamp,
+                motion=motion,
+            )
+            self.last_source = est.source
         except ImageError as e:
             text = f"frame skipped: {e}"
             self.health.frame_bad(text)
@@ -334,6 +377,9 @@ class VprLocalizer(LifecycleNode):
                 "backend": loc.runner.name,
                 "backend_fallbacks": "; ".join(loc.runner.fallbacks) or "none",
                 "retrieval": f"{loc.index.kind}{' (gpu)' if loc.index.on_gpu else ''}",
+                "temporal": loc.config.temporal,
+                "temporal_source": self.last_source,  # track: the filter answered the last frame; frame: single
+                "odom_topic": self.settings.odom_topic or "none",
                 "image_topic": topic,
             }
         device = str(loc.extractor.device) if loc is not None else "none"

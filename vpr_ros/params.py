@@ -61,6 +61,13 @@ class NodeSettings:
         choices=lambda: INPUTS,
         ros="input",
     )
+    odom_topic: str = knob(
+        "",
+        "nav_msgs/Odometry topic for the temporal filter: distance and turn between frame stamps; empty = none (the "
+        "filter's speed prior, max_speed).",
+        type=str,
+        ros="odom_topic",
+    )
     autostart: bool = knob(
         True,
         "Configure and activate at start-up (ros2 run, the launch file); false: wait for lifecycle_manager or "

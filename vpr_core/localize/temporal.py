@@ -41,6 +41,9 @@ from .estimate import MapMoments
 __all__ = ["TEMPORAL_FILTERS", "TEMPORAL_DEFAULTS", "HmmFilter", "Motion", "OdomTrack", "PlaceGrid", "TemporalOutput"]
 
 TEMPORAL_FILTERS: Registry = Registry("temporal filter")
+#: Children of a moving path per frame: the same velocity; one step faster, slower, left, right; a 90-degree turn
+#: either way.
+CHILDREN = 7
 
 TEMPORAL_DEFAULTS: dict[str, Any] = {
     "max_speed": 100.0,  # m/s: the prior on speed without odometry (frames 1 s apart: up to 100 m per frame)
@@ -48,6 +51,7 @@ TEMPORAL_DEFAULTS: dict[str, Any] = {
     "hypotheses": 384,  # beam size
     "candidates": 10,  # retrieved places per frame that may start a path
     "change_penalty": 2.0,  # cost (evidence units) of changing velocity by one step (a quarter spacing per frame)
+    "turn_penalty": 4.0,  # cost of a 90-degree turn at the same speed (a corner)
     "jump_penalty": 6.0,  # cost of leaving every path for a retrieved candidate (teleport)
     "off_map_evidence": -1.0,  # evidence of a hypothesis that stands where the map has no place
     "mean_decay": 0.9,  # running mean of past queries for the contrast normalisation
@@ -289,7 +293,7 @@ class HmmFilter:
             fi, kj = np.nonzero(ok)
             if len(fi):
                 parts.append((self.xy[ids[kj]], d[fi, kj] / dt, lam * self.score[fresh][fi], True, 1))
-        # moving paths: constant velocity, or one step faster/slower/left/right at a cost
+        # moving paths: constant velocity, or one step faster/slower/left/right or a corner, at a cost
         mov = self.moving
         n_before_moving = sum(len(p[0]) for p in parts)
         if mov.any():
@@ -303,11 +307,13 @@ class HmmFilter:
             along = np.where(speed > 1e-9, v / np.maximum(speed, 1e-9), np.array([[1.0, 0.0]]))
             across = np.stack([-along[:, 1], along[:, 0]], 1)
             base = lam * self.score[mov]
-            for du, pen in ((None, 0.0), (along, 1.0), (-along, 1.0), (across, 1.0), (-across, 1.0)):
-                vc = v if du is None else v + dv * du
-                if du is not None and motion is None:
+            turned = np.stack([-v[:, 1], v[:, 0]], 1)  # the same speed, 90 degrees left (a corner of the map)
+            children = (v, v + dv * along, v - dv * along, v + dv * across, v - dv * across, turned, -turned)
+            for n_child, vc in enumerate(children):
+                if n_child and motion is None:
                     vc = np.where(np.linalg.norm(vc, axis=1, keepdims=True) <= float(c["max_speed"]), vc, v)
-                parts.append((self.pos[mov] + vc * dt, vc, base - pen * c["change_penalty"], True, self.age[mov] + 1))
+                pen = float(c["turn_penalty"] if n_child >= 5 else c["change_penalty"]) if n_child else 0.0
+                parts.append((self.pos[mov] + vc * dt, vc, base - pen, True, self.age[mov] + 1))
 
         pos = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2))
         if not len(pos):
@@ -359,9 +365,9 @@ class HmmFilter:
         wm = w[self.moving]
         p_ord = float(w[~self.moving].sum()) * p_free
         if n_mov:
-            t = np.array([1.0] + [math.exp(-float(self.conf["change_penalty"]))] * 4)
+            t = np.exp(-np.array([0.0] + [self.conf["change_penalty"]] * 4 + [self.conf["turn_penalty"]] * 2))
             t /= t.sum()
-            e = ev[m0 : m0 + 5 * n_mov].reshape(5, n_mov)
+            e = ev[m0 : m0 + CHILDREN * n_mov].reshape(CHILDREN, n_mov)
             p_ord += float((wm * (t[:, None] * np.exp(np.minimum(e, 30.0))).sum(0)).sum())
         lr = math.log(max(p_ord, 1e-300)) - math.log(p_free)
         self.order_logodds = float(np.clip(float(self.conf["forget"]) * self.order_logodds + lr, -20.0, 40.0))
