@@ -42,8 +42,8 @@ __all__ = ["TEMPORAL_FILTERS", "TEMPORAL_DEFAULTS", "HmmFilter", "Motion", "Odom
 
 TEMPORAL_FILTERS: Registry = Registry("temporal filter")
 #: Children of a moving path per frame: the same velocity; one step faster, slower, left, right; a 90-degree turn
-#: either way.
-CHILDREN = 7
+#: either way, at the start of the interval or half-way through it.
+CHILDREN = 9
 
 TEMPORAL_DEFAULTS: dict[str, Any] = {
     "max_speed": 100.0,  # m/s: the prior on speed without odometry (frames 1 s apart: up to 100 m per frame)
@@ -57,13 +57,15 @@ TEMPORAL_DEFAULTS: dict[str, Any] = {
     "mean_decay": 0.9,  # running mean of past queries for the contrast normalisation
     "beta": 1.0,  # score -> log-posterior scale for confidence and covariance
     "odom_speed_tol": 0.1,  # with odometry: relative speed tolerance (plus one velocity step)
-    "order_threshold": 2.0,  # log-odds that frames come in order above which the track replaces the single frame
-    "still_spacings": 1.0,  # a path moving less than this many spacings per frame stands still ...
+    "order_threshold": 1.0,  # log-odds that frames come in order above which the track replaces the single frame
+    "still_spacings": 0.5,  # a path moving less than this many spacings per frame stands still ...
     "coherent_z": 3.0,  # ... which is free only while consecutive frames look alike (z of their similarity)
     "redundancy_power": 4.0,  # a frame's evidence is discounted by r^power, r its correlation with the last one
-    "sample": 1024,  # places sampled for the query's score spread
+    "sample": 256,  # places sampled for the query's score spread
     "snap": 0.5,  # a hypothesis farther than this many map spacings from every place is off the map
     "min_age": 3,  # frames a path must have lived before it replaces the single-frame estimate
+    "snap_within": 0.2,  # a path within this many spacings of a place takes its position (follows the map)
+    "velocity_step": 0.25,  # velocity resolution: this many spacings per frame
 }
 
 
@@ -196,7 +198,7 @@ class HmmFilter:
         self.xy = np.asarray(xy, dtype=np.float64)
         self.desc = descriptors  # (N, D), may be memory-mapped; only touched rows are read
         self.spacing = map_spacing(self.xy)
-        self.step_m = self.spacing / 4.0  # velocity resolution: a quarter spacing per frame
+        self.step_m = self.spacing * float(self.conf["velocity_step"])  # velocity resolution per frame
         self.grid = PlaceGrid(self.xy, self.spacing, radius=float(self.conf["snap"]) * self.spacing)
         self.moments = MapMoments.of(self.xy)
         n = len(self.xy)
@@ -303,17 +305,30 @@ class HmmFilter:
                 v = np.stack([cy * v[:, 0] - sy * v[:, 1], sy * v[:, 0] + cy * v[:, 1]], 1)
                 norm = np.linalg.norm(v, axis=1, keepdims=True)
                 v = np.where(norm > 1e-9, v / np.maximum(norm, 1e-9) * (motion.distance / dt), v)
-            speed = np.linalg.norm(v, axis=1, keepdims=True)
+            speed = np.hypot(v[:, 0], v[:, 1])[:, None]
             along = np.where(speed > 1e-9, v / np.maximum(speed, 1e-9), np.array([[1.0, 0.0]]))
             across = np.stack([-along[:, 1], along[:, 0]], 1)
-            base = lam * self.score[mov]
             turned = np.stack([-v[:, 1], v[:, 0]], 1)  # the same speed, 90 degrees left (a corner of the map)
-            children = (v, v + dv * along, v - dv * along, v + dv * across, v - dv * across, turned, -turned)
-            for n_child, vc in enumerate(children):
-                if n_child and motion is None:
-                    vc = np.where(np.linalg.norm(vc, axis=1, keepdims=True) <= float(c["max_speed"]), vc, v)
-                pen = float(c["turn_penalty"] if n_child >= 5 else c["change_penalty"]) if n_child else 0.0
-                parts.append((self.pos[mov] + vc * dt, vc, base - pen, True, self.age[mov] + 1))
+            p = self.pos[mov]
+            # children (CHILDREN, M, 2): keep going; one velocity step; a corner at the start or half-way through
+            vc = np.stack([v, v + dv * along, v - dv * along, v + dv * across, v - dv * across, turned, -turned])
+            vc = np.concatenate([vc, vc[5:]])  # the two turns again, taken half-way
+            pc = p[None] + vc * dt
+            pc[7:] = p[None] + (v[None] + vc[7:]) * (dt / 2)
+            if motion is None:  # no faster than the prior allows
+                fast = np.hypot(vc[..., 0], vc[..., 1]) > float(c["max_speed"])
+                pc = np.where(fast[..., None], (p + v * dt)[None], pc)
+                vc = np.where(fast[..., None], v[None], vc)
+            pen = np.array([0.0] + [c["change_penalty"]] * 4 + [c["turn_penalty"]] * 4)
+            parts.append(
+                (
+                    pc.reshape(-1, 2),
+                    vc.reshape(-1, 2),
+                    (lam * self.score[mov][None] - pen[:, None]).reshape(-1),
+                    True,
+                    np.tile(self.age[mov] + 1, CHILDREN),
+                )
+            )
 
         pos = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2))
         if not len(pos):
@@ -331,12 +346,18 @@ class HmmFilter:
         self._regime(ev, len(ids), n_before_moving, int(mov.sum()))
         # one hypothesis per (place, velocity step, moving): the best
         qv = np.clip(np.round(vel / dv), -500, 500).astype(np.int64) + 512
-        key = ((place + 1) * 1024 + qv[:, 0]) * 1024 + qv[:, 1]
-        key = key * 2 + moving
-        order = np.argsort(-score, kind="stable")
-        _, first = np.unique(key[order], return_index=True)
+        # a quarter-spacing cell: paths keep their sub-spacing position, so any speed is represented
+        qp = np.floor(pos / self.step_m).astype(np.int64)
+        cell = (qp[:, 0] % 1_048_573) * 1_048_573 + (qp[:, 1] % 1_048_573)  # < 2^40; a rare collision only merges
+        key = ((cell << 20) + qv[:, 0] * 1024 + qv[:, 1]) * 2 + moving
+        order = np.lexsort((-score, key))  # by key, the best first within each
+        first = np.ones(len(order), bool)
+        first[1:] = key[order[1:]] != key[order[:-1]]
         keep = order[first]
-        keep = keep[np.argsort(-score[keep], kind="stable")][: int(c["hypotheses"])]
+        h = int(c["hypotheses"])
+        if len(keep) > h:
+            keep = keep[np.argpartition(-score[keep], h - 1)[:h]]
+        keep = keep[np.argsort(-score[keep], kind="stable")]
         self.pos, self.vel, self.moving, self.place, self.age = (
             pos[keep],
             vel[keep],
@@ -346,10 +367,11 @@ class HmmFilter:
         )
         self.score = score[keep] - score[keep[0]]  # relative: the best path scores 0
         self.last_evidence = ev[keep]
-        # snap positions to the place they stand on (keeps paths on the map's geometry)
-        on = self.place >= 0
-        self.pos[on] = self.xy[self.place[on]]
-        return self._output()
+        if c["snap_within"] > 0:  # paths close to a place take its position (they follow the map's geometry)
+            on = self.place >= 0
+            on[on] = np.linalg.norm(self.pos[on] - self.xy[self.place[on]], axis=1) <= c["snap_within"] * self.spacing
+            self.pos[on] = self.xy[self.place[on]]
+        return self._output(ids)
 
     def _regime(self, ev: np.ndarray, n_cand: int, m0: int, n_mov: int) -> None:
         """Are the frames in order? Compare how well the beam's motion predictions explain this frame with how well
@@ -365,14 +387,14 @@ class HmmFilter:
         wm = w[self.moving]
         p_ord = float(w[~self.moving].sum()) * p_free
         if n_mov:
-            t = np.exp(-np.array([0.0] + [self.conf["change_penalty"]] * 4 + [self.conf["turn_penalty"]] * 2))
+            t = np.exp(-np.array([0.0] + [self.conf["change_penalty"]] * 4 + [self.conf["turn_penalty"]] * 4))
             t /= t.sum()
             e = ev[m0 : m0 + CHILDREN * n_mov].reshape(CHILDREN, n_mov)
             p_ord += float((wm * (t[:, None] * np.exp(np.minimum(e, 30.0))).sum(0)).sum())
         lr = math.log(max(p_ord, 1e-300)) - math.log(p_free)
         self.order_logodds = float(np.clip(float(self.conf["forget"]) * self.order_logodds + lr, -20.0, 40.0))
 
-    def _output(self) -> TemporalOutput | None:
+    def _output(self, ids: np.ndarray) -> TemporalOutput | None:
         i0 = 0  # the beam is sorted: the mode first
         if not self.moving[i0] or self.place[i0] < 0 or self.age[i0] < int(self.conf["min_age"]):
             return None
@@ -387,9 +409,12 @@ class HmmFilter:
         near = np.linalg.norm(d, axis=1) <= 2.5 * self.spacing
         conf = float(np.clip(w[near].sum(), 0.0, 1.0))
         wn = w[near] / max(w[near].sum(), 1e-12)
-        # the estimate: the posterior mean of the mode's neighbourhood (paths offset by a place or two along the same
-        # track score alike; their mean is steadier than the single best one)
+        # the estimate: the posterior mean of the mode's neighbourhood (paths a place or two apart along the same
+        # track score alike), refined by this frame's best retrieved match when that agrees with the track
         p0 = p0 + (wn[:, None] * d[near]).sum(0)
+        agree = np.linalg.norm(self.xy[ids] - p0, axis=1) <= 2.5 * self.spacing
+        if agree.any():
+            p0 = self.xy[ids[np.argmax(agree)]].copy()
         d = self.pos - p0
         local = (wn[:, None, None] * d[near][:, :, None] * d[near][:, None, :]).sum(0)
         local += (self.spacing / 2.0) ** 2 * np.eye(2)
