@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vpr_core.eval.recall import evaluate  # noqa: E402
-from vpr_core.io.geoset import in_sequence, load_geoset  # noqa: E402
-from vpr_core.io.images import load_image  # noqa: E402
-from vpr_core.localize.localizer import Localizer  # noqa: E402
-from vpr_core.localize.temporal import HmmFilter  # noqa: E402
-from vpr_core.map.build import build_and_save  # noqa: E402
+from vpr_core.eval.recall import evaluate
+from vpr_core.io.geoset import in_sequence, load_geoset
+from vpr_core.io.images import load_image
+from vpr_core.localize.localizer import Localizer
+from vpr_core.localize.temporal import HmmFilter
+from vpr_core.map.build import build_and_save
 
 # set -> (threshold m, shuffle seed or None, models)
 SETS = {
