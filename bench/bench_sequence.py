@@ -55,7 +55,8 @@ def run_set(root: Path, name: str, model: str, tmp: Path, device: str) -> tuple[
         rep, est = evaluate(Localizer(vmap, device=device, temporal=temporal), q, thr, progress=False)
         out[temporal] = est
         row[f"r1_{temporal}"] = rep["recall@1"]
-        row[f"first_{temporal}"] = rep["first_correct_frame"]
+        row[f"first_fix_{temporal}"] = rep["first_correct_fix"]
+        row[f"lock_{temporal}"] = rep["locked_frame"]
         if temporal == "hmm":
             row["tracked_pct"] = rep["tracked_pct"]
             row["temporal_ms_p50"] = rep["latency_ms"]["temporal"]["p50"]
@@ -150,7 +151,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows, extra = [], {}
-    print(f"{'set':9s} {'model':11s} {'q':>4s} {'R@1 single':>10s} {'R@1 hmm':>8s} {'first ok':>9s} {'tracked':>8s}")
+    print(
+        f"{'set':20s} {'model':11s} {'q':>4s} {'R@1 single':>10s} {'R@1 hmm':>8s} {'1st right FIX':>13s} "
+        f"{'locked':>9s} {'tracked':>8s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             for model in SETS[name][2]:
@@ -158,8 +162,9 @@ def main() -> int:
                 rows.append(row)
                 label = f"{name}{' (shuffled)' if row['shuffled'] else ''}"
                 print(
-                    f"{label:9s} {model:11s} {row['queries']:4d} {row['r1_none']:10.1f} {row['r1_hmm']:8.1f} "
-                    f"{row['first_none']:4d}/{row['first_hmm']:<4d} {row['tracked_pct']:7.1f}%",
+                    f"{label:20s} {model:11s} {row['queries']:4d} {row['r1_none']:10.1f} {row['r1_hmm']:8.1f} "
+                    f"{row['first_fix_none']:6d}/{row['first_fix_hmm']:<6d} "
+                    f"{row['lock_none']:4d}/{row['lock_hmm']:<4d} {row['tracked_pct']:7.1f}%",
                     flush=True,
                 )
                 if name == "nordland" and model == "thumbnail":

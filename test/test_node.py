@@ -422,3 +422,52 @@ def test_faults_keep_their_severity_and_a_dead_worker_ends_the_node(street_map, 
         executor.shutdown(timeout_sec=1.0)
         node.stop()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_temporal_filter_with_odometry(street_map, street, tmp_path):
+    """temporal: hmm with an Odometry publisher: every frame answered, odometry used, ~/relocalize resets the track."""
+    from nav_msgs.msg import Odometry
+    from std_srvs.srv import Trigger
+
+    from vpr_core.io.geoset import in_sequence
+
+    q = in_sequence(load_geoset(street / "queries", frame=load_geoset(street / "database").frame))
+    images = [load_image(p) for p in q.paths]
+    with running_node(
+        tmp_path / "node.log",
+        map_path=street_map,
+        image_topic="/cam/image",
+        device="cpu",
+        temporal="hmm",
+        odom_topic="/odom",
+    ) as (node, peer):
+        peer.wait_matched()
+        odom = peer.node.create_publisher(
+            Odometry, "/odom", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        assert peer.wait_for(lambda: odom.get_subscription_count() > 0), "the node never subscribed to /odom"
+        for i, img in enumerate(images):
+            m = Odometry()
+            m.header.stamp = peer.stamp(i)
+            m.header.frame_id = "odom"
+            m.pose.pose.position.x, m.pose.pose.position.y = float(q.east[i] - q.east[0]), 0.0
+            m.pose.pose.orientation.w = 1.0
+            odom.publish(m)
+            time.sleep(0.05)  # odometry of a stamp arrives before the frame of that stamp
+            peer.pub.publish(peer.raw(img, i))
+            assert peer.wait_for(lambda i=i: len(peer.fixes) > i), f"no fix for frame {i}"
+        assert peer.wait_for(lambda: peer.last_diag().get("temporal_motion") == "odometry")
+        d = peer.last_diag()
+        assert d["temporal"] == "hmm" and d["odom_topic"] == "/odom" and d["temporal_source"] in ("frame", "track")
+        vmap = load_map(street_map)
+        errors = []
+        for i, (_, fix) in enumerate(peer.fixes):
+            assert fix.header.stamp == peer.stamp(i)
+            e, n, _ = vmap.frame.enu(fix.latitude, fix.longitude)
+            errors.append(np.hypot(e[0] - q.east[i], n[0] - q.north[i]))
+        assert np.mean(np.array(errors) < 5.0) >= 0.7, errors
+        r = peer.call(Trigger, "/vpr_localizer/relocalize", Trigger.Request())
+        assert r.success and "temporal track is reset" in r.message
+        peer.pub.publish(peer.raw(images[0], 100))
+        assert peer.wait_for(lambda: len(peer.fixes) > len(images))
+        assert peer.wait_for(lambda: peer.last_diag().get("temporal_source") == "frame")  # a new track starts

@@ -162,3 +162,66 @@ def test_odom_track_interpolates_distance_and_turn():
     assert m.distance == pytest.approx(4.0) and m.dyaw == pytest.approx(0.2)
     assert t.motion(None, 22.0) is None and t.motion(25.0, 40.0) is None  # no extrapolation
     assert t.t[0] >= 29 - 10 - 1  # old samples dropped
+
+
+# ---- through the product: `vpr eval` on a small ordered set ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ordered_street(tmp_path_factory):
+    """A rendered street walked in order: 50 map frames 2 m apart, 50 darker, occluded, offset queries."""
+    from vpr_core.demo import generate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.map.build import build_and_save
+
+    root = tmp_path_factory.mktemp("ordered")
+    generate(root, seed=11, n_map=50, n_query=50)
+    build_and_save(load_geoset(root / "database"), root / "m.vprmap", device="cpu", source=str(root / "database"))
+    return root
+
+
+def test_eval_temporal_on_an_ordered_set(ordered_street, tmp_path):
+    import json
+
+    from test_cli import vpr
+
+    def fails_with(r, pattern: str) -> None:  # one line naming the flag, exit status 2, never a traceback
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+        assert len(lines) == 1 and pattern in lines[0], r.stderr
+
+    base = ["eval", "--map", ordered_street / "m.vprmap", "--queries", ordered_street / "queries", "--threshold", 3]
+    reports = {}
+    for name, extra in {
+        "none": [],
+        "hmm": ["--temporal", "hmm"],
+        "shuffled": ["--temporal", "hmm", "--shuffle", 0],
+    }.items():
+        out = tmp_path / f"{name}.json"
+        r = vpr(*base, *extra, "--json", out, "-q")
+        reports[name] = json.loads(out.read_text())
+        assert "R@1" in r.stdout
+    single, hmm, shuffled = (reports[k]["recall@1"] for k in ("none", "hmm", "shuffled"))
+    assert hmm >= single + 4, (single, hmm)  # the track helps on ordered frames
+    assert reports["hmm"]["tracked_pct"] > 50 and reports["hmm"]["temporal"] == "hmm"
+    assert shuffled >= single - 5 and reports["shuffled"]["tracked_pct"] < 10  # unordered: back to single frames
+    fails_with(vpr(*base, "--temporal", "kalman", ok=False), "--temporal")
+    fails_with(vpr(*base, "--temporal-set", "max_sped=3", ok=False), "max_sped")
+    fails_with(vpr(*base, "--frame-period", "0", ok=False), "--frame-period")
+    fails_with(vpr(*base, "--odom-topic", "/odom", ok=False), "--odom-topic needs --bag")
+
+
+def test_queries_come_in_recorded_order(tmp_path):
+    """The 8th @ field in natural order (frame9 before frame10), never the coordinates; a seeded shuffle."""
+    from vpr_core.geodesy import LocalFrame
+    from vpr_core.io.geoset import GeoImage, GeoSet, in_sequence
+
+    names = ["frame10", "frame9", "frame100", "frame1"]
+    imgs = [
+        GeoImage(tmp_path / f"@{500 - i}@0@32@T@0.0@{i * 1e-4}@{n}@@@@@@@@.jpg", 0.0, i * 1e-4)
+        for i, n in enumerate(names)
+    ]
+    gs = GeoSet(imgs, LocalFrame(0.0, 0.0), np.arange(4.0), np.zeros(4))
+    assert [g.path.stem.split("@")[7] for g in in_sequence(gs).images] == ["frame1", "frame9", "frame10", "frame100"]
+    a, b = in_sequence(gs, shuffle=0), in_sequence(gs, shuffle=0)
+    assert [g.path for g in a.images] == [g.path for g in b.images] and sorted(a.east) == [0.0, 1.0, 2.0, 3.0]

@@ -75,6 +75,7 @@ class VprLocalizer(LifecycleNode):
         self._odom_lock = threading.Lock()
         self.prev_stamp: float | None = None  # stamp of the previous frame (the temporal filter's dt and odometry)
         self.last_source = "none"
+        self.last_motion = "none"
         self.pubs: dict[str, object] = {}
         self.enabled = True
         self.relocalize_next = False
@@ -308,6 +309,7 @@ class VprLocalizer(LifecycleNode):
                 motion=motion,
             )
             self.last_source = est.source
+            self.last_motion = "odometry" if motion is not None else "speed prior"
         except ImageError as e:
             text = f"frame skipped: {e}"
             self.health.frame_bad(text)
@@ -380,6 +382,7 @@ class VprLocalizer(LifecycleNode):
                 "temporal": loc.config.temporal,
                 "temporal_source": self.last_source,  # track: the filter answered the last frame; frame: single
                 "odom_topic": self.settings.odom_topic or "none",
+                "temporal_motion": self.last_motion,  # what moved the track at the last frame
                 "image_topic": topic,
             }
         device = str(loc.extractor.device) if loc is not None else "none"

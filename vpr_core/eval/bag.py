@@ -86,7 +86,7 @@ def evaluate_bag(
         )
     true_xy = np.array(truth)
     report = summarize(scored, true_xy, threshold, localizer.map.xy, localizer.config.min_confidence)
-    report |= localizer_info(localizer) | sequence_info(scored, true_xy, threshold)
+    report |= localizer_info(localizer) | sequence_info(scored, true_xy, threshold, localizer.config.min_confidence)
     report |= {
         "bag": str(bag),
         "image_topic": image_topic,

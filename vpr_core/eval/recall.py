@@ -97,15 +97,26 @@ def evaluate(
         est.timings = {"load": load_ms, **est.timings}
         estimates.append(est)
     report = summarize(estimates, queries.xy, threshold, localizer.map.xy, localizer.config.min_confidence)
-    return report | localizer_info(localizer) | sequence_info(estimates, queries.xy, threshold), estimates
+    mc = localizer.config.min_confidence
+    return report | localizer_info(localizer) | sequence_info(estimates, queries.xy, threshold, mc), estimates
 
 
-def sequence_info(estimates: list[Estimate], true_xy: np.ndarray, threshold: float) -> dict[str, Any]:
-    """What the temporal filter did: the share of frames its track answered and the first correct frame."""
-    ok = [np.hypot(e.east - t[0], e.north - t[1]) <= threshold for e, t in zip(estimates, true_xy)]
+def sequence_info(
+    estimates: list[Estimate], true_xy: np.ndarray, threshold: float, min_confidence: float = 0.5
+) -> dict[str, Any]:
+    """How a run starts and what the temporal filter did: the first frame whose estimate is right, the first right
+    STATUS_FIX, the frame from which 10 in a row are right (lock), and the share of frames its track answered."""
+    ok = [bool(np.hypot(e.east - t[0], e.north - t[1]) <= threshold) for e, t in zip(estimates, true_xy)]
     first = next((i for i, o in enumerate(ok) if o), -1)
+    fix = next((i for i, (o, e) in enumerate(zip(ok, estimates)) if o and e.confidence >= min_confidence), -1)
+    lock = next((i for i in range(max(len(ok) - 9, 0)) if all(ok[i : i + 10])), -1)
     tracked = sum(e.source == "track" for e in estimates)
-    return {"tracked_pct": 100.0 * tracked / max(len(estimates), 1), "first_correct_frame": first}
+    return {
+        "tracked_pct": 100.0 * tracked / max(len(estimates), 1),
+        "first_correct_frame": first,
+        "first_correct_fix": fix,
+        "locked_frame": lock,
+    }
 
 
 def localizer_info(localizer: Localizer) -> dict[str, Any]:

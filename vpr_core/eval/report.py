@@ -40,7 +40,8 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("temporal", "none") != "none":
         print(
             f"  temporal {report['temporal']}: track answered {report['tracked_pct']:.1f}% of frames; first correct "
-            f"frame {report['first_correct_frame']}"
+            f"frame {report['first_correct_frame']}, first correct FIX {report['first_correct_fix']}, locked (10 right "
+            f"in a row) from frame {report['locked_frame']}"
         )
     lat = "  ".join(f"{k} {v['p50']:.1f}/{v['p95']:.1f}" for k, v in report["latency_ms"].items())
     print(f"  latency ms p50/p95: {lat}")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import VprError
 from ..registry import Registry
@@ -203,7 +204,9 @@ class HmmFilter:
         self.moments = MapMoments.of(self.xy)
         n = len(self.xy)
         rng = np.random.default_rng(0)
-        self.sample = np.asarray(descriptors[np.sort(rng.choice(n, min(n, int(self.conf["sample"])), replace=False))])
+        pick = np.sort(rng.choice(n, min(n, int(self.conf["sample"])), replace=False))
+        # products run in torch, on the pipeline's own thread pool: numpy's BLAS threads would fight torch's
+        self.sample = torch.from_numpy(np.array(descriptors[pick], dtype=np.float32))
         self.mean_desc = np.zeros(descriptors.shape[1], np.float64)
         for lo in range(0, n, 65536):
             self.mean_desc += np.asarray(descriptors[lo : lo + 65536], np.float64).sum(0)
@@ -229,7 +232,7 @@ class HmmFilter:
     # -- observation -------------------------------------------------------------------------------------------
     def _evidence_fn(self, q: np.ndarray):
         q = np.asarray(q, np.float32).reshape(-1)
-        sigma = float(np.std(self.sample @ q)) + 1e-6
+        sigma = float(torch.mv(self.sample, torch.from_numpy(q)).std(correction=0)) + 1e-6
         qn, b = q / sigma, float(self.mean_desc @ q) / sigma
         qe, be = (qn - self.qmean, b - self.bmean) if self.qmean is not None else (qn, b)
         # does this frame look like the previous one? (a robot standing still sees the same scene)
@@ -255,7 +258,8 @@ class HmmFilter:
             on = places >= 0
             if on.any():
                 u, inv = np.unique(places[on], return_inverse=True)
-                out[on] = (np.asarray(self.desc[u], np.float32) @ qe - be)[inv]
+                rows = torch.from_numpy(np.asarray(self.desc[u], np.float32))
+                out[on] = (torch.mv(rows, torch.from_numpy(qe)).numpy() - be)[inv]
             return out * w
 
         return evidence
