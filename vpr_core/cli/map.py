@@ -12,6 +12,10 @@ from .common import add_device_arg, add_geo_args, geoset, need_topics, positive_
 __all__ = ["add"]
 
 
+#: What ``vpr map build --local`` can store.
+LOCAL_KINDS = ("grid", "sparse", "both", "none")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from ..config import parse_sets
     from ..map.build import build_and_save, build_map_from_bag
@@ -23,7 +27,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         "model_name": args.model,
         "model_conf": parse_sets(args.set),
         "device": args.device,
-        "local": not args.no_local,
+        "local": args.local in ("grid", "both") and not args.no_local,
+        "sparse": {"top_k": args.sparse_keypoints} if args.local in ("sparse", "both") else None,
     }
     if args.bag:
         need_topics(args)
@@ -103,8 +108,20 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256",
     )
     b.add_argument(
-        "--no-local", action="store_true", help="store no dense grid features (smaller map; no geometric re-ranking)"
+        "--local",
+        choices=LOCAL_KINDS,
+        default="grid",
+        help="local features stored for re-ranking: grid (dense XFeat grid: ransac, dhe, geowarp; default), sparse "
+        "(XFeat keypoints at 640 px, int8: lighterglue; 34 KB/image at 512), both, or none",
     )
+    b.add_argument(
+        "--sparse-keypoints",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="with --local sparse/both: keypoints per image (default 512; 1024 fits the 80 KB budget, 4x slower)",
+    )
+    b.add_argument("--no-local", action="store_true", help="same as --local none (smaller map; no re-ranking)")
     add_device_arg(b)
     b.set_defaults(func=cmd_build)
 

@@ -158,13 +158,15 @@ class Localizer:
         re-ranking depth) beyond the configured ones. With a temporal filter, frames must come in order: ``stamp``
         (seconds; default one second after the previous frame) and ``motion`` (odometry since the previous frame)."""
         t0 = time.perf_counter()
-        x = self.extractor.to_tensor([to_rgb(image)])
+        rgb = to_rgb(image)
+        x = self.extractor.to_tensor([rgb])
         t1 = time.perf_counter()
         rr = self.reranker
         desc, qloc = self.runner(x, local=rr.needs_local)
         t2 = time.perf_counter()
+        reranks = rr.needs_local or rr.needs_sparse
         depth = rerank_k or (self.auto.top_k if self.auto is not None and rr.needs_local else rr.top_k)
-        scores, ids = self.index.search(desc, max(k or self.top_k, depth if rr.needs_local else 0))
+        scores, ids = self.index.search(desc, max(k or self.top_k, depth if reranks else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0
         scores, ids = scores[valid], ids[valid]
@@ -179,6 +181,13 @@ class Localizer:
             order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score
             ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]
             inliers = inl[order] if rr.counts_inliers else None
+        elif rr.needs_sparse and len(ids):
+            kk = min(depth, len(ids))
+            res = rr.rerank_image(rgb, ids[:kk])
+            rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
+            order = np.lexsort((-scores[:kk], -rs))
+            ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]
+            inliers = inl[order]
         t3b = time.perf_counter()
         est = self._estimate(ids, scores, rscores, inliers)
         t4 = time.perf_counter()

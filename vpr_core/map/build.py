@@ -24,6 +24,7 @@ from ..runtime.extractor import describe_images
 from .format import VprMap, save_map
 
 log = logging.getLogger(__name__)
+SPARSE_PER_IMAGE = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
 
 __all__ = ["build_and_save", "build_map", "build_map_from_bag", "extract_map_images"]
 
@@ -35,14 +36,24 @@ def build_map(
     device: str = "auto",
     source: str = "",
     local: bool = True,
+    sparse: dict[str, Any] | None = None,
 ) -> VprMap:
     """Describe every image of ``geo`` with the named model; learns the vocabulary first when needed.
 
     ``local`` stores each image's dense grid (float16) for re-ranking: measured cheaper than
-    recomputing candidates' features per query (see bench/bench_rerank.py).
+    recomputing candidates' features per query (see bench/bench_rerank.py). ``sparse`` (a conf, {} for the
+    defaults) also stores XFeat sparse keypoints for the learned matchers (``rerank.sparse``).
     """
     paths = geo.paths
     model, desc, local_feats = describe_images(paths, model_name, model_conf, device, local=local)
+    extras = {}
+    if sparse is not None:
+        from ..io.images import load_image
+        from ..rerank.sparse import sparse_extras
+        from ..runtime.extractor import resolve_device
+
+        with tqdm(total=len(paths), desc="sparse features", unit="img") as bar:
+            extras = sparse_extras((load_image(p) for p in paths), sparse, str(resolve_device(device)), bar)
     info = {
         "source": source,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -54,6 +65,13 @@ def build_map(
             "bytes_per_image": int(local_feats[0].nbytes),
         }
         if local_feats is not None
+        else None,
+        "sparse_features": {
+            "keypoints": int(extras["sparse.conf"][0]),
+            "max_side": int(extras["sparse.conf"][1]),
+            "bytes_per_image": int(sum(v[0].nbytes for k, v in extras.items() if k in SPARSE_PER_IMAGE)),
+        }
+        if extras
         else None,
     }
     return VprMap(
@@ -71,6 +89,7 @@ def build_map(
         model_state=model.map_state(),
         info=info,
         local=local_feats,
+        extras=extras,
     )
 
 

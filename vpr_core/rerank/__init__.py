@@ -1,10 +1,11 @@
 """Re-rankers of the global top-K, registered by name (importing this package registers them).
 
 ``none`` keeps the global order; ``ransac``, ``dhe`` and ``geowarp`` verify the
-candidates geometrically on the dense grid features the map stores.
+candidates geometrically on the dense grid features the map stores; ``lighterglue`` matches
+sparse XFeat keypoints (``vpr map build --local sparse``) with a learned matcher.
 """
 
-from . import dhe, geowarp, ransac  # noqa: F401  (registration)
+from . import dhe, geowarp, lighterglue, ransac  # noqa: F401  (registration)
 from .base import RERANKERS, NoRerank, Reranker, RerankResult
 
 __all__ = ["RERANKERS", "NoRerank", "Reranker", "RerankResult", "build_reranker"]

@@ -27,7 +27,8 @@ class RerankResult:
 class Reranker:
     name: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {"top_k": 10}
-    needs_local: ClassVar[bool] = True
+    needs_local: ClassVar[bool] = True  # scores the dense grids the map stores (score())
+    needs_sparse: ClassVar[bool] = False  # matches sparse keypoints: the query image and map rows (rerank_image())
     counts_inliers: ClassVar[bool] = True  # False: scores carry no inlier count (GeoWarp)
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
@@ -68,6 +69,10 @@ class Reranker:
         """Take map-specific state (e.g. an adapted head) and move weights to ``self.device``; default: none."""
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
+        raise NotImplementedError
+
+    def rerank_image(self, rgb, ids) -> RerankResult:
+        """Re-rankers with ``needs_sparse``: score map rows ``ids`` for the query image ``rgb`` (uint8 RGB)."""
         raise NotImplementedError
 
 

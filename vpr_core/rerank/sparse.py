@@ -1,0 +1,100 @@
+"""Sparse local features for learned matchers: XFeat keypoints extracted at a fixed budget, stored in the map.
+
+``vpr map build --local sparse`` (or ``both``) stores, per map image, the best ``top_k`` XFeat keypoints at the
+image scaled to ``max_side`` (640): keypoints as float16 pixels, descriptors as int8 (they are unit vectors:
+x127), the valid count and the extraction size. 512 keypoints cost 512 x (64 + 4) bytes + 12 = 34 KB per image
+(1024: 68 KB; the budget is 80 KB). Measured against recomputing candidates' features from the map images per
+query in ``bench/bench_rerank.py``: storing wins (one XFeat pass per candidate costs more than LighterGlue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import MapError
+from ..models.xfeat import XFeatNet, detect, load_xfeat
+
+__all__ = ["SPARSE_DEFAULTS", "SparseExtractor", "SparseStore", "sparse_extras"]
+
+SPARSE_DEFAULTS: dict[str, Any] = {"top_k": 512, "max_side": 640}
+KEYS = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
+
+
+class SparseExtractor:
+    """RGB uint8 images -> XFeat sparse features at a fixed budget (the map's and the query's, identically)."""
+
+    def __init__(self, top_k: int = 512, max_side: int = 640, device: str | torch.device = "cpu") -> None:
+        self.top_k, self.max_side = int(top_k), int(max_side)
+        self.device = torch.device(device)
+        self.net: XFeatNet = load_xfeat().to(self.device)
+
+    def size_for(self, w: int, h: int) -> tuple[int, int]:
+        """Working size: aspect kept, longest side ``max_side`` (small images are enlarged: measured on corridor's
+        160x120 frames, R@1 70.3 at native size vs 85.6 at 640), both multiples of 32."""
+        s = self.max_side / max(w, h)
+        return max(32, int(round(w * s / 32)) * 32), max(32, int(round(h * s / 32)) * 32)
+
+    @torch.inference_mode()
+    def __call__(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """keypoints (top_k, 2) px at the working size, descriptors (top_k, 64), valid (top_k,), (w, h)."""
+        h, w = rgb.shape[:2]
+        ww, hh = self.size_for(w, h)
+        img = cv2.resize(rgb, (ww, hh), interpolation=cv2.INTER_AREA) if (ww, hh) != (w, h) else rgb
+        x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        kp, desc, valid = detect(self.net, x, self.top_k)
+        return kp[0], desc[0], valid[0], (ww, hh)
+
+
+def sparse_extras(images, conf: dict[str, Any] | None = None, device: str = "cpu", progress=None) -> dict:
+    """The map's ``extras`` for sparse features of ``images`` (an iterable of RGB uint8 arrays)."""
+    c = {**SPARSE_DEFAULTS, **(conf or {})}
+    ex = SparseExtractor(c["top_k"], c["max_side"], device)
+    kps, descs, counts, sizes = [], [], [], []
+    for rgb in images:
+        kp, desc, valid, size = ex(rgb)
+        kps.append(kp.cpu().numpy().astype(np.float16))
+        descs.append(np.clip(np.round(desc.cpu().numpy() * 127.0), -127, 127).astype(np.int8))
+        counts.append(int(valid.sum()))
+        sizes.append(size)
+        if progress is not None:
+            progress.update(1)
+    return {
+        "sparse.keypoints": np.stack(kps),
+        "sparse.descriptors": np.stack(descs),
+        "sparse.count": np.asarray(counts, np.int32),
+        "sparse.size": np.asarray(sizes, np.int32),
+        "sparse.conf": np.asarray([c["top_k"], c["max_side"]], np.int32),
+    }
+
+
+class SparseStore:
+    """A map's sparse features as tensors on the re-ranker's device; ``gather`` takes the K candidates."""
+
+    def __init__(self, vmap, device: torch.device) -> None:
+        missing = [k for k in KEYS if k not in vmap.extras]
+        if missing:
+            raise MapError(
+                "this map stores no sparse features for a learned matcher; rebuild it with "
+                "'vpr map build ... --local sparse' (or --local both to keep the dense grid too)"
+            )
+        e = vmap.extras
+        self.keypoints = torch.from_numpy(np.asarray(e["sparse.keypoints"])).to(device)  # (N, M, 2) fp16
+        self.descriptors = torch.from_numpy(np.asarray(e["sparse.descriptors"])).to(device)  # (N, M, 64) int8
+        self.count = torch.from_numpy(np.asarray(e["sparse.count"], np.int64)).to(device)
+        self.size = torch.from_numpy(np.asarray(e["sparse.size"], np.int64)).to(device)
+        self.top_k, self.max_side = (int(v) for v in np.asarray(e.get("sparse.conf", [512, 640])).reshape(-1)[:2])
+        if self.keypoints.ndim != 3 or self.descriptors.shape[:2] != self.keypoints.shape[:2]:
+            raise MapError("map sparse features are malformed; rebuild the map with --local sparse")
+
+    def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """keypoints (K, M, 2) float, unit descriptors (K, M, 64) float, valid (K, M), sizes (K, 2)."""
+        kp = self.keypoints.index_select(0, ids).float()
+        desc = self.descriptors.index_select(0, ids).float() / 127.0
+        desc = torch.nn.functional.normalize(desc, dim=-1)
+        m = kp.shape[1]
+        valid = torch.arange(m, device=kp.device)[None] < self.count.index_select(0, ids)[:, None]
+        return kp, desc, valid, self.size.index_select(0, ids)
