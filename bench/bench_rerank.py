@@ -12,6 +12,15 @@
    and the DHE/RANSAC ratio; RANSAC with poselib and with OpenCV.
 3. Where candidates' dense features come from: stored in the map (bytes per image) vs
    recomputed from the images at query time (ms per query).
+
+    python bench/bench_rerank.py ../shared/datasets --sweep [--json OUT.json] [--plot-prefix docs/rerank]
+
+``--sweep`` reproduces the two figures of the re-ranking study instead: for none, ransac, dhe, geowarp (with
+--geowarp-weights; else untrained and starred) and lighterglue, on corridor, triplets and nordland (maps with
+``--local both``), each query's global top-100 (capped at the map size; ``--sweep-max-k`` per method) is scored
+once and sliced for K in {1, 5, 10, 20, 50, 100}: R@1 per K; re-rank ms/query timed directly at K=10 and K=100
+(the largest scored K) on ``--timing-queries`` queries. Writes JSON and two PNGs (R@1 vs re-rank time at K=10;
+R@1 vs K) and ends with one summary line.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from vpr_core.rerank.dhe import DHEHead
 from vpr_core.runtime.extractor import Extractor
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
+SWEEP_SETS = {"corridor": 2.5, "triplets": 25.0, "nordland": 25.0}
 
 
 def timed(fn, repeat: int = 5) -> tuple[float, float]:
@@ -51,6 +61,123 @@ def timed(fn, repeat: int = 5) -> tuple[float, float]:
     return float(np.median(ts)), float(np.percentile(ts, 95))
 
 
+SWEEP_KS = (1, 5, 10, 20, 50, 100)
+
+
+def sweep(args) -> int:
+    """R@1 against K and against re-rank time, one run, every method on the same candidates."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    max_k = {"none": 100, "ransac": 100, "dhe": 100, "geowarp": 100, "lighterglue": 20}
+    for item in args.sweep_max_k or []:
+        m, v = item.split("=")
+        max_k[m] = int(v)
+    opts = {"geowarp": {"weights": args.geowarp_weights} if args.geowarp_weights else {}}
+    out: dict = {"sets": {}, "max_k": max_k}
+    print(f"{'set':9s} {'method':12s} " + " ".join(f"{'R@1 K=' + str(k):>9s}" for k in SWEEP_KS) + "  ms@10  ms@max")
+    sets = {n: SWEEP_SETS[n] for n in (args.sets or SWEEP_SETS)}
+    for name, thr in sets.items():
+        root = args.root / name / "images" / "test"
+        db = load_geoset(root / "database")
+        q = load_geoset(root / "queries", frame=db.frame)
+        vmap = build_map(db, device=args.device, source=str(root / "database"), sparse={})
+        sel = np.arange(len(q.paths))
+        if args.max_queries and len(sel) > args.max_queries:
+            sel = np.linspace(0, len(sel) - 1, args.max_queries).astype(int)
+        base = Localizer(vmap, device=args.device)
+        imgs = [load_image(q.paths[i]) for i in sel]
+        kmax_set = min(100, len(vmap))
+        tops = [base.localize(im, k=kmax_set).matches[:kmax_set] for im in imgs]
+        true = np.stack([q.east[sel], q.north[sel]], 1)
+        res = out["sets"][name] = {"queries": len(sel), "map": len(vmap), "methods": {}}
+        for m in ("none", "ransac", "dhe", "geowarp", "lighterglue"):
+            loc = Localizer(vmap, device=args.device, reranker=m, reranker_options=opts.get(m, {}))
+            rr = loc.reranker
+            km = min(max_k[m], kmax_set)
+            ks = [k for k in SWEEP_KS if k <= km] + ([km] if km not in SWEEP_KS else [])
+            hits = {k: [] for k in ks}
+            for im, top, t in zip(imgs, tops, true):
+                ids = np.array([x.index for x in top[:km]])
+                gl = np.array([x.score for x in top[:km]])
+                if m == "none":
+                    sc = gl
+                elif rr.needs_sparse:
+                    sc = rr.rerank_image(im, ids).scores.numpy()
+                else:
+                    _, qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)
+                    cands = loc.local.index_select(0, torch.from_numpy(ids)).float()
+                    sc = rr.score(qloc[0], cands).scores.numpy()
+                for k in ks:  # the best of the first k by re-rank score, ties by the global order
+                    best = ids[np.lexsort((-gl[:k], -sc[:k]))[0]]
+                    hits[k].append(np.linalg.norm(vmap.xy[best] - t) <= thr)
+            ms = {}
+            for k in sorted({min(10, km), km}):
+                sub = list(zip(imgs, tops))[: args.timing_queries]
+                t0 = time.perf_counter()
+                for im, top in sub:
+                    ids = np.array([x.index for x in top[:k]])
+                    if m == "none":
+                        continue
+                    if rr.needs_sparse:
+                        rr.rerank_image(im, ids)
+                    else:
+                        _, qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)
+                        rr.score(qloc[0], loc.local.index_select(0, torch.from_numpy(ids)).float())
+                ms[k] = (time.perf_counter() - t0) / len(sub) * 1e3
+            r1 = {k: float(100 * np.mean(v)) for k, v in hits.items()}
+            res["methods"][m] = {"r1": r1, "ms": ms, "trained": bool(rr.trained), "max_k": km}
+            star = "" if rr.trained else "*"
+            cells = " ".join(f"{r1[k]:8.1f}{star or ' '}" if k in r1 else f"{'-':>9s}" for k in SWEEP_KS)
+            print(f"{name:9s} {m:12s} {cells}  {ms.get(min(10, km), 0):5.0f}  {ms[km]:6.0f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    colors = {
+        "none": "k",
+        "ransac": "tab:blue",
+        "dhe": "tab:orange",
+        "geowarp": "tab:purple",
+        "lighterglue": "tab:green",
+    }
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], out["sets"].items()):
+        for m, v in r["methods"].items():
+            k10 = min(10, v["max_k"])
+            ax.scatter(max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10], color=colors[m], s=40)
+            ax.annotate(m + ("" if v["trained"] else "*"), (max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10]), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("re-rank ms/query at K=10 (2 CPU cores)")
+        ax.set_ylabel("R@1")
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(f"{args.plot_prefix}_time.png", dpi=110)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], out["sets"].items()):
+        for m, v in r["methods"].items():
+            ks = sorted(v["r1"], key=int)
+            ax.plot([int(k) for k in ks], [v["r1"][k] for k in ks], "o-", color=colors[m], label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("K (candidates re-ranked)")
+        ax.set_ylabel("R@1")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(f"{args.plot_prefix}_k.png", dpi=110)
+    best = {n: max(r["methods"].items(), key=lambda kv: max(kv[1]["r1"].values())) for n, r in out["sets"].items()}
+    print(
+        "summary: best R@1 "
+        + ", ".join(f"{n} {m} {max(v['r1'].values()):.1f}" for n, (m, v) in best.items())
+        + "; K=10 ms/query "
+        + ", ".join(f"{m} {v['ms'].get(10, 0):.0f}" for m, v in next(iter(out["sets"].values()))["methods"].items())
+        + f"; plots {args.plot_prefix}_time.png {args.plot_prefix}_k.png"
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
@@ -59,8 +186,17 @@ def main() -> int:
     ap.add_argument("--dhe-weights")
     ap.add_argument("--geowarp-weights")
     ap.add_argument("--adapt-iterations", type=int, default=300, help="map adapt iterations for dhe-adapted (0 = skip)")
+    ap.add_argument("--sweep", action="store_true", help="R@1 vs K and vs re-rank time for every re-ranker")
+    ap.add_argument("--sweep-max-k", nargs="*", metavar="METHOD=K", help="cap K per method (lighterglue=20 default)")
+    ap.add_argument("--max-queries", type=int, default=0, help="with --sweep: queries per set (0 = all)")
+    ap.add_argument("--timing-queries", type=int, default=10)
+    ap.add_argument("--sets", nargs="*", help="with --sweep: corridor triplets nordland (default all)")
+    ap.add_argument("--json")
+    ap.add_argument("--plot-prefix", default="rerank")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.sweep:
+        return sweep(args)
     dev = torch.device(args.device)
     methods = {
         "none": {},

@@ -287,8 +287,8 @@ def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
     from vpr_core.map.format import load_map
 
     m = load_map(sparse_map)
-    assert m.local is None and m.extras["sparse.descriptors"].dtype == np.int8
-    assert m.info["sparse_features"]["bytes_per_image"] == 256 * (64 + 4) + 12
+    assert m.local is None and m.extras["sparse.descriptors"].dtype == np.float16
+    assert m.info["sparse_features"]["bytes_per_image"] == 256 * (128 + 4) + 12
     loc = Localizer(m, device="cpu", reranker="lighterglue")
     assert loc.reranker.trained and "lighterglue" in loc.reranker.source
     q = load_geoset(street / "queries", frame=m.frame)

@@ -112,14 +112,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         choices=LOCAL_KINDS,
         default="grid",
         help="local features stored for re-ranking: grid (dense XFeat grid: ransac, dhe, geowarp; default), sparse "
-        "(XFeat keypoints at 640 px, int8: lighterglue; 34 KB/image at 512), both, or none",
+        "(XFeat keypoints at 640 px, fp16: lighterglue; 66 KB/image at 512), both, or none",
     )
     b.add_argument(
         "--sparse-keypoints",
         type=positive_int,
         default=512,
         metavar="N",
-        help="with --local sparse/both: keypoints per image (default 512; 1024 fits the 80 KB budget, 4x slower)",
+        help="with --local sparse/both: keypoints per image (default 512; 1024 is 4x slower to match)",
     )
     b.add_argument("--no-local", action="store_true", help="same as --local none (smaller map; no re-ranking)")
     add_device_arg(b)

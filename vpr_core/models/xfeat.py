@@ -101,7 +101,8 @@ def detect(
     peak[..., 0, 0] = False  # the reference drops (0, 0), its padding value
     # score = heatmap (nearest) x reliability (bilinear), sampled at each pixel as the reference samples keypoints
     ys, xs = torch.meshgrid(
-        torch.arange(h, device=rgb.device, dtype=rgb.dtype), torch.arange(w, device=rgb.device, dtype=rgb.dtype),
+        torch.arange(h, device=rgb.device, dtype=rgb.dtype),
+        torch.arange(w, device=rgb.device, dtype=rgb.dtype),
         indexing="ij",
     )
     g = torch.stack([2.0 * xs / (w - 1) - 1.0, 2.0 * ys / (h - 1) - 1.0], -1)[None].expand(b, -1, -1, -1)

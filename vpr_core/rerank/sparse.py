@@ -1,9 +1,9 @@
 """Sparse local features for learned matchers: XFeat keypoints extracted at a fixed budget, stored in the map.
 
 ``vpr map build --local sparse`` (or ``both``) stores, per map image, the best ``top_k`` XFeat keypoints at the
-image scaled to ``max_side`` (640): keypoints as float16 pixels, descriptors as int8 (they are unit vectors:
-x127), the valid count and the extraction size. 512 keypoints cost 512 x (64 + 4) bytes + 12 = 34 KB per image
-(1024: 68 KB; the budget is 80 KB). Measured against recomputing candidates' features from the map images per
+image scaled to ``max_side`` (640): keypoints and descriptors as float16, the valid count and the extraction
+size. 512 keypoints cost 512 x (128 + 4) bytes + 12 = 66 KB per image (the budget is 80 KB). int8 descriptors
+(34 KB) were measured and dropped: they flipped a triplets query (R@1 100 -> 90 at K=10). Measured against recomputing candidates' features from the map images per
 query in ``bench/bench_rerank.py``: storing wins (one XFeat pass per candidate costs more than LighterGlue).
 """
 
@@ -57,7 +57,7 @@ def sparse_extras(images, conf: dict[str, Any] | None = None, device: str = "cpu
     for rgb in images:
         kp, desc, valid, size = ex(rgb)
         kps.append(kp.cpu().numpy().astype(np.float16))
-        descs.append(np.clip(np.round(desc.cpu().numpy() * 127.0), -127, 127).astype(np.int8))
+        descs.append(desc.cpu().numpy().astype(np.float16))
         counts.append(int(valid.sum()))
         sizes.append(size)
         if progress is not None:
@@ -83,7 +83,7 @@ class SparseStore:
             )
         e = vmap.extras
         self.keypoints = torch.from_numpy(np.asarray(e["sparse.keypoints"])).to(device)  # (N, M, 2) fp16
-        self.descriptors = torch.from_numpy(np.asarray(e["sparse.descriptors"])).to(device)  # (N, M, 64) int8
+        self.descriptors = torch.from_numpy(np.asarray(e["sparse.descriptors"])).to(device)  # (N, M, 64) fp16
         self.count = torch.from_numpy(np.asarray(e["sparse.count"], np.int64)).to(device)
         self.size = torch.from_numpy(np.asarray(e["sparse.size"], np.int64)).to(device)
         self.top_k, self.max_side = (int(v) for v in np.asarray(e.get("sparse.conf", [512, 640])).reshape(-1)[:2])
@@ -93,8 +93,7 @@ class SparseStore:
     def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """keypoints (K, M, 2) float, unit descriptors (K, M, 64) float, valid (K, M), sizes (K, 2)."""
         kp = self.keypoints.index_select(0, ids).float()
-        desc = self.descriptors.index_select(0, ids).float() / 127.0
-        desc = torch.nn.functional.normalize(desc, dim=-1)
+        desc = self.descriptors.index_select(0, ids).float()
         m = kp.shape[1]
         valid = torch.arange(m, device=kp.device)[None] < self.count.index_select(0, ids)[:, None]
         return kp, desc, valid, self.size.index_select(0, ids)
