@@ -1,10 +1,10 @@
 """Sparse local features for learned matchers: XFeat keypoints extracted at a fixed budget, stored in the map.
 
-``vpr map build --local sparse`` (or ``both``) stores, per map image, the best ``top_k`` XFeat keypoints at the
+``vpr map build --local sparse`` (or ``both``) stores, per map image, the best ``top_k`` XFeat keypoints of the
 image scaled to ``max_side`` (640): keypoints and descriptors as float16, the valid count and the extraction
 size. 512 keypoints cost 512 x (128 + 4) bytes + 12 = 66 KB per image (the budget is 80 KB). int8 descriptors
-(34 KB) were measured and dropped: they flipped a triplets query (R@1 100 -> 90 at K=10). Measured against recomputing candidates' features from the map images per
-query in ``bench/bench_rerank.py``: storing wins (one XFeat pass per candidate costs more than LighterGlue).
+(34 KB) were measured and dropped: they flipped a triplets query (R@1 100 -> 90 at K=10). Stored rather than
+recomputed from the map images per query: one XFeat pass per candidate image would cost more than the matching.
 """
 
 from __future__ import annotations
