@@ -314,3 +314,36 @@ def test_lighterglue_needs_sparse_features_and_real_weights(street_map, tmp_path
         build_reranker("lighterglue", {"weights": str(tmp_path / "missing.pt")})
     with pytest.raises(VprError, match="model="):
         build_reranker("lighterglue", {"model": "affine"})
+
+
+@pytest.mark.parametrize("name", ["loftr", "lightglue"])
+def test_kornia_matchers_with_weight_files(street, street_map, tmp_path, name):
+    """LoFTR and DISK+LightGlue load weight files of the right shapes (random here: no download offline) and score
+    the map's own images in one batch; without files: one line naming what to fetch."""
+    from kornia.feature import DISK, LightGlue, LoFTR
+
+    from vpr_core.io.images import load_image
+    from vpr_core.localize.localizer import Localizer
+
+    if name == "loftr":
+        torch.save(LoFTR(pretrained=None).state_dict(), tmp_path / "w.ckpt")
+        opts = {"weights": str(tmp_path / "w.ckpt")}
+    else:
+        torch.save(LightGlue(None, input_dim=128).state_dict(), tmp_path / "w.ckpt")
+        torch.save(DISK().state_dict(), tmp_path / "disk.pth")
+        opts = {"weights": str(tmp_path / "w.ckpt"), "extractor_weights": str(tmp_path / "disk.pth")}
+    loc = Localizer.from_file(
+        street_map, device="cpu", reranker=name, reranker_options={**opts, "size": [160, 128], "top_k": 3}
+    )
+    img = load_image(sorted((street / "queries").iterdir())[0])
+    est = loc.localize(img)
+    assert est.matches[0].rerank_score is not None and est.timings["rerank"] > 0
+    res = loc.reranker.rerank_image(img, np.array([0, 1, 2]))
+    assert res.scores.shape == (3,) and (res.inliers >= 0).all()
+    missing = {"weights": str(tmp_path / "nope.ckpt")} | ({} if name == "loftr" else {"extractor_weights": "x"})
+    with pytest.raises(VprError, match="not found; download http"):
+        build_reranker(name, missing)
+    with pytest.raises(VprError, match="images"):
+        Localizer.from_file(
+            street_map, device="cpu", reranker=name, reranker_options={**opts, "images": str(tmp_path / "none")}
+        )

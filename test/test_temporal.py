@@ -225,3 +225,30 @@ def test_queries_come_in_recorded_order(tmp_path):
     assert [g.path.stem.split("@")[7] for g in in_sequence(gs).images] == ["frame1", "frame9", "frame10", "frame100"]
     a, b = in_sequence(gs, shuffle=0), in_sequence(gs, shuffle=0)
     assert [g.path for g in a.images] == [g.path for g in b.images] and sorted(a.east) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_loop_driven_twice():
+    """A square loop (4 corners) driven twice: the track follows the corners and the revisit."""
+    rng = np.random.default_rng(7)
+    side = 40  # places per side, 10 m apart
+    t = np.arange(4 * side) * SPACING
+    edge = (t // (side * SPACING)).astype(int)
+    s = t % (side * SPACING)
+    length = side * SPACING
+    xy = np.select(
+        [edge[:, None] == 0, edge[:, None] == 1, edge[:, None] == 2, edge[:, None] == 3],
+        [
+            np.stack([s, 0 * s], 1),
+            np.stack([0 * s + length, s], 1),
+            np.stack([length - s, 0 * s + length], 1),
+            np.stack([0 * s, length - s], 1),
+        ],
+    )
+    desc = rng.standard_normal((len(xy), DIM)).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    places = np.arange(0, 2 * len(xy), 2) % len(xy)  # 20 m/s, twice round
+    res = run(HmmFilter(xy, desc), xy, desc, places)
+    track = np.array([correct(p, xy, j) for (p, _, _), j in zip(res, places)])
+    assert track[20:].mean() >= 0.9, np.nonzero(~track)
+    lap2 = len(places) // 2
+    assert track[lap2 : lap2 + 20].all()  # the revisit of the start is tracked through

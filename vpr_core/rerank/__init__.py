@@ -5,7 +5,7 @@ candidates geometrically on the dense grid features the map stores; ``lighterglu
 sparse XFeat keypoints (``vpr map build --local sparse``) with a learned matcher.
 """
 
-from . import dhe, geowarp, lighterglue, ransac  # noqa: F401  (registration)
+from . import dhe, geowarp, kornia_matchers, lighterglue, ransac  # noqa: F401  (registration)
 from .base import RERANKERS, NoRerank, Reranker, RerankResult
 
 __all__ = ["RERANKERS", "NoRerank", "Reranker", "RerankResult", "build_reranker"]
