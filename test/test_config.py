@@ -101,7 +101,10 @@ def test_surfaces_that_differ_say_why():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"reranker": "magic"}, "reranker='magic' is unknown; choose one of auto, dhe, geowarp, lighterglue, lightglue, loftr, none, ransac"),
+        (
+            {"reranker": "magic"},
+            "reranker='magic' is unknown; choose one of auto, dhe, geowarp, lighterglue, lightglue, loftr, none, ransac",
+        ),
         ({"backend": "fast"}, "backend='fast' is invalid"),
         ({"top_k": 0}, "top_k=0 is out of range"),
         ({"min_confidence": float("nan")}, "not finite"),
