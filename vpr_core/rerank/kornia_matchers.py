@@ -20,7 +20,7 @@ import torch
 from ..errors import VprError
 from ..io.images import load_image
 from .base import RERANKERS, Reranker, RerankResult
-from .lighterglue import verify
+from .lighterglue import read_state, verify
 
 __all__ = ["LoFTRRerank", "LightGlueDiskRerank"]
 
@@ -32,17 +32,7 @@ URLS = {
 
 
 def _state(path: str, what: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise VprError(f"{what} weights {p}: not found; download {URLS[what]} and pass --rerank-set weights=PATH")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise VprError(f"{what} weights {p}: unreadable ({type(e).__name__}); download {URLS[what]} again") from None
-    for key in ("state_dict", "model", "extractor"):  # the releases wrap their weights differently
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
+    return read_state(Path(path), what, f"download {URLS[what]} and pass --rerank-set weights=PATH")
 
 
 def _load(net: torch.nn.Module, sd: dict, path: str, what: str) -> None:

