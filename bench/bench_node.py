@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vpr_core.demo import generate
-from vpr_core.io.geoset import load_geoset
+from vpr_core.io.geoset import in_sequence, load_geoset
 from vpr_core.map.build import build_and_save
 from vpr_ros.harness import NodeProcess, Peer, new_domain
 
@@ -128,7 +128,7 @@ def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
     map_path = tmp / "m.vprmap"
     build_and_save(load_geoset(base / "database"), map_path, device=args.device)
     vmap = load_map(map_path)
-    q = load_geoset(base / "queries", frame=vmap.frame)
+    q = in_sequence(load_geoset(base / "queries", frame=vmap.frame))  # as recorded: the temporal filter sees order
     node, peer = start(args, tmp, map_path)
     hits, lat = [], []
     try:
