@@ -3,26 +3,32 @@
 Single frames under season or light change are weak; a robot's frames come in order. The filter keeps a beam of
 *hypotheses*, each a path through the map with a position (ENU metres), a velocity and an accumulated score, and
 advances it frame by frame: an online, causal Viterbi (max-product) recursion of a hidden Markov model whose states
-are (place, velocity). It works on any map (loops, several runs, a city), not only one ordered route: motion is
-predicted in ENU and snapped to the nearest map place.
+are (place, velocity). It works on any map (loops, several runs, a city), not only one ordered route: positions are
+predicted in ENU and continuous (any speed, not whole map spacings per frame), and each is scored at its nearest
+map place.
 
-* **Motion.** Constant velocity with a small change per frame (a quarter of the map spacing, with a cost), over
-  the real time between frame stamps, so dropped frames only lengthen the step. With odometry the speed comes
-  from the travelled distance and the heading turns with its yaw; without it the speed is free within
-  ``max_speed`` and is learnt by the track (paths are born from pairs of candidates of consecutive frames).
+* **Motion.** Constant velocity, with a cost for one velocity step (a quarter of the map spacing per frame) and
+  for a 90-degree corner, over the real time between frame stamps, so dropped frames only lengthen the step. With
+  odometry the speed comes from the travelled distance and the heading turns with its yaw; without it the speed
+  is free within ``max_speed`` and is learnt by the track (paths are born from pairs of candidates of consecutive
+  frames). Standing still is free only while consecutive frames look alike.
 * **Observation.** The query's similarity to the place a hypothesis stands on, in units of the query's own score
   spread over the map, minus a running mean of recent queries (SeqSLAM's contrast enhancement in closed form:
   because similarity is linear in the query descriptor, the running mean over past queries of every place's
-  score is one dot product with a running mean query). Evidence is computed only at the places the beam touches.
-* **Jumps.** Every frame, each retrieved candidate may start a path from the best previous score minus
-  ``jump_penalty``: after a kidnap the new track overtakes within a bounded number of frames; on unordered input
-  the filter falls back to the single frame.
-* **Output.** The mode of the beam; confidence = posterior mass (softmax of the scores) within 2.5 map spacings
-  of the mode; covariance = that mass times the local spread (floor: half the spacing) plus the rest times the
-  spread of the other hypotheses and the map, as the single-frame estimate does. Until a path with a velocity
-  leads the beam the filter reports no track and the caller keeps the single-frame estimate.
+  score is one dot product with a running mean query); a near-duplicate of the previous frame is discounted.
+  Evidence is computed only at the places the beam touches.
+* **Jumps and order.** Every frame, each retrieved candidate may start a path from the best previous score minus
+  ``jump_penalty``: after a kidnap the new track overtakes within a bounded number of frames. A log-odds that the
+  input is ordered (the beam's motion predictions against an order-free model) gates the output, so on unordered
+  input the filter gives way to the single frame.
+* **Output.** The posterior mean near the mode, refined by the frame's best retrieved match when it agrees with
+  the track; confidence = posterior mass (softmax of the scores) within 2.5 map spacings of the mode; covariance
+  = that mass times the local spread (floor: half the spacing) plus the rest times the spread of the other
+  hypotheses and the map, as the single-frame estimate does. Until a path with a velocity, ``min_age`` frames old,
+  leads the beam while the input looks ordered, the filter reports no track and the caller keeps the single-frame
+  estimate.
 
-Cost is independent of track length: a fixed beam (``hypotheses``), a few children each, one gather of their
+Cost is independent of track length: a fixed beam (``hypotheses``), nine children each, one gather of their
 places' descriptors.
 """
 
