@@ -57,7 +57,8 @@ def worker(args: argparse.Namespace) -> dict:
         out[s] = (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
     # the exported modules alone
     g = global_module(map_model(loc.map))
-    d = dhe_module(map_head(loc.map)[0], (loc.map.local.shape[3], loc.map.local.shape[2]), loc.map.local.shape[1])
+    c, gh, gw = loc.map.local_shape
+    d = dhe_module(map_head(loc.map)[0], (gw, gh), c)
     dev = loc.extractor.device
     if name == "onnxruntime":
         import onnxruntime as ort

@@ -110,7 +110,7 @@ def sweep(args) -> int:
                     sc = rr.rerank_image(im, ids).scores.numpy()
                 else:
                     _, qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)
-                    cands = loc.local.index_select(0, torch.from_numpy(ids)).float()
+                    cands = loc.local.gather(ids, rr.device)
                     sc = rr.score(qloc[0], cands).scores.numpy()
                 for k in ks:  # the best of the first k by re-rank score, ties by the global order
                     best = ids[np.lexsort((-gl[:k], -sc[:k]))[0]]

@@ -334,9 +334,9 @@ def test_map_integrity_is_checked_on_load(street_map, tmp_path):
     with pytest.raises(MapError, match="out-of-range"):
         load_map(tmp_path / "range.vprmap")
     m = load_map(street_map)
-    m.local = np.ascontiguousarray(m.local[:, :, ::2, ::2])  # a grid the model does not produce
+    m.local_codes = np.ascontiguousarray(m.local_codes[:, ::2, ::2])  # a grid the model does not produce
     save_map(m, tmp_path / "grid.vprmap")
-    with pytest.raises(MapError, match="local.features hold a 20x15 grid"):
+    with pytest.raises(MapError, match="local features hold a 20x15 grid"):
         Localizer.from_file(tmp_path / "grid.vprmap", device="cpu", reranker="ransac")
     r = vpr("eval", "--map", tmp_path / "nan.vprmap", "--queries", tmp_path)
     one_line_error(r, "nan.vprmap", "rebuild")
@@ -368,5 +368,6 @@ def test_map_builds_do_not_depend_on_the_thread_count(street):
         assert r.returncode == 0, r.stderr[-2000:]
         runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert runs[0]["vocab"] == runs[1]["vocab"]  # bit for bit: features and k-means single-threaded
-    assert np.abs(np.array(runs[0]["desc"]) - np.array(runs[1]["desc"])).max() < 1e-5  # threaded float noise only
+    # threaded float noise only: at most one float16 step of the stored descriptors
+    assert np.abs(np.array(runs[0]["desc"]) - np.array(runs[1]["desc"])).max() < 1e-4
     assert runs[0]["topk"] == runs[1]["topk"]  # which never changes retrieval

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import VprError
+from ..map.codec import GRID_CODECS
+from ..map.search import BUILD_INDEX
 from .common import add_device_arg, add_geo_args, geoset, need_topics, positive_int
 
 __all__ = ["add"]
@@ -23,12 +25,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
+    like = None
+    if args.like:
+        from ..map.format import load_map
+
+        like = load_map(args.like)
     kw = {
         "model_name": args.model,
         "model_conf": parse_sets(args.set),
         "device": args.device,
         "local": args.local in ("grid", "both") and not args.no_local,
         "sparse": {"top_k": args.sparse_keypoints} if args.local in ("sparse", "both") else None,
+        "grid_codec": args.grid_codec,
+        "pq": {"m": args.pq_m},
+        "index": {"kind": args.index},
+        "like": like,
+        "ray": args.ray,
     }
     if args.bag:
         need_topics(args)
@@ -76,7 +88,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..map.format import load_map, map_info
 
-    print(json.dumps(map_info(load_map(args.map)), indent=2))
+    print(json.dumps(map_info(load_map(args.map), args.map), indent=2))
     return 0
 
 
@@ -122,6 +134,33 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="with --local sparse/both: keypoints per image (default 512; 1024 is 4x slower to match)",
     )
     b.add_argument("--no-local", action="store_true", help="same as --local none (smaller map; no re-ranking)")
+    b.add_argument(
+        "--grid-codec",
+        choices=GRID_CODECS,
+        default="pq",
+        help="how the dense grids are stored: pq (product-quantised, 9.6 KB/image at --pq-m 8; default) or fp16 "
+        "(153.6 KB/image)",
+    )
+    b.add_argument("--pq-m", type=positive_int, default=8, metavar="M", help="PQ bytes per grid cell (default 8)")
+    b.add_argument(
+        "--index",
+        choices=BUILD_INDEX,
+        default="auto",
+        help="search index stored in the map: auto (IVF-PQ shards from 50 000 images on, exact search below), "
+        "ivfpq (always) or flat (never)",
+    )
+    b.add_argument(
+        "--like",
+        metavar="MAP",
+        help="describe the images with MAP's model, vocabulary, grid codebook and index training, so the new map "
+        "merges with it ('vpr map merge')",
+    )
+    b.add_argument(
+        "--ray",
+        metavar="local|ADDRESS",
+        help="describe the images as Ray Data batch inference: 'local' starts Ray here, an address joins a cluster "
+        "(pip install .[ray]); resumable: rerun the same command after a failure",
+    )
     add_device_arg(b)
     b.set_defaults(func=cmd_build)
 

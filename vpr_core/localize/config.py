@@ -59,7 +59,11 @@ class LocalizerConfig:
         ros="top_k",
     )
     index: str = knob(
-        "flat", "faiss index: exact flat search, or IVF for large maps.", type=str, choices=lambda: INDEX_KINDS
+        "auto",
+        "search index: auto (the map's stored IVF-PQ shards when it has them, else exact), flat (exact), or ivf/ivfpq "
+        "trained at load.",
+        type=str,
+        choices=lambda: INDEX_KINDS,
     )
     device: str = knob(
         "auto",

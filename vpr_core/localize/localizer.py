@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import MapError
 from ..io.images import to_rgb
+from ..map.codec import LocalGrids
 from ..map.format import VprMap, load_map
 from ..map.model import map_model
 from ..rerank import build_reranker
@@ -83,12 +83,14 @@ class Localizer:
         self.top_k = c.top_k
         self.extractor = Extractor(map_model(vmap, c.model_options), c.device)
         device = self.extractor.device
-        self.index = make_index(vmap.descriptors, kind=c.index, device=device, retrieval=c.retrieval)
+        self.index = make_index(vmap.descriptors, c.index, device, c.retrieval, stored=vmap.index)
         self.runner = make_runner(self.extractor, c.backend, vmap.fingerprint)
         name, rconf = c.reranker, c.reranker_conf()
         self.auto: AutoChoice | None = None
         if name == AUTO:
-            grids = torch.from_numpy(vmap.local[: min(len(vmap), 9)]) if vmap.local is not None else None
+            grids = (
+                LocalGrids(vmap).gather(np.arange(min(len(vmap), 9)), "cpu") if vmap.local_shape is not None else None
+            )
             self.auto = choose_reranker(
                 c.target_rate, self.runner, self.extractor, self.index, grids, vmap, {"dhe": rconf}
             )
@@ -97,21 +99,22 @@ class Localizer:
             if name not in WEIGHTED_RERANKERS:
                 rconf = {k: v for k, v in rconf.items() if k == "top_k"} if name != "none" else {}
         self.reranker = build_reranker(name, rconf)
-        if self.reranker.needs_local and vmap.local is None:
+        if self.reranker.needs_local and vmap.local_shape is None:
             raise MapError(
                 f"re-ranker '{name}' needs the map's local features, but this map has none; "
                 "rebuild it without --no-local"
             )
         if self.reranker.needs_local:
             gw, gh = self.extractor.model.local_grid
-            if tuple(vmap.local.shape[2:]) != (gh, gw):
+            if tuple(vmap.local_shape[1:]) != (gh, gw):
                 raise MapError(
-                    f"map local.features hold a {vmap.local.shape[3]}x{vmap.local.shape[2]} grid but '{vmap.model}' "
+                    f"map local features hold a {vmap.local_shape[2]}x{vmap.local_shape[1]} grid but '{vmap.model}' "
                     f"gives {gw}x{gh} (option local_grid); rebuild the map with this model's settings"
                 )
         self.reranker.bind(vmap, device, self.extractor.model.input_size)
-        # The map's grids go where the re-ranker runs once, here; per frame only the K candidates are gathered.
-        self.local = self._grids_on(device) if self.reranker.needs_local else None
+        # The map's grids (or their PQ codes) go where the re-ranker runs once, here; per frame only the K candidates
+        # are gathered (and decoded) there.
+        self.local = LocalGrids(vmap, device) if self.reranker.needs_local else None
         self.calibration = vmap.extras.get(f"calibration.{name}")
         # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
         self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{name}", [1.0])).reshape(-1)[0])
@@ -128,15 +131,6 @@ class Localizer:
         """Forget the temporal state (``~/relocalize``, a new run): the next frames start a new track."""
         if self.temporal is not None:
             self.temporal.reset()
-
-    def _grids_on(self, device: torch.device) -> torch.Tensor:
-        """The map's float16 grids as a tensor on ``device`` when they fit in half its free memory, else on the host."""
-        local = torch.from_numpy(self.map.local)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if local.numel() * local.element_size() < 0.5 * free:
-                return local.to(device)
-        return local
 
     @classmethod
     def from_file(cls, path: str | Path, config: LocalizerConfig | None = None, **overrides: Any) -> Localizer:
@@ -174,8 +168,7 @@ class Localizer:
         rscores = inliers = None
         if qloc is not None and len(ids):
             kk = min(depth, len(ids))
-            sel = torch.from_numpy(ids[:kk]).to(self.local.device)
-            cands = self.local.index_select(0, sel).to(rr.device, torch.float32, non_blocking=True)
+            cands = self.local.gather(ids[:kk], rr.device)
             res = rr.score(qloc[0].to(rr.device), cands)
             rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
             order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score

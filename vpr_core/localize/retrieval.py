@@ -9,18 +9,21 @@ in half the free GPU memory, else faiss on the CPU.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faiss
 import numpy as np
 import torch
 
 from ..errors import VprError
+from ..map.search import StoredIndex
 
 __all__ = ["INDEX_KINDS", "RETRIEVALS", "Index", "TorchIndex", "brute_force_search", "make_index"]
 
 log = logging.getLogger(__name__)
-#: Index kinds: exact inner product, or IVF-Flat / IVF-PQ for large maps.
-INDEX_KINDS = ("flat", "ivf", "ivfpq")
+#: Index kinds: auto (the map's stored index if it has one, else exact), exact inner product, or IVF-Flat /
+#: IVF-PQ trained at load.
+INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq")
 #: Search implementations a user may force (auto: GPU when it helps).
 RETRIEVALS = ("auto", "faiss", "torch")
 
@@ -44,6 +47,8 @@ class Index:
         nprobe: int = 16,
         gpu: str = "auto",
     ) -> None:
+        if kind == "auto":
+            kind = "flat"
         if kind not in INDEX_KINDS:
             raise VprError(f"index kind '{kind}' unknown; choose one of {', '.join(INDEX_KINDS)}")
         x = np.ascontiguousarray(descriptors, dtype=np.float32)
@@ -107,11 +112,19 @@ class TorchIndex:
 
 
 def make_index(
-    descriptors: np.ndarray, kind: str = "flat", device: torch.device | None = None, retrieval: str = "auto"
-) -> Index | TorchIndex:
-    """faiss GPU > torch top-k on the GPU (map fits) > faiss CPU; ``retrieval`` 'faiss' or 'torch' forces one."""
+    descriptors: np.ndarray,
+    kind: str = "auto",
+    device: torch.device | None = None,
+    retrieval: str = "auto",
+    stored: dict[str, Any] | None = None,
+) -> Index | TorchIndex | StoredIndex:
+    """The map's stored index (``kind`` auto, when it has one) > faiss GPU > torch top-k on the GPU (map fits) >
+    faiss CPU; ``retrieval`` 'faiss' or 'torch' forces one of the exact ones."""
     if retrieval not in RETRIEVALS:
         raise VprError(f"retrieval '{retrieval}' unknown; choose one of {', '.join(RETRIEVALS)}")
+    if kind == "auto" and stored is not None and retrieval == "auto":
+        return StoredIndex(stored, descriptors)
+    kind = "flat" if kind == "auto" else kind
     cuda = device is not None and device.type == "cuda"
     faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if retrieval == "torch" or (

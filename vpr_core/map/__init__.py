@@ -17,6 +17,8 @@ _NAMES = {
     "map_images": ".adapt",
     "map_model": ".model",
     "map_info": ".format",
+    "file_parts": ".format",
+    "LocalGrids": ".codec",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_exports(__name__, _NAMES)

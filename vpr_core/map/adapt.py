@@ -68,10 +68,10 @@ def adapt_map(
             f"map adapt trains the DHE head on XFeat grids; this map uses '{vmap.model}' (supported: "
             f"{', '.join(sorted(SHIPPED_HEADS))})"
         )
-    if vmap.local is None:
+    if vmap.local_shape is None:
         raise MapError(f"{map_path}: the map has no local features, so DHE cannot serve it; rebuild without --no-local")
     paths = map_images(vmap, images)
-    gh, gw = vmap.local.shape[2:]
+    gh, gw = vmap.local_shape[1:]
     model_conf = vmap.model_conf
     train_conf = {
         **c,

@@ -20,13 +20,82 @@ from ..geodesy import LocalFrame, utm_name_fields
 from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
 from ..io.files import staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
-from ..runtime.extractor import describe_images
+from ..models import build_global_model
+from ..runtime.extractor import Extractor
+from .codec import GRID_CODECS, PQ_DEFAULTS, PQ_MIN_CELLS, encode_pq, train_pq
 from .format import VprMap, save_map
+from .model import map_model
+from .search import stored_index
 
 log = logging.getLogger(__name__)
 SPARSE_PER_IMAGE = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
 
-__all__ = ["build_and_save", "build_map", "build_map_from_bag", "extract_map_images"]
+__all__ = [
+    "build_and_save",
+    "build_map",
+    "build_map_from_bag",
+    "describe_share",
+    "extract_map_images",
+    "prepare_model",
+]
+
+
+def _sample(paths: list[Path], n: int) -> list[Path]:
+    """``n`` paths spread evenly over the run (the codebook sees the whole route, not its start)."""
+    if len(paths) <= n:
+        return list(paths)
+    return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round().astype(int)]
+
+
+def prepare_model(
+    paths: list[Path],
+    model_name: str = "xfeat-vlad",
+    model_conf: dict[str, Any] | None = None,
+    device: str = "auto",
+    grid_codec: str | None = "pq",
+    pq: dict[str, Any] | None = None,
+    like: VprMap | None = None,
+) -> tuple[Extractor, np.ndarray | None]:
+    """The model that describes a map (vocabulary learnt from ``paths``, or ``like``'s) and the PQ codebook of its
+    grids (learnt from a sample of ``paths``, or ``like``'s): everything a worker needs to describe any share."""
+    if like is not None:
+        model = map_model(like, model_conf)
+        ex = Extractor(model, device)
+    else:
+        model = build_global_model(model_name, model_conf)
+        ex = Extractor(model, device)
+        if model.needs_fit:
+            model.fit(lambda: ex.tensor_batches(paths, desc="vocabulary"), len(paths))
+    if grid_codec != "pq":
+        return ex, None
+    if like is not None and like.local_codebook is not None:
+        return ex, np.asarray(like.local_codebook)
+    c = {**PQ_DEFAULTS, **(pq or {})}
+    gw, gh = model.local_grid
+    if len(paths) * gw * gh < PQ_MIN_CELLS:  # a handful of coarse grids: float16 costs less than a codebook
+        log.info(
+            "map has %d grid cells, fewer than PQ needs (%d): grids stored as float16",
+            len(paths) * gw * gh,
+            PQ_MIN_CELLS,
+        )
+        return ex, None
+    _, grids = ex.describe_paths(_sample(paths, int(c["sample_images"])), desc="grid codebook", local=True)
+    return ex, train_pq(grids, int(c["m"]), int(c["train_cells"]), int(c["seed"]))
+
+
+def describe_share(
+    ex: Extractor, paths: list[Path], local: bool, codebook: np.ndarray | None, desc: str | None = "map descriptors"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Descriptors (float16) and grids (float16, or PQ codes with ``codebook``) of some of a map's images."""
+    encode = (lambda g: encode_pq(g, codebook)) if codebook is not None else None
+    g, loc = ex.describe_paths(paths, desc=desc, local=local, encode=encode)
+    bad = ~np.isfinite(g).all(axis=1)
+    if bad.any():
+        raise VprError(
+            f"{paths[int(np.argmax(bad))]}: model '{ex.model.name}' produced NaN/Inf descriptors "
+            f"({int(bad.sum())} images); check the weights"
+        )
+    return g.astype(np.float16), loc
 
 
 def build_map(
@@ -37,35 +106,54 @@ def build_map(
     source: str = "",
     local: bool = True,
     sparse: dict[str, Any] | None = None,
+    grid_codec: str = "pq",
+    pq: dict[str, Any] | None = None,
+    like: VprMap | None = None,
+    index: dict[str, Any] | None = None,
+    ray: str | None = None,
+    work_dir: str | Path | None = None,
 ) -> VprMap:
-    """Describe every image of ``geo`` with the named model; learns the vocabulary first when needed.
+    """Describe every image of ``geo`` with the named model (or ``like``'s); learns the vocabulary first when needed.
 
-    ``local`` stores each image's dense grid (float16) for re-ranking: measured cheaper than
-    recomputing candidates' features per query (see bench/bench_rerank.py). ``sparse`` (a conf, {} for the
-    defaults) also stores XFeat sparse keypoints for the learned matchers (``rerank.sparse``).
+    ``local`` stores each image's dense grid for re-ranking, PQ-coded by default (``grid_codec``, 9.6 KB/image;
+    'fp16': 153.6 KB): measured cheaper than recomputing candidates' features per query (bench/bench_rerank.py).
+    ``sparse`` (a conf, {} for the defaults) also stores XFeat sparse keypoints for the learned matchers
+    (``rerank.sparse``). Maps above ``index['min_images']`` get a trained IVF-PQ index (``map.search``).
+    ``ray`` ('local' or a cluster address) describes the images as Ray Data batch inference (``map.distributed``).
     """
-    paths = geo.paths
-    model, desc, local_feats = describe_images(paths, model_name, model_conf, device, local=local)
+    if grid_codec not in GRID_CODECS:
+        raise VprError(f"grid codec '{grid_codec}' unknown; choose one of {', '.join(GRID_CODECS)}")
+    if like is not None:
+        model_name = like.model
+    paths = list(geo.paths)
+    ex, codebook = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
+    model = ex.model
+    if ray:
+        from .distributed import describe_on_ray
+
+        desc, local_feats = describe_on_ray(ray, ex, codebook, paths, local, work_dir)
+    else:
+        desc, local_feats = describe_share(ex, paths, local, codebook)
     extras = {}
     if sparse is not None:
         from ..io.images import load_image
         from ..rerank.sparse import sparse_extras
-        from ..runtime.extractor import resolve_device
 
         with tqdm(total=len(paths), desc="sparse features", unit="img") as bar:
-            extras = sparse_extras((load_image(p) for p in paths), sparse, str(resolve_device(device)), bar)
+            extras = sparse_extras((load_image(p) for p in paths), sparse, str(ex.device), bar)
+    grid_info = None
+    if local_feats is not None:
+        grid_info = {
+            "grid": list(model.local_grid),
+            "codec": "pq" if codebook is not None else "fp16",
+            "bytes_per_image": int(local_feats[0].nbytes),
+        }
     info = {
         "source": source,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_images": len(paths),
         "trained_weights": bool(model.trained),
-        "local_features": {
-            "grid": list(model.local_grid),
-            "dtype": "float16",
-            "bytes_per_image": int(local_feats[0].nbytes),
-        }
-        if local_feats is not None
-        else None,
+        "local_features": grid_info,
         "sparse_features": {
             "keypoints": int(extras["sparse.conf"][0]),
             "max_side": int(extras["sparse.conf"][1]),
@@ -74,8 +162,10 @@ def build_map(
         if extras
         else None,
     }
-    return VprMap(
-        descriptors=desc.astype(np.float32),
+    if like is not None:
+        info["like"] = like.info.get("source", "")
+    m = VprMap(
+        descriptors=desc,
         lat=geo.lat,
         lon=geo.lon,
         alt=geo.alt,
@@ -88,9 +178,13 @@ def build_map(
         fingerprint=model.fingerprint(),
         model_state=model.map_state(),
         info=info,
-        local=local_feats,
+        local=local_feats if codebook is None else None,
+        local_codes=local_feats if codebook is not None else None,
+        local_codebook=codebook,
         extras=extras,
     )
+    m.index = stored_index(m.descriptors, index, like.index if like is not None else None)
+    return m
 
 
 def build_and_save(geo: GeoSet, out: str | Path, **kw: Any) -> VprMap:

@@ -3,6 +3,8 @@
 One file, arrays in the safetensors container and every non-array field as JSON in
 its header metadata. Loading a map cannot execute code; saving writes a temporary
 file beside the target and renames it, so a crash never leaves a half-written map.
+Loading memory-maps the arrays: a robot pages in only the rows it touches (the K
+candidates' grids, the shortlist's descriptors), so a map far larger than RAM serves.
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from ..errors import MapError
 from ..geodesy import LocalFrame
 from ..io.files import atomic_write
 
-__all__ = ["FORMAT_VERSION", "VprMap", "load_map", "map_info", "save_map"]
+__all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map"]
 
 FORMAT = "vpr_ros.map"
-FORMAT_VERSION = 1
+#: 2: float16 descriptors, PQ-coded grids and a stored search index may appear; version 1 files still load.
+FORMAT_VERSION = 2
+READS = (1, 2)
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+    "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
+}  # fmt: skip
 _GEO = ("lat", "lon", "alt", "east", "north")
 
 
 @dataclass
 class VprMap:
-    descriptors: np.ndarray  # (N, D) float32, L2-normalised
+    descriptors: np.ndarray  # (N, D) float32 or float16 (as stored), L2-normalised; memory-mapped when loaded
     lat: np.ndarray
     lon: np.ndarray
     alt: np.ndarray  # NaN where unknown
@@ -44,9 +51,22 @@ class VprMap:
     info: dict[str, Any] = field(default_factory=dict)  # provenance: source, created, counts
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. calibration tables
     local: np.ndarray | None = None  # (N, C, gh, gw) float16 dense grids for re-ranking
+    local_codes: np.ndarray | None = None  # (N, gh, gw, m) uint8: the grids PQ-coded (map.codec)
+    local_codebook: np.ndarray | None = None  # (m, 256, C/m) float32
+    index: dict[str, Any] | None = None  # a stored search index: its conf (kind, nprobe, ...) and "shards"
 
     def __len__(self) -> int:
         return len(self.descriptors)
+
+    @property
+    def local_shape(self) -> tuple[int, int, int] | None:
+        """(C, gh, gw) of the stored dense grids, however they are stored; None without grids."""
+        if self.local is not None:
+            return tuple(int(v) for v in self.local.shape[1:])
+        if self.local_codes is not None:
+            m, _, ds = self.local_codebook.shape
+            return (int(m * ds), int(self.local_codes.shape[1]), int(self.local_codes.shape[2]))
+        return None
 
     @property
     def xy(self) -> np.ndarray:
@@ -65,7 +85,8 @@ class VprMap:
 def save_map(m: VprMap, path: str | Path) -> None:
     path = Path(path)
     n = len(m)
-    tensors = {"descriptors": np.ascontiguousarray(m.descriptors, dtype=np.float32)}
+    desc = np.asarray(m.descriptors)
+    tensors = {"descriptors": np.ascontiguousarray(desc, dtype=np.float16 if desc.dtype == np.float16 else np.float32)}
     for k in _GEO:
         arr = np.ascontiguousarray(getattr(m, k), dtype=np.float64)
         if arr.shape != (n,):
@@ -77,6 +98,16 @@ def save_map(m: VprMap, path: str | Path) -> None:
         if len(m.local) != n or m.local.ndim != 4:
             raise ValueError(f"local features have shape {m.local.shape}, expected ({n}, C, gh, gw)")
         tensors["local.features"] = np.ascontiguousarray(m.local, dtype=np.float16)
+    if m.local_codes is not None:
+        if len(m.local_codes) != n or m.local_codes.ndim != 4 or m.local_codebook is None:
+            raise ValueError(f"local codes have shape {m.local_codes.shape}, expected ({n}, gh, gw, m) and a codebook")
+        tensors["local.codes"] = np.ascontiguousarray(m.local_codes, dtype=np.uint8)
+        tensors["local.codebook"] = np.ascontiguousarray(m.local_codebook, dtype=np.float32)
+    index = None
+    if m.index is not None:
+        index = {k: v for k, v in m.index.items() if k != "shards"}
+        index["shards"] = len(m.index["shards"])
+        tensors |= {f"index.shard.{i:04d}": np.asarray(b, np.uint8) for i, b in enumerate(m.index["shards"])}
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -86,12 +117,13 @@ def save_map(m: VprMap, path: str | Path) -> None:
         "origin": [float(v) for v in m.origin],
         "names": m.names,
         "info": m.info,
+        "index": index,
     }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"vpr_map": json.dumps(meta)}))
 
 
-def _read_header_meta(path: Path) -> dict[str, str]:
-    """Parse only the safetensors JSON header (8-byte little-endian length + JSON)."""
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The safetensors JSON header (8-byte little-endian length + JSON) and where the data starts."""
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -107,13 +139,77 @@ def _read_header_meta(path: Path) -> dict[str, str]:
             raise MapError(f"{path}: not a vpr map (header is not JSON); rebuild it with 'vpr map build'") from None
     if not isinstance(header, dict):
         raise MapError(f"{path}: not a vpr map; rebuild it with 'vpr map build'")
-    return header.get("__metadata__") or {}
+    return header, 8 + size
+
+
+def _read_header_meta(path: Path) -> dict[str, str]:
+    return _read_header(path)[0].get("__metadata__") or {}
+
+
+def _memmap_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the file, memory-mapped read-only (no copy); offsets and sizes checked against the file."""
+    header, start = _read_header(path)
+    total = path.stat().st_size
+    out: dict[str, np.ndarray] = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_DTYPES[spec["dtype"]])
+            shape = tuple(int(v) for v in spec["shape"])
+            lo, hi = (int(v) for v in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise MapError(f"{path}: array '{name}' has a corrupt header entry; rebuild the map") from None
+        if hi - lo != int(np.prod(shape)) * dtype.itemsize or lo < 0 or start + hi > total:
+            raise MapError(f"{path}: map data is corrupt or truncated (array '{name}'); rebuild it")
+        if hi == lo:
+            out[name] = np.zeros(shape, dtype)
+        else:
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + lo, shape=shape)
+    return out
+
+
+def file_parts(path: str | Path) -> dict[str, int]:
+    """Bytes of the map file by part (descriptors, geotags, local grids, sparse features, index, ...)."""
+    path = Path(path)
+    header, start = _read_header(path)
+    parts: dict[str, int] = {"header": start}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = spec["data_offsets"]
+        key = name.split(".")[0]
+        if name.startswith("extra."):
+            key = "sparse" if name.startswith("extra.sparse.") else "extras"
+        elif key == "model":
+            key = "model_state"
+        parts[key] = parts.get(key, 0) + int(hi) - int(lo)
+    return parts
 
 
 def _check_local(path: Path, local: np.ndarray | None, n: int) -> np.ndarray | None:
     if local is not None and (local.ndim != 4 or len(local) != n):
         raise MapError(f"{path}: local features have shape {local.shape} for {n} images; rebuild the map")
     return local
+
+
+def _check_codes(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    codes, book = arrays.get("local.codes"), arrays.get("local.codebook")
+    if codes is None:
+        return None, None
+    if book is None or book.ndim != 3 or codes.ndim != 4 or len(codes) != n or codes.shape[3] != book.shape[0]:
+        raise MapError(f"{path}: local.codes/local.codebook disagree in shape; rebuild the map")
+    return codes, book
+
+
+def _index(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    conf = meta.get("index")
+    if conf is None:
+        return None
+    shards = sorted(k for k in arrays if k.startswith("index.shard."))
+    if not isinstance(conf, dict) or conf.get("shards") != len(shards):
+        raise MapError(f"{path}: the stored index is incomplete ({len(shards)} shards); rebuild the map")
+    return {**conf, "shards": [arrays[k] for k in shards]}
 
 
 def load_map(path: str | Path) -> VprMap:
@@ -129,10 +225,10 @@ def load_map(path: str | Path) -> VprMap:
         raise MapError(f"{path}: map metadata is corrupt; rebuild it") from None
     if meta.get("format") != FORMAT:
         raise MapError(f"{path}: not a vpr map (format {meta.get('format')!r})")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READS:
         raise MapError(
-            f"{path}: map format version {meta.get('version')} but this vpr_ros reads version {FORMAT_VERSION}; "
-            "rebuild the map"
+            f"{path}: map format version {meta.get('version')} but this vpr_ros reads versions "
+            f"{', '.join(map(str, READS))}; rebuild the map or update vpr_ros"
         )
     for key, kind in (("model", str), ("model_conf", dict), ("fingerprint", str), ("names", list)):
         if not isinstance(meta.get(key), kind):
@@ -143,15 +239,10 @@ def load_map(path: str | Path) -> VprMap:
         and all(np.isfinite(origin)) and abs(origin[0]) <= 90 and abs(origin[1]) <= 180
     ):  # fmt: skip
         raise MapError(f"{path}: map metadata field 'origin' must be [lat, lon, h] in range; rebuild the map")
-    try:
-        arrays = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MapError(
-            f"{path}: map data is corrupt or truncated ({str(e).splitlines()[0][:120]}); rebuild it"
-        ) from None
+    arrays = _memmap_arrays(path)
     try:
         desc = arrays["descriptors"]
-        geo = {k: arrays[f"geo.{k}"] for k in _GEO}
+        geo = {k: np.array(arrays[f"geo.{k}"]) for k in _GEO}
     except KeyError as e:
         raise MapError(f"{path}: map lacks array {e}; rebuild it") from None
     n = len(desc)
@@ -160,8 +251,11 @@ def load_map(path: str | Path) -> VprMap:
         raise MapError(f"{path}: map arrays disagree in length ({n} descriptors, {len(names)} names); rebuild it")
     if n == 0:
         raise MapError(f"{path}: map is empty; rebuild it from a folder with images")
-    if not np.isfinite(desc).all():
-        raise MapError(f"{path}: map descriptors contain NaN/Inf; rebuild it")
+    if desc.dtype not in (np.float32, np.float16):
+        raise MapError(f"{path}: map descriptors are {desc.dtype}, not float32/float16; rebuild it")
+    for lo in range(0, n, 65536):  # chunked: a large map is checked without holding it all in RAM
+        if not np.isfinite(desc[lo : lo + 65536]).all():
+            raise MapError(f"{path}: map descriptors contain NaN/Inf; rebuild it")
     lat, lon, alt = geo["lat"], geo["lon"], geo["alt"]
     if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any() or (np.abs(lon) > 180).any():
         raise MapError(f"{path}: map geotags (geo.lat/geo.lon) contain NaN, Inf or out-of-range values; rebuild it")
@@ -169,8 +263,9 @@ def load_map(path: str | Path) -> VprMap:
     origin = meta.get("origin") or [float(lat[0]), float(lon[0]), float(alt[0]) if np.isfinite(alt[0]) else 0.0]
     frame = LocalFrame(*map(float, origin))
     east, north, _ = frame.enu(lat, lon, alt)
+    codes, book = _check_codes(path, arrays, n)
     return VprMap(
-        descriptors=desc.astype(np.float32, copy=False),
+        descriptors=desc,
         lat=lat,
         lon=lon,
         alt=alt,
@@ -181,17 +276,32 @@ def load_map(path: str | Path) -> VprMap:
         model=str(meta["model"]),
         model_conf=dict(meta["model_conf"]),
         fingerprint=str(meta["fingerprint"]),
-        model_state={k[6:]: v for k, v in arrays.items() if k.startswith("model.")},
+        model_state={k[6:]: np.array(v) for k, v in arrays.items() if k.startswith("model.")},
         extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
         local=_check_local(path, arrays.get("local.features"), n),
+        local_codes=codes,
+        local_codebook=None if book is None else np.array(book),
+        index=_index(path, meta, arrays),
         info=dict(meta.get("info", {})),
     )
 
 
-def map_info(m: VprMap) -> dict[str, Any]:
-    """What ``vpr map info`` prints: size, model identity, zone, stored parts and provenance."""
+def map_info(m: VprMap, path: str | Path | None = None) -> dict[str, Any]:
+    """What ``vpr map info`` prints: size, model identity, zone, stored parts, bytes per image and provenance."""
+    size: dict[str, Any] = {}
+    if path is not None:
+        parts = file_parts(path)
+        total = sum(parts.values())
+        size = {
+            "bytes": {
+                "file": total,
+                "per_image": round(total / len(m), 1),
+                "per_image_by_part": {k: round(v / len(m), 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+            }
+        }
     return {
         "images": len(m),
+        **size,
         "model": m.model,
         "dim": int(m.descriptors.shape[1]),
         "fingerprint": m.fingerprint,
@@ -204,5 +314,9 @@ def map_info(m: VprMap) -> dict[str, Any]:
         "model_conf": m.model_conf,
         "model_state": {k: list(v.shape) for k, v in m.model_state.items()},
         "extras": sorted(m.extras),
+        "local_grid": None
+        if m.local_shape is None
+        else {"shape": list(m.local_shape), "codec": "pq" if m.local_codes is not None else "fp16"},
+        "index": None if m.index is None else {k: v for k, v in m.index.items() if k != "shards"},
         **m.info,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -114,14 +114,19 @@ class Extractor:
             bar.close()
 
     def describe_paths(
-        self, paths: Sequence[Path], desc: str | None = "descriptors", local: bool = False
+        self,
+        paths: Sequence[Path],
+        desc: str | None = "descriptors",
+        local: bool = False,
+        encode: Callable[[torch.Tensor], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Global descriptors of the files, and their local grids as float16 when ``local``."""
+        """Global descriptors of the files, and their local grids when ``local``: float16, or ``encode(grids)`` per
+        batch (PQ codes), so a large map's grids never sit in memory uncompressed."""
         gs, ls = [], []
         for x in self.tensor_batches(paths, desc):
             if local:
                 g, loc = self.describe_local(x)
-                ls.append(loc.half().numpy())
+                ls.append(encode(loc) if encode is not None else loc.half().numpy())
             else:
                 g = self(x)
             gs.append(g)
