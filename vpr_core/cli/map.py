@@ -25,11 +25,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
-    like = None
-    if args.like:
-        from ..map.format import load_map
+    from ..map.format import load_map, save_map
 
-        like = load_map(args.like)
+    if args.like and args.append:
+        raise VprError("give --like MAP or --append MAP, not both (--append already describes like its map)")
+    like = load_map(args.like or args.append) if (args.like or args.append) else None
     kw = {
         "model_name": args.model,
         "model_conf": parse_sets(args.set),
@@ -41,6 +41,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         "index": {"kind": args.index},
         "like": like,
         "ray": args.ray,
+        "ray_block": args.ray_block,
+        "ray_workers": args.ray_workers,
     }
     if args.bag:
         need_topics(args)
@@ -59,6 +61,16 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"bag {args.bag}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "
             f"({skips.summary()}); images in {m.info['source']}"
         )
+    elif args.append:
+        from ..map.build import build_map
+        from ..map.merge import merge_maps
+
+        new = build_map(
+            geoset(args, args.images), source=str(args.images or args.csv), work_dir=Path(f"{out}.parts"), **kw
+        )
+        m = merge_maps([like, new], [args.append, str(args.images or args.csv)])
+        save_map(m, out)
+        print(f"appended {len(new)} images to {args.append} ({len(like)} before)")
     else:
         m = build_and_save(geoset(args, args.images), out, source=str(args.images or args.csv), **kw)
     print(
@@ -81,6 +93,26 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     print(
         f"map {args.out or args.map}: DHE head adapted on its {done['images']} database images "
         f"({done['iterations']} iterations); '--rerank dhe' now uses it"
+    )
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ..map.format import load_map, save_map
+    from ..map.merge import merge_maps
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/city.vprmap")
+    if len(args.maps) < 2:
+        raise VprError("vpr map merge takes two maps or more: vpr map merge A B --out C")
+    maps = [load_map(p) for p in args.maps]
+    m = merge_maps(maps, list(args.maps))
+    save_map(m, out)
+    shards = len(m.index["shards"]) if m.index else 0
+    print(
+        f"map {out}: {len(m)} images from {len(maps)} maps ({', '.join(str(len(x)) for x in maps)}), "
+        f"{'stored index of ' + str(shards) + ' shard(s)' if shards else 'exact search'}"
     )
     return 0
 
@@ -156,10 +188,25 @@ def add(sub: argparse._SubParsersAction) -> None:
         "merges with it ('vpr map merge')",
     )
     b.add_argument(
+        "--append",
+        metavar="MAP",
+        help="add the images to MAP (described with its model, grids in its codec, added to its stored index "
+        "without retraining) and write the grown map to --out (may be MAP itself)",
+    )
+    b.add_argument(
         "--ray",
         metavar="local|ADDRESS",
         help="describe the images as Ray Data batch inference: 'local' starts Ray here, an address joins a cluster "
         "(pip install .[ray]); resumable: rerun the same command after a failure",
+    )
+    b.add_argument(
+        "--ray-block", type=positive_int, metavar="N", help="with --ray: images per task and per resumable block (64)"
+    )
+    b.add_argument(
+        "--ray-workers",
+        type=positive_int,
+        metavar="N",
+        help="with --ray: describer actors (default: one per GPU, else one per CPU of the cluster)",
     )
     add_device_arg(b)
     b.set_defaults(func=cmd_build)
@@ -181,6 +228,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step")
     add_device_arg(a)
     a.set_defaults(func=cmd_adapt)
+
+    g = mp.add_parser(
+        "merge",
+        help="merge maps built with one model (see 'vpr map build --like') into one",
+        description="Concatenate maps of the same model and vocabulary: geotags in the first map's ENU frame, grids "
+        "in its codec, stored index shards kept (no retraining). Refused, with the reason, for other models.",
+    )
+    g.add_argument("maps", nargs="+", metavar="MAP")
+    g.add_argument("--out", required=True, metavar="MAP", help="merged map (written atomically)")
+    g.set_defaults(func=cmd_merge)
 
     i = mp.add_parser(
         "info", help="print a map's metadata", description="Print a map's model, size, zone and provenance as JSON."

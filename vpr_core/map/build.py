@@ -112,6 +112,8 @@ def build_map(
     index: dict[str, Any] | None = None,
     ray: str | None = None,
     work_dir: str | Path | None = None,
+    ray_block: int | None = None,
+    ray_workers: int | None = None,
 ) -> VprMap:
     """Describe every image of ``geo`` with the named model (or ``like``'s); learns the vocabulary first when needed.
 
@@ -129,9 +131,9 @@ def build_map(
     ex, codebook = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
     model = ex.model
     if ray:
-        from .distributed import describe_on_ray
+        from .distributed import BLOCK, describe_on_ray
 
-        desc, local_feats = describe_on_ray(ray, ex, codebook, paths, local, work_dir)
+        desc, local_feats = describe_on_ray(ray, ex, codebook, paths, local, work_dir, ray_workers, ray_block or BLOCK)
     else:
         desc, local_feats = describe_share(ex, paths, local, codebook)
     extras = {}
@@ -188,8 +190,14 @@ def build_map(
 
 
 def build_and_save(geo: GeoSet, out: str | Path, **kw: Any) -> VprMap:
+    """Build and save; a Ray build keeps its resumable blocks in ``OUT.parts/`` until the map is written."""
+    parts = Path(str(out) + ".parts")
+    if kw.get("ray"):
+        kw.setdefault("work_dir", parts)
     m = build_map(geo, **kw)
     save_map(m, out)
+    if kw.get("ray"):
+        shutil.rmtree(kw["work_dir"], ignore_errors=True)
     return m
 
 
@@ -286,6 +294,8 @@ def build_map_from_bag(
     images, _, skips, seen = extract_map_images(
         bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress, map_path=out
     )
+    if build_kw.get("ray"):
+        build_kw.setdefault("work_dir", Path(f"{out}.parts"))
     m = build_map(make_geoset(images), source=str(images_out), **build_kw)
     m.info["bag"] = {
         "path": str(bag),
@@ -296,4 +306,6 @@ def build_map_from_bag(
         "skipped": dict(skips.counts),
     }
     save_map(m, out)
+    if build_kw.get("ray"):
+        shutil.rmtree(build_kw["work_dir"], ignore_errors=True)
     return m, skips, seen

@@ -36,8 +36,8 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "proj_dim": 256,
     "nlist": 0,  # 0: 2*sqrt(N), between 1 and 4096
     "pq_m": 32,
-    "nprobe": 24,
-    "refine": 64,
+    "nprobe": 32,
+    "refine": 100,
     "shard_size": 1_000_000,
     "train_size": 100_000,
     "seed": 0,
@@ -64,11 +64,12 @@ def train_index(train: np.ndarray, n_total: int, conf: dict[str, Any] | None = N
     while p % m:
         m -= 1
     # uncentred PCA: the projection keeps inner products (centring would add a per-image bias to the score)
-    _, _, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
-    rot = vt[:p].astype(np.float32)
-    if rot.shape[0] < p:  # fewer training rows than dims: complete with an orthonormal basis
-        q, _ = np.linalg.qr(np.random.default_rng(int(c["seed"])).standard_normal((d, d)))
-        rot = np.concatenate([rot, q.T[: p - rot.shape[0]].astype(np.float32)])
+    moment = np.zeros((d, d), np.float64)
+    for a in range(0, n, 16384):  # D x D second moment in chunks, then its eigenvectors: small in RAM at any N
+        xa = x[a : a + 16384].astype(np.float64)
+        moment += xa.T @ xa
+    w, v = np.linalg.eigh(moment)
+    rot = v[:, np.argsort(-w)[:p]].T.astype(np.float32)  # orthonormal rows, also with fewer rows than dims
     lt = faiss.LinearTransform(d, p, False)
     faiss.copy_array_to_vector(rot.ravel(), lt.A)
     lt.is_trained = True
