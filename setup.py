@@ -68,6 +68,7 @@ setup(
             "ros-jazzy-lifecycle-msgs",
             "ros-jazzy-nav-msgs",  # nav_msgs/Odometry for the temporal filter (odom_topic)
         ],
+        "ray": ["ray[data]>=2.9"],  # vpr map build --ray local|ADDRESS
     },
     zip_safe=False,
     maintainer="vpr_ros developers",

@@ -27,5 +27,5 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
       || "${PIP[@]}" install "$TORCH"
   fi
 fi
-"${PIP[@]}" install -q -e ".[test,ros]"
+"${PIP[@]}" install -q -e ".[test,ros,ray]"
 echo "environment ready: $VENV"

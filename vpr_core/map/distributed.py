@@ -40,7 +40,7 @@ class _Describer:
         import torch
 
         from ..models import build_global_model
-        from .build import describe_share
+        from .describe import describe_share
 
         torch.set_num_threads(1)
         model = build_global_model(name, conf)

@@ -1,0 +1,103 @@
+"""Compact maps against full ones: R@1 per re-ranker and bytes per image, on the shared sets.
+
+For each set (corridor 2.5 m, triplets 25 m): one map with float16 grids and float32 descriptors (the
+uncompressed map), then the default compact map (PQ grids, m=8, and float16 descriptors) for each codebook seed
+in ``--seeds``: the codebook is what a build learns, so its seed shows how much R@1 moves with it. Each map is
+evaluated with ``--rerankers`` at K=10.
+
+    python bench/bench_maps.py ../shared/datasets --json docs/compact_maps.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vpr_core.eval.recall import evaluate
+from vpr_core.io.geoset import load_geoset
+from vpr_core.localize.localizer import Localizer
+from vpr_core.map.build import build_and_save
+from vpr_core.map.codec import PQ_DEFAULTS, encode_pq, train_pq
+from vpr_core.map.format import file_parts, load_map, save_map
+
+SETS = {"corridor": 2.5, "triplets": 25.0}
+
+
+def r1(path: Path, queries, thr: float, reranker: str, k: int) -> float:
+    loc = Localizer.from_file(path, device="cpu", reranker=reranker, temporal="none", reranker_top_k=k)
+    return float(evaluate(loc, queries, thr, progress=False)[0]["recall@1"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path, help="datasets root (corridor/, triplets/)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
+    ap.add_argument("--rerankers", nargs="*", default=["none", "ransac", "dhe"])
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, thr in SETS.items():
+            base = args.root / name / "images" / "test"
+            db, queries = load_geoset(base / "database"), load_geoset(base / "queries")
+            full = Path(tmp) / f"{name}-fp16.vprmap"
+            m = build_and_save(db, full, device="cpu", grid_codec="fp16", source=str(base / "database"))
+            m.descriptors = np.asarray(m.descriptors, np.float32)
+            save_map(m, full)  # the uncompressed map: float32 descriptors, float16 grids
+            variants = [("full", None, full)]
+            grids = np.asarray(load_map(full).local)
+            for seed in args.seeds:
+                cm = load_map(full)
+                book = train_pq(grids, PQ_DEFAULTS["m"], PQ_DEFAULTS["train_cells"], seed)
+                cm.local_codes, cm.local_codebook, cm.local = encode_pq(grids, book), book, None
+                cm.descriptors = np.asarray(cm.descriptors, np.float16)
+                out = Path(tmp) / f"{name}-pq{seed}.vprmap"
+                save_map(cm, out)
+                variants.append(("compact", seed, out))
+            for kind, seed, path in variants:
+                row = {
+                    "set": name,
+                    "map": kind,
+                    "seed": seed,
+                    "bytes_per_image": sum(file_parts(path).values()) / len(m),
+                }
+                for rr in args.rerankers:
+                    row[rr] = r1(path, queries, thr, rr, args.k)
+                rows.append(row)
+                tag = "-" if seed is None else seed
+                kb = row["bytes_per_image"] / 1e3
+                scores = "  ".join(f"{rr} {row[rr]:5.1f}" for rr in args.rerankers)
+                print(f"{name:9} {kind:8} seed {tag:>2} {kb:7.1f} KB/img  {scores}")
+    summary = {}
+    for name in SETS:
+        full_row = next(r for r in rows if r["set"] == name and r["map"] == "full")
+        comp = [r for r in rows if r["set"] == name and r["map"] == "compact"]
+        summary[name] = {
+            rr: {"full": full_row[rr], "compact_mean": float(np.mean([r[rr] for r in comp])),
+                 "compact_min": min(r[rr] for r in comp), "compact_max": max(r[rr] for r in comp)}
+            for rr in args.rerankers
+        }  # fmt: skip
+        summary[name]["kb_per_image"] = {
+            "full": full_row["bytes_per_image"] / 1e3,
+            "compact": comp[0]["bytes_per_image"] / 1e3,
+        }
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "k": args.k}, indent=2))
+    worst = min(summary[s][rr]["compact_mean"] - summary[s][rr]["full"] for s in SETS for rr in args.rerankers)
+    print(
+        "summary: compact "
+        + ", ".join(f"{s} {summary[s]['kb_per_image']['compact']:.1f} KB/img" for s in SETS)
+        + f"; worst mean R@1 change vs full {worst:+.1f} points over {', '.join(args.rerankers)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
