@@ -56,8 +56,9 @@ def main() -> None:
             grids = np.asarray(load_map(full).local)
             for seed in args.seeds:
                 cm = load_map(full)
-                book = train_pq(grids, PQ_DEFAULTS["m"], PQ_DEFAULTS["train_cells"], seed)
-                cm.local_codes, cm.local_codebook, cm.local = encode_pq(grids, book), book, None
+                codec = train_pq(grids, PQ_DEFAULTS["m"], PQ_DEFAULTS["train_cells"], seed)
+                cm.local_codes, cm.local = encode_pq(grids, codec), None
+                cm.local_codebook, cm.local_rotation = codec.codebook, codec.rotation
                 cm.descriptors = np.asarray(cm.descriptors, np.float16)
                 out = Path(tmp) / f"{name}-pq{seed}.vprmap"
                 save_map(cm, out)

@@ -53,7 +53,7 @@ def test_pq_grids_are_16x_smaller_memory_mapped_and_localize_alike(street, stree
     assert pq.local_codes[0].nbytes * 16 == full.local[0].nbytes
     decoded = LocalGrids(pq).gather(np.arange(len(pq)), "cpu")
     cos = (decoded * torch.from_numpy(np.asarray(full.local, np.float32))).sum(1)
-    assert cos.mean() > 0.9, float(cos.mean())
+    assert cos.mean() > 0.95, float(cos.mean())
     assert np.abs(np.asarray(pq.descriptors, np.float32) - np.asarray(full.descriptors, np.float32)).max() < 2e-3
     a, b = hits(street_map, street / "queries"), hits(fp16, street / "queries")
     assert sum(x != y for x, y in zip(a, b)) <= 1, (a, b)
@@ -64,7 +64,7 @@ def test_pq_grids_are_16x_smaller_memory_mapped_and_localize_alike(street, stree
     parts = size["per_image_by_part"]
     assert size["file"] == street_map.stat().st_size
     assert abs(sum(parts.values()) - size["per_image"]) < 1
-    assert parts["descriptors"] == 4096 and parts["local"] < 9600 + 65536 / len(pq) + 1
+    assert parts["descriptors"] == 4096 and parts["local"] < 9600 + (65536 + 64 * 64 * 4) / len(pq) + 1
 
 
 def test_stored_index_finds_the_exact_top1_across_shards_and_appends_without_retraining():
@@ -134,7 +134,7 @@ def test_merge_like_and_append(street, tmp_path):
     assert r.returncode == 0, r.stderr
     ma, mb = load_map(a), load_map(b)
     assert np.array_equal(ma.model_state["vlad.centers"], mb.model_state["vlad.centers"])
-    assert np.array_equal(ma.local_codebook, mb.local_codebook) and mb.index is not None  # A's training reused
+    assert ma.grid_codec.same(mb.grid_codec) and mb.index is not None  # A's codec and index training reused
     r = vpr("map", "merge", a, b, "--out", c)
     assert r.returncode == 0, r.stderr
     mc = load_map(c)

@@ -67,14 +67,14 @@ def build_map(
     if like is not None:
         model_name = like.model
     paths = list(geo.paths)
-    ex, codebook = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
+    ex, codec = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
     model = ex.model
     if ray:
         from .distributed import BLOCK, describe_on_ray
 
-        desc, local_feats = describe_on_ray(ray, ex, codebook, paths, local, work_dir, ray_workers, ray_block or BLOCK)
+        desc, local_feats = describe_on_ray(ray, ex, codec, paths, local, work_dir, ray_workers, ray_block or BLOCK)
     else:
-        desc, local_feats = describe_share(ex, paths, local, codebook)
+        desc, local_feats = describe_share(ex, paths, local, codec)
     extras = {}
     if sparse is not None:
         from ..io.images import load_image
@@ -86,7 +86,7 @@ def build_map(
     if local_feats is not None:
         grid_info = {
             "grid": list(model.local_grid),
-            "codec": "pq" if codebook is not None else "fp16",
+            "codec": "pq" if codec is not None else "fp16",
             "bytes_per_image": int(local_feats[0].nbytes),
         }
     info = {
@@ -119,9 +119,10 @@ def build_map(
         fingerprint=model.fingerprint(),
         model_state=model.map_state(),
         info=info,
-        local=local_feats if codebook is None else None,
-        local_codes=local_feats if codebook is not None else None,
-        local_codebook=codebook,
+        local=local_feats if codec is None else None,
+        local_codes=local_feats if codec is not None else None,
+        local_codebook=codec.codebook if codec is not None else None,
+        local_rotation=codec.rotation if codec is not None else None,
         extras=extras,
     )
     m.index = stored_index(m.descriptors, index, like.index if like is not None else None)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import VprError
 from ..models import build_global_model
 from ..runtime.extractor import Extractor
-from .codec import PQ_DEFAULTS, PQ_MIN_CELLS, encode_pq, train_pq
+from .codec import PQ_DEFAULTS, PQ_MIN_CELLS, GridCodec, encode_pq, train_pq
 from .format import VprMap
 from .model import map_model
 
@@ -38,7 +38,7 @@ def prepare_model(
     grid_codec: str | None = "pq",
     pq: dict[str, Any] | None = None,
     like: VprMap | None = None,
-) -> tuple[Extractor, np.ndarray | None]:
+) -> tuple[Extractor, GridCodec | None]:
     """The model that describes a map (vocabulary learnt from ``paths``, or ``like``'s) and the PQ codebook of its
     grids (learnt from a sample of ``paths``, or ``like``'s): everything a worker needs to describe any share."""
     if like is not None:
@@ -51,8 +51,8 @@ def prepare_model(
             model.fit(lambda: ex.tensor_batches(paths, desc="vocabulary"), len(paths))
     if grid_codec != "pq":
         return ex, None
-    if like is not None and like.local_codebook is not None:
-        return ex, np.asarray(like.local_codebook)
+    if like is not None and like.grid_codec is not None:
+        return ex, like.grid_codec
     c = {**PQ_DEFAULTS, **(pq or {})}
     gw, gh = model.local_grid
     if len(paths) * gw * gh < PQ_MIN_CELLS:  # a handful of coarse grids: float16 costs less than a codebook
@@ -67,10 +67,10 @@ def prepare_model(
 
 
 def describe_share(
-    ex: Extractor, paths: list[Path], local: bool, codebook: np.ndarray | None, desc: str | None = "map descriptors"
+    ex: Extractor, paths: list[Path], local: bool, codec: GridCodec | None, desc: str | None = "map descriptors"
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Descriptors (float16) and grids (float16, or PQ codes with ``codebook``) of some of a map's images."""
-    encode = (lambda g: encode_pq(g, codebook)) if codebook is not None else None
+    """Descriptors (float16) and grids (float16, or PQ codes with ``codec``) of some of a map's images."""
+    encode = (lambda g: encode_pq(g, codec)) if codec is not None else None
     g, loc = ex.describe_paths(paths, desc=desc, local=local, encode=encode)
     bad = ~np.isfinite(g).all(axis=1)
     if bad.any():

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..errors import VprError
 from ..io.files import atomic_write
 from ..runtime.extractor import Extractor
+from .codec import GridCodec
 
 __all__ = ["BLOCK", "describe_on_ray"]
 
@@ -35,7 +36,7 @@ class _Describer:
     """One Ray actor: the map's model rebuilt from its name, options and map state (vocabulary), on its device."""
 
     def __init__(
-        self, name: str, conf: dict, state: dict, codebook: np.ndarray | None, paths: list[str], local: bool, block: int
+        self, name: str, conf: dict, state: dict, codec: GridCodec | None, paths: list[str], local: bool, block: int
     ) -> None:
         import torch
 
@@ -46,7 +47,7 @@ class _Describer:
         model = build_global_model(name, conf)
         model.load_map_state(state)
         self.ex = Extractor(model, "auto")
-        self.codebook, self.paths, self.local, self.block = codebook, [Path(p) for p in paths], local, block
+        self.codec, self.paths, self.local, self.block = codec, [Path(p) for p in paths], local, block
         self.describe = describe_share
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -54,7 +55,7 @@ class _Describer:
         out: dict[str, list] = {"block": [], "desc": [], "local": []}
         for b in blocks:
             desc, loc = self.describe(
-                self.ex, self.paths[b * self.block : (b + 1) * self.block], self.local, self.codebook, desc=None
+                self.ex, self.paths[b * self.block : (b + 1) * self.block], self.local, self.codec, desc=None
             )
             out["block"].append(b)
             out["desc"].append(desc)
@@ -70,13 +71,13 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
     return col
 
 
-def _key(ex: Extractor, codebook: np.ndarray | None, paths: list[Path], local: bool, block: int) -> str:
+def _key(ex: Extractor, codec: GridCodec | None, paths: list[Path], local: bool, block: int) -> str:
     """What the blocks on disk were computed for: a resumed run reuses them only when this matches."""
     h = hashlib.sha256(ex.model.fingerprint().encode())
     for k, v in sorted(ex.model.map_state().items()):
         h.update(k.encode() + np.ascontiguousarray(v).tobytes())
-    if codebook is not None:
-        h.update(codebook.tobytes())
+    if codec is not None:
+        h.update(codec.tobytes())
     h.update(json.dumps([str(p) for p in paths] + [local, block]).encode())
     return h.hexdigest()[:16]
 
@@ -100,7 +101,7 @@ def _init(address: str) -> Any:
 def describe_on_ray(
     address: str,
     ex: Extractor,
-    codebook: np.ndarray | None,
+    codec: GridCodec | None,
     paths: list[Path],
     local: bool,
     work_dir: str | Path | None,
@@ -112,7 +113,7 @@ def describe_on_ray(
     if work_dir is None:
         raise VprError("--ray needs a folder for its resumable blocks (the map's MAP.parts/)")
     work = Path(work_dir)
-    key = _key(ex, codebook, paths, local, block)
+    key = _key(ex, codec, paths, local, block)
     manifest = work / "manifest.json"
     if work.exists() and (not manifest.exists() or json.loads(manifest.read_text()).get("key") != key):
         log.warning("%s: blocks of another build (other images or model); starting over", work)
@@ -137,7 +138,7 @@ def describe_on_ray(
                 "name": model.name,
                 "conf": model.conf,
                 "state": state,
-                "codebook": codebook,
+                "codec": codec,
                 "paths": [str(p) for p in paths],
                 "local": local,
                 "block": block,

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from ..errors import MapError
 from ..geodesy import LocalFrame
 from ..io.files import atomic_write
+from .codec import GridCodec
 
 __all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map"]
 
@@ -53,10 +54,23 @@ class VprMap:
     local: np.ndarray | None = None  # (N, C, gh, gw) float16 dense grids for re-ranking
     local_codes: np.ndarray | None = None  # (N, gh, gw, m) uint8: the grids PQ-coded (map.codec)
     local_codebook: np.ndarray | None = None  # (m, 256, C/m) float32
+    local_rotation: np.ndarray | None = None  # (C, C) float32 OPQ rotation (identity when absent)
     index: dict[str, Any] | None = None  # a stored search index: its conf (kind, nprobe, ...) and "shards"
 
     def __len__(self) -> int:
         return len(self.descriptors)
+
+    @property
+    def grid_codec(self) -> GridCodec | None:
+        """The PQ codec of the stored grid codes (None for float16 grids or none)."""
+        if self.local_codes is None:
+            return None
+        book = np.asarray(self.local_codebook, np.float32)
+        c = book.shape[0] * book.shape[2]
+        rot = (
+            np.eye(c, dtype=np.float32) if self.local_rotation is None else np.asarray(self.local_rotation, np.float32)
+        )
+        return GridCodec(book, rot)
 
     @property
     def local_shape(self) -> tuple[int, int, int] | None:
@@ -103,6 +117,8 @@ def save_map(m: VprMap, path: str | Path) -> None:
             raise ValueError(f"local codes have shape {m.local_codes.shape}, expected ({n}, gh, gw, m) and a codebook")
         tensors["local.codes"] = np.ascontiguousarray(m.local_codes, dtype=np.uint8)
         tensors["local.codebook"] = np.ascontiguousarray(m.local_codebook, dtype=np.float32)
+        if m.local_rotation is not None:
+            tensors["local.rotation"] = np.ascontiguousarray(m.local_rotation, dtype=np.float32)
     index = None
     if m.index is not None:
         index = {k: v for k, v in m.index.items() if k != "shards"}
@@ -199,6 +215,9 @@ def _check_codes(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[np.
         return None, None
     if book is None or book.ndim != 3 or codes.ndim != 4 or len(codes) != n or codes.shape[3] != book.shape[0]:
         raise MapError(f"{path}: local.codes/local.codebook disagree in shape; rebuild the map")
+    rot, c = arrays.get("local.rotation"), book.shape[0] * book.shape[2]
+    if rot is not None and rot.shape != (c, c):
+        raise MapError(f"{path}: local.rotation is {rot.shape}, not ({c}, {c}); rebuild the map")
     return codes, book
 
 
@@ -281,6 +300,7 @@ def load_map(path: str | Path) -> VprMap:
         local=_check_local(path, arrays.get("local.features"), n),
         local_codes=codes,
         local_codebook=None if book is None else np.array(book),
+        local_rotation=np.array(arrays["local.rotation"]) if "local.rotation" in arrays and book is not None else None,
         index=_index(path, meta, arrays),
         info=dict(meta.get("info", {})),
     )

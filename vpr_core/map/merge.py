@@ -53,17 +53,22 @@ def _grids(first: VprMap, m: VprMap) -> np.ndarray | None:
     if first.local_shape is None or m.local_shape is None or m.local_shape != first.local_shape:
         return None
     if first.local_codes is not None:
-        if m.local_codes is not None and np.array_equal(m.local_codebook, first.local_codebook):
+        codec = first.grid_codec
+        if m.local_codes is not None and codec.same(m.grid_codec):
             return np.asarray(m.local_codes)
         grids = m.local if m.local is not None else _decode(m)
-        return np.concatenate([encode_pq(grids[i : i + 256], first.local_codebook) for i in range(0, len(m), 256)])
+        return np.concatenate([encode_pq(grids[i : i + 256], codec) for i in range(0, len(m), 256)])
     return np.asarray(m.local) if m.local is not None else _decode(m).astype(np.float16)
 
 
 def _decode(m: VprMap) -> np.ndarray:
-    book = torch.from_numpy(np.asarray(m.local_codebook, np.float32))
+    codec = m.grid_codec
+    book, rot = torch.from_numpy(codec.codebook), torch.from_numpy(codec.rotation)
     return np.concatenate(
-        [decode_pq(torch.from_numpy(np.array(m.local_codes[i : i + 256])), book).numpy() for i in range(0, len(m), 256)]
+        [
+            decode_pq(torch.from_numpy(np.array(m.local_codes[i : i + 256])), book, rot).numpy()
+            for i in range(0, len(m), 256)
+        ]
     )
 
 
@@ -142,5 +147,6 @@ def merge_maps(maps: list[VprMap], sources: list[str] | None = None) -> VprMap:
         local=None if pq else grids,
         local_codes=grids if pq else None,
         local_codebook=first.local_codebook if pq and grids is not None else None,
+        local_rotation=first.local_rotation if pq and grids is not None else None,
         index=_index(maps, desc),
     )
