@@ -188,3 +188,32 @@ def test_ray_build_on_two_workers_matches_and_resumes_after_a_kill(street, stree
     assert np.abs(np.asarray(ray_map.descriptors, np.float32) - np.asarray(single.descriptors, np.float32)).max() < 2e-3
     assert (np.asarray(ray_map.local_codes) == np.asarray(single.local_codes)).mean() > 0.99
     assert hits(out, street / "queries") == hits(street_map, street / "queries")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install .[ray])")
+def test_many_bags_build_one_map_on_ray(street, street_map, tmp_path):
+    from test_bag import run_bag
+
+    from vpr_core.map.format import load_map
+
+    db = sorted((street / "database").glob("*.jpg"))
+    bags = []
+    for i, part in enumerate((db[:10], db[10:])):  # two runs of one route, recorded as two bags
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        for p in part:
+            shutil.copy(p, d / p.name)
+        bags.append(run_bag(d, tmp_path / f"bag{i}", "mcap", compressed=True))
+    out = tmp_path / "fleet.vprmap"
+    r = vpr(
+        "map", "build", "--bag", *bags, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix",
+        "--out", out, "--ray", "local", "--ray-workers", "2", "--ray-block", "4", "--device", "cpu",
+    )  # fmt: skip
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "kept 24, skipped 0" in r.stdout
+    fleet, single = load_map(out), load_map(street_map)
+    assert fleet.info["bag"]["path"] == [str(b) for b in bags] and len(fleet) == 24
+    assert np.abs(fleet.xy - single.xy).max() < 0.02  # the second bag's fixes land in the same ENU frame
+    assert np.abs(np.asarray(fleet.descriptors, np.float32) - np.asarray(single.descriptors, np.float32)).max() < 2e-3
+    assert hits(out, street / "queries") == hits(street_map, street / "queries")

@@ -69,8 +69,11 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
     return from_surface(LocalizerConfig, vars(args), "cli").validate("cli")
 
 
-def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool = False) -> None:
-    """Where the geotagged images come from: a VPR-convention folder, a CSV or (``bag``) a ROS bag."""
+def add_geo_args(
+    sp: argparse.ArgumentParser, folder: str, what: str, bag: bool = False, many_bags: bool = False
+) -> None:
+    """Where the geotagged images come from: a VPR-convention folder, a CSV or (``bag``) a ROS bag (several with
+    ``many_bags``)."""
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument(
         folder,
@@ -82,7 +85,11 @@ def add_geo_args(sp: argparse.ArgumentParser, folder: str, what: str, bag: bool 
     )
     if bag:
         g.add_argument(
-            "--bag", metavar="PATH", help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix"
+            "--bag",
+            metavar="PATH",
+            nargs="+" if many_bags else None,
+            help="ROS 2 bag (folder, .mcap or .db3) or ROS 1 .bag with images and NavSatFix"
+            + ("; several bags (a fleet's runs) make one map" if many_bags else ""),
         )
         sp.add_argument("--image-topic", metavar="T", help="with --bag: sensor_msgs/Image or CompressedImage topic")
         sp.add_argument(

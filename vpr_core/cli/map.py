@@ -46,8 +46,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     }
     if args.bag:
         need_topics(args)
+        if args.append:
+            raise VprError("--append takes --images or --csv; build the bags into a map with --like and merge it")
         m, skips, seen = build_map_from_bag(
-            args.bag,
+            args.bag if len(args.bag) > 1 else args.bag[0],
             args.image_topic,
             args.fix_topic,
             out,
@@ -58,7 +60,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             **kw,
         )
         print(
-            f"bag {args.bag}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "
+            f"bag {' '.join(args.bag)}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "
             f"({skips.summary()}); images in {m.info['source']}"
         )
     elif args.append:
@@ -132,7 +134,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Build a map: one global descriptor and geotag per image, plus the model's map-specific parts "
         "(e.g. the VLAD vocabulary).",
     )
-    add_geo_args(b, "--images", "database images", bag=True)
+    add_geo_args(b, "--images", "database images", bag=True, many_bags=True)
     b.add_argument(
         "--min-spacing",
         type=float,

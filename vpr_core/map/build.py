@@ -155,7 +155,7 @@ def _image_file(gf: GeoFrame, lat: float, lon: float, index: int) -> tuple[str, 
 
 
 def extract_map_images(
-    bag: str | Path,
+    bag: str | Path | list[str | Path],
     image_topic: str,
     fix_topic: str,
     out_dir: str | Path,
@@ -167,40 +167,53 @@ def extract_map_images(
 ) -> tuple[list[GeoImage], LocalFrame, Skips, int]:
     """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags.
 
-    The folder carries a marker naming ``map_path``: a folder whose map never appeared (the build was killed
-    between the two renames) is recognised as a leftover and replaced.
+    ``bag`` may be several bags (a fleet's runs): their frames go to the one folder, in the order given, each
+    bag's fixes in its own ENU frame before the WGS-84 names are written. The folder carries a marker naming
+    ``map_path``: a folder whose map never appeared (the build was killed between the two renames) is recognised
+    as a leftover and replaced. Returns the first bag's frame, the summed skips and frames seen.
     """
+    bags = list(bag) if isinstance(bag, list | tuple) else [bag]
     out_dir = Path(out_dir)
     if out_dir.exists() and _orphaned_images(out_dir):
         log.warning("%s: left by an interrupted map build (its map was never written); replacing it", out_dir)
         shutil.rmtree(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
-    src = GeoFrames(bag, image_topic, fix_topic, max_fix_age, max_fix_std)
+    sources = [GeoFrames(b, image_topic, fix_topic, max_fix_age, max_fix_std) for b in bags]
     images: list[GeoImage] = []
-    last_xy: tuple[float, float] | None = None
+    skips, seen = Skips(), 0
     if out_dir.exists():
         out_dir.rmdir()  # empty (checked above): replaced by the staged folder
     with staged(out_dir) as tmp:
         tmp.mkdir()
         (tmp / IMAGES_MARKER).write_text(json.dumps({"map": str(Path(map_path).resolve()) if map_path else None}))
-        for gf in tqdm(src, total=src.num_images, desc="bag frames", unit="img", disable=not progress):
-            if not isinstance(gf, GeoFrame):
-                continue
-            if last_xy is not None and math.hypot(gf.east - last_xy[0], gf.north - last_xy[1]) < min_spacing:
-                src.skips.add("closer than min-spacing")
-                continue
-            lat, lon, _ = (float(v[0]) for v in src.frame.lla(gf.east, gf.north))
-            name, data = _image_file(gf, lat, lon, len(images))
-            (tmp / name).write_bytes(data)
-            images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, utm_name_fields(lat, lon)))
-            last_xy = (gf.east, gf.north)
+        total = sum(src.num_images for src in sources)
+        bar = tqdm(total=total, desc="bag frames", unit="img", disable=not progress)
+        for src in sources:
+            last_xy: tuple[float, float] | None = None
+            for gf in src:
+                bar.update(1)
+                if not isinstance(gf, GeoFrame):
+                    continue
+                if last_xy is not None and math.hypot(gf.east - last_xy[0], gf.north - last_xy[1]) < min_spacing:
+                    src.skips.add("closer than min-spacing")
+                    continue
+                lat, lon, _ = (float(v[0]) for v in src.frame.lla(gf.east, gf.north))
+                name, data = _image_file(gf, lat, lon, len(images))
+                if (tmp / name).exists():  # two bags with a frame at the same place and stamp
+                    name = f"{Path(name).stem}{len(images)}{Path(name).suffix}"
+                (tmp / name).write_bytes(data)
+                images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, utm_name_fields(lat, lon)))
+                last_xy = (gf.east, gf.north)
+            skips.counts.update(src.skips.counts)
+            seen += src.num_images
+        bar.close()
         if not images:
             raise BagError(
-                f"{bag}: no image could be paired with a usable fix (skipped: {src.skips.summary()}); check "
-                "--fix-topic, --max-fix-age"
+                f"{', '.join(map(str, bags))}: no image could be paired with a usable fix "
+                f"(skipped: {skips.summary()}); check --fix-topic, --max-fix-age"
             )
-    return images, src.frame, src.skips, src.num_images
+    return images, sources[0].frame, skips, seen
 
 
 IMAGES_MARKER = ".vpr-map-images"
@@ -216,7 +229,7 @@ def _orphaned_images(folder: Path) -> bool:
 
 
 def build_map_from_bag(
-    bag: str | Path,
+    bag: str | Path | list[str | Path],
     image_topic: str,
     fix_topic: str,
     out: str | Path,
@@ -238,7 +251,7 @@ def build_map_from_bag(
         build_kw.setdefault("work_dir", Path(f"{out}.parts"))
     m = build_map(make_geoset(images), source=str(images_out), **build_kw)
     m.info["bag"] = {
-        "path": str(bag),
+        "path": [str(b) for b in bag] if isinstance(bag, list | tuple) else str(bag),
         "image_topic": image_topic,
         "fix_topic": fix_topic,
         "frames": seen,
