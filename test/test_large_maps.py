@@ -117,6 +117,15 @@ def test_localizer_uses_the_stored_index(street, tmp_path):
     q = np.asarray(loc.map.descriptors[:5], np.float32)
     assert np.array_equal(loc.index.search(q, 3)[1], exact.index.search(q, 3)[1])
 
+    from vpr_core.errors import MapError
+    from vpr_core.map.format import load_map, save_map
+
+    m = load_map(out)
+    m.index = {**m.index, "shards": [np.asarray(m.index["shards"][0])[: len(m.index["shards"][0]) // 2]]}
+    save_map(m, tmp_path / "cut.vprmap")  # a shard cut in half: refused in one line, not a faiss traceback
+    with pytest.raises(MapError, match="stored index is corrupt"):
+        Localizer.from_file(tmp_path / "cut.vprmap", device="cpu", reranker="none", temporal="none")
+
 
 def test_merge_like_and_append(street, tmp_path):
     from vpr_core.map.format import load_map

@@ -150,13 +150,17 @@ class StoredIndex:
     on_gpu = False
 
     def __init__(self, index: dict[str, Any], descriptors: np.ndarray, nprobe: int | None = None) -> None:
-        self.shards = [faiss.deserialize_index(np.asarray(b)) for b in index["shards"]]
+        try:
+            self.shards = [faiss.deserialize_index(np.asarray(b)) for b in index["shards"]]
+            ivfs = [faiss.extract_index_ivf(s) for s in self.shards]
+        except RuntimeError:
+            raise MapError("the map's stored index is corrupt; rebuild the map (or use index: flat)") from None
         sizes = [s.ntotal for s in self.shards]
         if sum(sizes) != len(descriptors):
             raise MapError(f"stored index holds {sum(sizes)} images but the map {len(descriptors)}; rebuild the map")
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        for s in self.shards:
-            faiss.extract_index_ivf(s).nprobe = int(nprobe or index["nprobe"])
+        for ivf in ivfs:
+            ivf.nprobe = int(nprobe or index["nprobe"])
         self.refine = int(index["refine"])
         self.desc = descriptors
         self.size, self.dim = descriptors.shape
