@@ -3,7 +3,7 @@
 For each set (corridor 2.5 m, triplets 25 m): one map with float16 grids and float32 descriptors (the
 uncompressed map), then the default compact map (PQ grids, m=8, and float16 descriptors) for each codebook seed
 in ``--seeds``: the codebook is what a build learns, so its seed shows how much R@1 moves with it. Each map is
-evaluated with ``--rerankers`` at K=10.
+evaluated with ``--rerankers`` at K=10, and the per-frame cost of fetching (decoding) the K grids is timed.
 
     python bench/bench_maps.py ../shared/datasets --json docs/compact_maps.json
 """
@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,23 @@ from vpr_core.eval.recall import evaluate
 from vpr_core.io.geoset import load_geoset
 from vpr_core.localize.localizer import Localizer
 from vpr_core.map.build import build_and_save
-from vpr_core.map.codec import PQ_DEFAULTS, encode_pq, train_pq
+from vpr_core.map.codec import PQ_DEFAULTS, LocalGrids, encode_pq, train_pq
 from vpr_core.map.format import file_parts, load_map, save_map
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
+
+
+def gather_ms(path: Path, k: int, reps: int = 200) -> float:
+    """Per-frame cost of fetching (and, for PQ, decoding) K candidates' grids on the CPU."""
+    grids = LocalGrids(load_map(path))
+    n = len(grids)
+    ids = [np.arange(i, i + k) % n for i in range(reps)]
+    for i in ids[:5]:
+        grids.gather(i, "cpu")
+    t = time.perf_counter()
+    for i in ids:
+        grids.gather(i, "cpu")
+    return (time.perf_counter() - t) / reps * 1e3
 
 
 def r1(path: Path, queries, thr: float, reranker: str, k: int) -> float:
@@ -76,7 +90,9 @@ def main() -> None:
                 tag = "-" if seed is None else seed
                 kb = row["bytes_per_image"] / 1e3
                 scores = "  ".join(f"{rr} {row[rr]:5.1f}" for rr in args.rerankers)
-                print(f"{name:9} {kind:8} seed {tag:>2} {kb:7.1f} KB/img  {scores}")
+                print(
+                    f"{name:9} {kind:8} seed {tag:>2} {kb:7.1f} KB/img  {scores}  grids {row['grid_gather_ms']:.2f} ms"
+                )
     summary = {}
     for name in SETS:
         full_row = next(r for r in rows if r["set"] == name and r["map"] == "full")

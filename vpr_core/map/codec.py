@@ -110,8 +110,9 @@ def encode_pq(grids: np.ndarray | torch.Tensor, codec: GridCodec) -> np.ndarray:
 
 def decode_pq(codes: torch.Tensor, codebook: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Codes (K, gh, gw, m) uint8 -> unit-norm grids (K, C, gh, gw) float32, on the codes' device."""
-    m = codebook.shape[0]
-    sub = codebook[torch.arange(m, device=codes.device), codes.long()]  # (K, gh, gw, m, ds)
+    m, k, ds = codebook.shape
+    idx = codes.long() + torch.arange(m, device=codes.device) * k  # row of each sub-vector in the flat codebook
+    sub = torch.nn.functional.embedding(idx, codebook.reshape(m * k, ds))  # (K, gh, gw, m, ds): one gather
     cells = torch.nn.functional.normalize(sub.flatten(-2) @ rotation, dim=-1)  # rotated back: rotation is orthonormal
     return cells.permute(0, 3, 1, 2).contiguous()
 
