@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import VprError
 
-__all__ = ["atomic_write", "clean_stale", "output_error", "staged", "temp_sibling"]
+__all__ = ["atomic_write", "clean_stale", "output_error", "staged", "temp_sibling", "tensor_view"]
 
 _HINTS = {
     errno.ENOTDIR: "a parent of it is a file, not a folder; choose another path",
@@ -148,3 +148,16 @@ def staged(out: Path) -> Iterator[Path]:
         raise output_error(out, e) from None
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def tensor_view(arr):
+    """A torch tensor over ``arr`` without a copy, also over a read-only memory-mapped map array (torch warns that
+    it cannot guard read-only memory; these arrays are never written)."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(arr))

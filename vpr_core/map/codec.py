@@ -9,7 +9,6 @@ RANSAC/DHE/GeoWarp compare them by cosine. bench/bench_scale.py --maps measures 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +17,14 @@ import numpy as np
 import torch
 
 from ..errors import MapError
+from ..io.files import tensor_view
 
 __all__ = [
     "GRID_CODECS",
+    "GridCodec",
     "PQ_DEFAULTS",
     "PQ_MIN_CELLS",
     "LocalGrids",
-    "as_tensor",
     "decode_pq",
     "encode_pq",
     "train_pq",
@@ -36,13 +36,6 @@ GRID_CODECS = ("pq", "fp16")
 PQ_DEFAULTS: dict[str, Any] = {"m": 8, "train_cells": 131072, "sample_images": 256, "seed": 0}
 #: Fewer cells than this in the whole map: a codebook (64 KB) would cost more than it saves; float16 is kept.
 PQ_MIN_CELLS = 256 * 39
-
-
-def as_tensor(arr: np.ndarray) -> torch.Tensor:
-    """A tensor over ``arr`` without copying, also over a read-only memory map (torch warns there; never written)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(arr))
 
 
 def _cells(grids: np.ndarray) -> np.ndarray:
@@ -97,7 +90,7 @@ def train_pq(grids: np.ndarray, m: int = 8, train_cells: int = 131072, seed: int
 
 def encode_pq(grids: np.ndarray | torch.Tensor, codec: GridCodec) -> np.ndarray:
     """Grids (B, C, gh, gw) -> codes (B, gh, gw, m) uint8: each rotated sub-vector's nearest centroid."""
-    g = (grids if isinstance(grids, torch.Tensor) else as_tensor(grids)).float()
+    g = (grids if isinstance(grids, torch.Tensor) else tensor_view(grids)).float()
     b, c, gh, gw = g.shape
     cb = torch.from_numpy(codec.codebook)
     m, k, ds = cb.shape
@@ -135,7 +128,7 @@ class LocalGrids:
             stored = vmap.local
         else:
             raise MapError("the map has no local grids; rebuild it with --local grid")
-        t = as_tensor(stored)  # on the CPU: the memory map itself, paged in per candidate
+        t = tensor_view(stored)  # on the CPU: the memory map itself, paged in per candidate
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             if t.numel() * t.element_size() < 0.5 * free:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import MapError
+from ..io.files import tensor_view
 from ..models.xfeat import XFeatNet, detect, load_xfeat
 
 __all__ = ["SPARSE_DEFAULTS", "SparseExtractor", "SparseStore", "sparse_extras"]
@@ -82,8 +83,8 @@ class SparseStore:
                 "'vpr map build ... --local sparse' (or --local both to keep the dense grid too)"
             )
         e = vmap.extras
-        self.keypoints = torch.from_numpy(np.asarray(e["sparse.keypoints"])).to(device)  # (N, M, 2) fp16
-        self.descriptors = torch.from_numpy(np.asarray(e["sparse.descriptors"])).to(device)  # (N, M, 64) fp16
+        self.keypoints = tensor_view(e["sparse.keypoints"]).to(device)  # (N, M, 2) fp16; on the CPU the map itself
+        self.descriptors = tensor_view(e["sparse.descriptors"]).to(device)  # (N, M, 64) fp16
         self.count = torch.from_numpy(np.asarray(e["sparse.count"], np.int64)).to(device)
         self.size = torch.from_numpy(np.asarray(e["sparse.size"], np.int64)).to(device)
         self.top_k, self.max_side = (int(v) for v in np.asarray(e.get("sparse.conf", [512, 640])).reshape(-1)[:2])
