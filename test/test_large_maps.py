@@ -199,6 +199,18 @@ def test_ray_build_on_two_workers_matches_and_resumes_after_a_kill(street, stree
     assert hits(out, street / "queries") == hits(street_map, street / "queries")
 
 
+def test_a_ray_address_that_does_not_answer_fails_at_once_in_one_line(street, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "m.vprmap"
+    r = vpr("map", "build", "--images", street / "database", "--out", out, "--ray", f"127.0.0.1:{port}")
+    assert r.returncode == 2 and "no Ray head answers there" in r.stderr and "ray start --head" in r.stderr
+    assert "Traceback" not in r.stderr and "vocabulary" not in r.stderr and not out.exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install .[ray])")
 def test_many_bags_build_one_map_on_ray(street, street_map, tmp_path):
     from test_bag import run_bag

@@ -66,6 +66,10 @@ def build_map(
         raise VprError(f"grid codec '{grid_codec}' unknown; choose one of {', '.join(GRID_CODECS)}")
     if like is not None:
         model_name = like.model
+    if ray and ray != "local":
+        from .distributed import reachable
+
+        reachable(ray)  # before the vocabulary pass, not after it
     paths = list(geo.paths)
     ex, codec = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
     model = ex.model

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..io.files import atomic_write
 from ..runtime.extractor import Extractor
 from .codec import GridCodec
 
-__all__ = ["BLOCK", "describe_on_ray"]
+__all__ = ["BLOCK", "describe_on_ray", "reachable"]
 
 log = logging.getLogger(__name__)
 #: Images per Ray task and per resumable block file.
@@ -82,6 +83,20 @@ def _key(ex: Extractor, codec: GridCodec | None, paths: list[Path], local: bool,
     return h.hexdigest()[:16]
 
 
+def reachable(address: str, timeout: float = 3.0) -> None:
+    """A HOST:PORT cluster address answers, or one line now (ray.init would retry for minutes)."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise VprError(
+            f"--ray {address}: no Ray head answers there ({e}); start one with 'ray start --head' or use --ray local"
+        ) from None
+
+
 def _init(address: str) -> Any:
     try:
         import ray
@@ -91,6 +106,8 @@ def _init(address: str) -> Any:
     ctx.enable_progress_bars = False  # ours (tqdm, images) is the one bar
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if not ray.is_initialized():
+        if address != "local":
+            reachable(address)
         try:
             ray.init(address=None if address == "local" else address, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
