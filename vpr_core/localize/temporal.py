@@ -214,8 +214,8 @@ class HmmFilter:
         # products run in torch, on the pipeline's own thread pool: numpy's BLAS threads would fight torch's
         self.sample = torch.from_numpy(np.array(descriptors[pick], dtype=np.float32))
         self.mean_desc = np.zeros(descriptors.shape[1], np.float64)
-        for lo in range(0, n, 65536):
-            self.mean_desc += np.asarray(descriptors[lo : lo + 65536], np.float64).sum(0)
+        for lo in range(0, n, 16384):  # summed in float64 without a float64 copy of the rows (a large map is paged)
+            self.mean_desc += np.asarray(descriptors[lo : lo + 16384]).sum(0, dtype=np.float64)
         self.mean_desc = (self.mean_desc / max(n, 1)).astype(np.float32)
         self.reset()
 

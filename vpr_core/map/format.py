@@ -272,8 +272,8 @@ def load_map(path: str | Path) -> VprMap:
         raise MapError(f"{path}: map is empty; rebuild it from a folder with images")
     if desc.dtype not in (np.float32, np.float16):
         raise MapError(f"{path}: map descriptors are {desc.dtype}, not float32/float16; rebuild it")
-    for lo in range(0, n, 65536):  # chunked: a large map is checked without holding it all in RAM
-        if not np.isfinite(desc[lo : lo + 65536]).all():
+    for lo in range(0, n, 16384):  # chunked: a large map is checked without holding it all in RAM
+        if not np.isfinite(desc[lo : lo + 16384]).all():
             raise MapError(f"{path}: map descriptors contain NaN/Inf; rebuild it")
     lat, lon, alt = geo["lat"], geo["lon"], geo["alt"]
     if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any() or (np.abs(lon) > 180).any():
