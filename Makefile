@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_rerank.py ../shared/datasets
 	$(PY) bench/bench_node.py
+	$(PY) bench/bench_maps.py ../shared/datasets
+	$(PY) bench/bench_scale.py --n 1000000
 
 # On a machine with an NVIDIA GPU and its own CUDA PyTorch (not .venv's CPU build): one table, under 10 minutes.
 gpu-check:
