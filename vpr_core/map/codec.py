@@ -1,10 +1,11 @@
 """Compact local grids: product quantisation of the dense re-ranking grid, decoded on the device per frame.
 
-A map image's dense grid (40x30 cells of 64-d unit vectors) costs 153.6 KB as float16. Each cell is cut into
-``m`` sub-vectors, each replaced by the index of its nearest of 256 centroids learnt from the map's own grids:
-``m`` bytes per cell (m=8: 9.6 KB per image, 16x smaller). At query time only the K candidates' codes are
-gathered and decoded (one table lookup) where the re-ranker runs; the decoded cells are re-normalised, since
-RANSAC/DHE/GeoWarp compare them by cosine. bench/bench_scale.py --maps measures R@1 against the float16 grids.
+A map image's dense grid (40x30 cells of 64-d unit vectors) costs 153.6 KB as float16. Each cell is rotated
+(OPQ) and cut into ``m`` sub-vectors, each replaced by the index of its nearest of 256 centroids learnt from the
+map's own grids: ``m`` bytes per cell (m=8: 9.6 KB per image, 16x smaller). At query time only the K candidates'
+codes are gathered and decoded (one table lookup, one rotation) where the re-ranker runs; the decoded cells are
+re-normalised, since RANSAC/DHE/GeoWarp compare them by cosine. bench/bench_maps.py measures R@1 against the
+float16 grids.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Map building on Ray: image decoding and description as Ray Data batch inference, resumable block by block.
 
-The driver learns what every worker must share (the vocabulary and the grid codebook, ``build.prepare_model``),
+The driver learns what every worker must share (the vocabulary and the grid codebook, ``describe.prepare_model``),
 then Ray Data runs a pool of describer actors (one GPU each where the cluster has GPUs, else one CPU each) over
 blocks of ``BLOCK`` images. Each finished block is written beside the map (``MAP.parts/``, temp file then rename)
 as it streams back, so a run killed half-way (a worker, the driver, the cluster) resumes with the blocks still
