@@ -20,7 +20,15 @@
 ``--local both``), each query's global top-100 (capped at the map size; ``--sweep-max-k`` per method) is scored
 once and sliced for K in {1, 5, 10, 20, 50, 100}: R@1 per K; re-rank ms/query timed directly at K=10 and K=100
 (the largest scored K) on ``--timing-queries`` queries. Writes JSON and two PNGs (R@1 vs re-rank time at K=10;
-R@1 vs K) and ends with one summary line.
+R@1 vs K) and ends with one summary line. Methods: the study's, ``lighterglue`` (ranked with the retrieval prior,
+the default) and ``lighterglue-inliers`` (the inlier count alone), and the ``dhe+lighterglue`` combination.
+
+    python bench/bench_rerank.py ../shared/datasets --ablation [--sets corridor triplets] [--json OUT.json]
+
+``--ablation`` measures LighterGlue's choices on each query's same global top-10 (``--ablation-k``): keypoint
+budget (512, 1024) x working size (480, 640 px on the longest side) x score (homography inliers, fundamental-matrix
+inliers, homography inliers with the retrieval prior); on corridor also the inlier count against the offset along
+the map (database->database and query->database), which shows why inliers alone confuse neighbouring frames there.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from vpr_core.io.images import load_image
 from vpr_core.localize.localizer import Localizer
 from vpr_core.map.adapt import adapt_map
 from vpr_core.map.build import build_map
+from vpr_core.map.codec import GRID_CODECS
 from vpr_core.map.format import save_map
 from vpr_core.rerank import build_reranker
 from vpr_core.rerank.dhe import DHEHead
@@ -62,30 +71,34 @@ def timed(fn, repeat: int = 5) -> tuple[float, float]:
 
 
 SWEEP_KS = (1, 5, 10, 20, 50, 100)
+#: label -> (re-ranker, options): the study's methods, LighterGlue also without the retrieval prior, and the
+#: DHE + LighterGlue combination.
+SWEEP_METHODS = {
+    "none": ("none", {}),
+    "ransac": ("ransac", {}),
+    "dhe": ("dhe", {}),
+    "geowarp": ("geowarp", {}),
+    "lighterglue": ("lighterglue", {}),
+    "lighterglue-inliers": ("lighterglue", {"prior": 0.0}),
+    "dhe+lighterglue": ("dhe+lighterglue", {}),
+}
 
 
 def sweep(args) -> int:
     """R@1 against K and against re-rank time, one run, every method on the same candidates."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    max_k = {"none": 100, "ransac": 100, "dhe": 100, "geowarp": 100, "lighterglue": 20}
+    max_k = {m: 100 for m in SWEEP_METHODS} | {m: 20 for m in SWEEP_METHODS if "lighterglue" in m}
     for item in args.sweep_max_k or []:
         m, v = item.split("=")
         max_k[m] = int(v)
     opts = {"geowarp": {"weights": args.geowarp_weights} if args.geowarp_weights else {}}
     out: dict = {"sets": {}, "max_k": max_k}
-    print(f"{'set':9s} {'method':12s} " + " ".join(f"{'R@1 K=' + str(k):>9s}" for k in SWEEP_KS) + "  ms@10  ms@max")
+    print(f"{'set':9s} {'method':19s} " + " ".join(f"{'R@1 K=' + str(k):>9s}" for k in SWEEP_KS) + "  ms@10  ms@max")
     sets = {n: SWEEP_SETS[n] for n in (args.sets or SWEEP_SETS)}
     for name, thr in sets.items():
         root = args.root / name / "images" / "test"
         db = load_geoset(root / "database")
         q = load_geoset(root / "queries", frame=db.frame)
-        vmap = build_map(db, device=args.device, source=str(root / "database"), sparse={})
+        vmap = build_map(db, device=args.device, source=str(root / "database"), sparse={}, grid_codec=args.grid_codec)
         sel = np.arange(len(q.paths))
         if args.max_queries and len(sel) > args.max_queries:
             sel = np.linspace(0, len(sel) - 1, args.max_queries).astype(int)
@@ -95,45 +108,67 @@ def sweep(args) -> int:
         tops = [base.localize(im, k=kmax_set).matches[:kmax_set] for im in imgs]
         true = np.stack([q.east[sel], q.north[sel]], 1)
         res = out["sets"][name] = {"queries": len(sel), "map": len(vmap), "methods": {}}
-        for m in ("none", "ransac", "dhe", "geowarp", "lighterglue"):
-            loc = Localizer(vmap, device=args.device, reranker=m, reranker_options=opts.get(m, {}))
+        for m in args.methods or SWEEP_METHODS:
+            name_m, variant = SWEEP_METHODS[m]
+            loc = Localizer(vmap, device=args.device, reranker=name_m, reranker_options={**opts.get(m, {}), **variant})
             rr = loc.reranker
             km = min(max_k[m], kmax_set)
             ks = [k for k in SWEEP_KS if k <= km] + ([km] if km not in SWEEP_KS else [])
             hits = {k: [] for k in ks}
-            for im, top, t in zip(imgs, tops, true):
-                ids = np.array([x.index for x in top[:km]])
-                gl = np.array([x.score for x in top[:km]])
-                if m == "none":
-                    sc = gl
-                elif rr.needs_sparse:
-                    sc = rr.rerank_image(im, ids).scores.numpy()
-                else:
-                    _, qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)
+
+            def scored(im, top, k, rr=rr, loc=loc):
+                """The re-ranker's result on the first k candidates of ``top``, as the localizer calls it."""
+                ids = np.array([x.index for x in top[:k]])
+                gl = torch.tensor([x.score for x in top[:k]], dtype=torch.float64)
+                qloc = cands = None
+                if rr.needs_local:
+                    qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)[1][0]
                     cands = loc.local.gather(ids, rr.device)
-                    sc = rr.score(qloc[0], cands).scores.numpy()
-                for k in ks:  # the best of the first k by re-rank score, ties by the global order
-                    best = ids[np.lexsort((-gl[:k], -sc[:k]))[0]]
+                return ids, gl, rr.rerank(im, qloc, ids, cands, gl)
+
+            for im, top, t in zip(imgs, tops, true):
+                if m == "none":
+                    ids = np.array([x.index for x in top[:km]])
+                    gl = np.array([x.score for x in top[:km]])
+                    rres = None
+                else:
+                    ids, gl_t, rres = scored(im, top, km)
+                    gl = gl_t.numpy()
+                for k in ks:  # the best of the first k by re-rank score (fused over those k), ties by the global order
+                    sc = gl[:k] if rres is None else rr.fuse(rres.head(k), torch.from_numpy(gl[:k])).scores.numpy()
+                    best = ids[np.lexsort((-gl[:k], -sc))[0]]
                     hits[k].append(np.linalg.norm(vmap.xy[best] - t) <= thr)
             ms = {}
             for k in sorted({min(10, km), km}):
                 sub = list(zip(imgs, tops))[: args.timing_queries]
                 t0 = time.perf_counter()
                 for im, top in sub:
-                    ids = np.array([x.index for x in top[:k]])
-                    if m == "none":
-                        continue
-                    if rr.needs_sparse:
-                        rr.rerank_image(im, ids)
-                    else:
-                        _, qloc = loc.runner(loc.extractor.to_tensor([im]), local=True)
-                        rr.score(qloc[0], loc.local.index_select(0, torch.from_numpy(ids)).float())
+                    if m != "none":
+                        scored(im, top, k)
                 ms[k] = (time.perf_counter() - t0) / len(sub) * 1e3
             r1 = {k: float(100 * np.mean(v)) for k, v in hits.items()}
-            res["methods"][m] = {"r1": r1, "ms": ms, "trained": bool(rr.trained), "max_k": km}
+            res["methods"][m] = {
+                "r1": {str(k): v for k, v in r1.items()},
+                "ms": {str(k): v for k, v in ms.items()},
+                "trained": bool(rr.trained),
+                "max_k": km,
+            }
             star = "" if rr.trained else "*"
             cells = " ".join(f"{r1[k]:8.1f}{star or ' '}" if k in r1 else f"{'-':>9s}" for k in SWEEP_KS)
-            print(f"{name:9s} {m:12s} {cells}  {ms.get(min(10, km), 0):5.0f}  {ms[km]:6.0f}", flush=True)
+            print(f"{name:9s} {m:19s} {cells}  {ms.get(min(10, km), 0):5.0f}  {ms[km]:6.0f}", flush=True)
+    return report(out, args)
+
+
+def report(out: dict, args) -> int:
+    """Write the sweep's JSON and its two plots (R@1 vs re-rank time at K=10; R@1 vs K); one summary line.
+    ``--merge`` re-makes them from several runs' JSONs (e.g. one set per run)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     colors = {
@@ -142,20 +177,24 @@ def sweep(args) -> int:
         "dhe": "tab:orange",
         "geowarp": "tab:purple",
         "lighterglue": "tab:green",
+        "lighterglue-inliers": "tab:olive",
+        "dhe+lighterglue": "tab:red",
     }
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    n = len(out["sets"])
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
     for ax, (name, r) in zip(axes[0], out["sets"].items()):
         for m, v in r["methods"].items():
-            k10 = min(10, v["max_k"])
-            ax.scatter(max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10], color=colors[m], s=40)
-            ax.annotate(m + ("" if v["trained"] else "*"), (max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10]), fontsize=8)
+            k10 = str(min(10, v["max_k"]))
+            x, y = max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10]
+            ax.scatter(x, y, color=colors[m], s=40)
+            ax.annotate(m + ("" if v["trained"] else "*"), (x, y), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("re-rank ms/query at K=10 (2 CPU cores)")
         ax.set_ylabel("R@1")
         ax.set_title(name)
     fig.tight_layout()
     fig.savefig(f"{args.plot_prefix}_time.png", dpi=110)
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
     for ax, (name, r) in zip(axes[0], out["sets"].items()):
         for m, v in r["methods"].items():
             ks = sorted(v["r1"], key=int)
@@ -172,8 +211,96 @@ def sweep(args) -> int:
         "summary: best R@1 "
         + ", ".join(f"{n} {m} {max(v['r1'].values()):.1f}" for n, (m, v) in best.items())
         + "; K=10 ms/query "
-        + ", ".join(f"{m} {v['ms'].get(10, 0):.0f}" for m, v in next(iter(out["sets"].values()))["methods"].items())
+        + ", ".join(f"{m} {v['ms'].get('10', 0):.0f}" for m, v in next(iter(out["sets"].values()))["methods"].items())
         + f"; plots {args.plot_prefix}_time.png {args.plot_prefix}_k.png"
+    )
+    return 0
+
+
+ABLATION_CONFIGS = ((512, 640), (1024, 640), (512, 480), (1024, 480))  # (keypoints, longest side in px)
+ABLATION_SCORES = {  # label -> (geometric model, pixel threshold, retrieval prior)
+    "homography 8 px": ("homography", 8.0, 0.0),
+    "fundamental 2 px": ("fundamental", 2.0, 0.0),
+    "homography 8 px + prior": ("homography", 8.0, 0.3),
+}
+OFFSETS = range(-4, 5)
+
+
+def ablation(args) -> int:
+    """LighterGlue's choices on the same global top-K: keypoint budget x working size x score (R@1 at K), and on an
+    ordered set the inliers against the map offset (database->database and query->database) to show what the
+    inlier count can and cannot separate."""
+    import json
+
+    from vpr_core.rerank.lighterglue import verify, with_prior
+    from vpr_core.rerank.sparse import sparse_extras
+
+    k = args.ablation_k
+    out: dict = {"k": k, "sets": {}}
+    print(f"{'set':9s} {'keypoints':>9s} {'side':>5s} " + " ".join(f"{s:>24s}" for s in ABLATION_SCORES) + "  ms/query")
+    for name in args.sets or ("corridor", "triplets"):
+        thr = SWEEP_SETS[name]
+        root = args.root / name / "images" / "test"
+        db = load_geoset(root / "database")
+        q = load_geoset(root / "queries", frame=db.frame)
+        vmap = build_map(db, device=args.device, source=str(root / "database"), local=False)
+        sel = np.arange(len(q.paths))
+        if args.max_queries and len(sel) > args.max_queries:
+            sel = np.linspace(0, len(sel) - 1, args.max_queries).astype(int)
+        imgs = [load_image(q.paths[i]) for i in sel]
+        base = Localizer(vmap, device=args.device)
+        tops = [base.localize(im, k=k).matches[:k] for im in imgs]
+        true = np.stack([q.east[sel], q.north[sel]], 1)
+        db_imgs = [load_image(p) for p in db.paths]
+        rows = out["sets"][name] = {}
+        for n_kp, side in ABLATION_CONFIGS:
+            vmap.extras.update(sparse_extras(db_imgs, {"top_k": n_kp, "max_side": side}, args.device))
+            rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options={"prior": 0}).reranker
+            hits = {s: [] for s in ABLATION_SCORES}
+            spent = 0.0  # matching plus the first score's verification: one re-ranker's cost
+            for im, top, t in zip(imgs, tops, true):
+                ids = np.array([x.index for x in top])
+                gl = torch.tensor([x.score for x in top], dtype=torch.float64)
+                t0 = time.perf_counter()
+                pairs = rr.matches(im, ids)
+                for j, (label, (model, px, prior)) in enumerate(ABLATION_SCORES.items()):
+                    inl = torch.tensor([verify(a, b, model, px) for a, b in pairs])
+                    spent += time.perf_counter() - t0 if j == 0 else 0.0
+                    sc = with_prior(inl, gl, prior).numpy() if prior else inl.numpy()
+                    best = ids[np.lexsort((-gl.numpy(), -sc))[0]]
+                    hits[label].append(np.linalg.norm(vmap.xy[best] - t) <= thr)
+            ms = spent / len(imgs) * 1e3
+            r1 = {s: float(100 * np.mean(v)) for s, v in hits.items()}
+            rows[f"{n_kp}@{side}"] = {"r1": r1, "ms_per_query_one_score": ms}
+            print(f"{name:9s} {n_kp:9d} {side:5d} " + " ".join(f"{v:24.1f}" for v in r1.values()) + f"  {ms:8.0f}")
+        if name == "corridor":  # ordered, 1 m apart: the inlier count against the offset along the map
+            vmap.extras.update(sparse_extras(db_imgs, {}, args.device))
+            rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options={"prior": 0}).reranker
+            prof = {}
+            for kind, src in (("database->database", db_imgs), ("query->database", [load_image(p) for p in q.paths])):
+                rel = []
+                for i in range(6, len(db_imgs) - 6, 6):
+                    ids = np.array([i + o for o in OFFSETS])
+                    inl = np.array([verify(a, b, "homography", 8.0) for a, b in rr.matches(src[i], ids)], float)
+                    if kind == "database->database":
+                        inl[list(OFFSETS).index(0)] = np.nan  # an image against itself
+                    rel.append(inl / np.nanmax(inl))
+                mean = [None if np.isnan(c).all() else round(float(np.nanmean(c)), 3) for c in np.array(rel).T]
+                prof[kind] = dict(zip(map(str, OFFSETS), mean))
+                print(f"corridor inliers / per-frame max against map offset (m), {kind}: "
+                      + " ".join(f"{o}:{v:.2f}" for o, v in prof[kind].items() if v is not None))  # fmt: skip
+            out["sets"][name]["offset_profile"] = prof
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    best = {
+        n: max(
+            ((c, s, v) for c, r in rs.items() if c != "offset_profile" for s, v in r["r1"].items()), key=lambda x: x[2]
+        )
+        for n, rs in out["sets"].items()
+    }
+    print(
+        f"summary: best LighterGlue choice at K={k}: "
+        + ", ".join(f"{n} {c} {s} {v:.1f}" for n, (c, s, v) in best.items())
     )
     return 0
 
@@ -187,6 +314,17 @@ def main() -> int:
     ap.add_argument("--geowarp-weights")
     ap.add_argument("--adapt-iterations", type=int, default=300, help="map adapt iterations for dhe-adapted (0 = skip)")
     ap.add_argument("--sweep", action="store_true", help="R@1 vs K and vs re-rank time for every re-ranker")
+    ap.add_argument("--merge", nargs="*", metavar="JSON", help="re-make the JSON and plots from sweep JSONs")
+    ap.add_argument("--ms-from", metavar="JSON", help="with --merge: re-rank times from this sweep JSON")
+    ap.add_argument("--methods", nargs="*", choices=list(SWEEP_METHODS), help="with --sweep: these only (default all)")
+    ap.add_argument(
+        "--grid-codec",
+        default="pq",
+        choices=GRID_CODECS,
+        help="with --sweep: the maps' dense-grid codec (pq: the compact default; fp16)",
+    )
+    ap.add_argument("--ablation", action="store_true", help="LighterGlue: keypoints x size x score on the same top-K")
+    ap.add_argument("--ablation-k", type=int, default=10)
     ap.add_argument("--sweep-max-k", nargs="*", metavar="METHOD=K", help="cap K per method (lighterglue=20 default)")
     ap.add_argument("--max-queries", type=int, default=0, help="with --sweep: queries per set (0 = all)")
     ap.add_argument("--timing-queries", type=int, default=10)
@@ -195,8 +333,26 @@ def main() -> int:
     ap.add_argument("--plot-prefix", default="rerank")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.merge:
+        import json
+
+        out = {"sets": {}}
+        for f in args.merge:
+            d = json.loads(Path(f).read_text())
+            for name, r in d["sets"].items():
+                out["sets"].setdefault(name, {**r, "methods": {}})["methods"].update(r["methods"])
+        if args.ms_from:  # re-rank times from a run alone on the machine (R@1 stays from the full runs)
+            d = json.loads(Path(args.ms_from).read_text())
+            for name, r in d["sets"].items():
+                for m, v in r["methods"].items():
+                    if m in out["sets"].get(name, {}).get("methods", {}):
+                        out["sets"][name]["methods"][m]["ms"] = v["ms"]
+            out["ms_from"] = str(args.ms_from)
+        return report(out, args)
     if args.sweep:
         return sweep(args)
+    if args.ablation:
+        return ablation(args)
     dev = torch.device(args.device)
     methods = {
         "none": {},

@@ -103,8 +103,8 @@ def test_surfaces_that_differ_say_why():
     [
         (
             {"reranker": "magic"},
-            "reranker='magic' is unknown; choose one of auto, dhe, geowarp, lighterglue, lightglue, loftr, none, "
-            "ransac",
+            "reranker='magic' is unknown; choose one of auto, dhe, dhe+lighterglue, geowarp, lighterglue, lightglue, "
+            "loftr, none, ransac",
         ),
         ({"backend": "fast"}, "backend='fast' is invalid"),
         ({"top_k": 0}, "top_k=0 is out of range"),

@@ -13,6 +13,7 @@ from vpr_core.rerank import RERANKERS, build_reranker
 from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
 from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
+from vpr_core.rerank.lighterglue import with_prior
 
 torch.manual_seed(0)
 
@@ -283,6 +284,7 @@ def sparse_map(street, tmp_path_factory):
 def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
     from vpr_core.eval.recall import evaluate
     from vpr_core.io.geoset import load_geoset
+    from vpr_core.io.images import load_image
     from vpr_core.localize.localizer import Localizer
     from vpr_core.map.format import load_map
 
@@ -295,9 +297,89 @@ def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
     single, _ = evaluate(Localizer(m, device="cpu"), q, threshold=5.0, progress=False)
     report, est = evaluate(loc, q, threshold=5.0, progress=False)
     assert report["recall@1"] >= max(single["recall@1"], 80.0), (single["recall@1"], report["recall@1"])
-    assert est[0].inliers > 10 and est[0].matches[0].rerank_score == est[0].inliers
-    scores = [m.rerank_score for m in est[0].matches[:10]]
+    top = est[0].matches[: loc.reranker.top_k]
+    assert est[0].inliers > 10 and all(m.inliers is not None for m in top)
+    scores = [m.rerank_score for m in top]
     assert scores == sorted(scores, reverse=True)
+    # the ranking score is log(1 + inliers) + prior * (global similarity in spread units over the K)
+    sims = torch.tensor([m.score for m in top], dtype=torch.float64)
+    want = with_prior(torch.tensor([m.inliers for m in top]), sims, loc.reranker.conf["prior"])
+    assert np.allclose(scores, want.numpy(), atol=1e-9)
+    plain = Localizer(m, device="cpu", reranker="lighterglue", reranker_options={"prior": 0})
+    e = plain.localize(load_image(q.paths[0]))
+    assert e.matches[0].rerank_score == e.inliers == max(x.inliers for x in e.matches[: plain.reranker.top_k])
+
+
+def test_retrieval_prior_units():
+    """The prior is scale-free: relative to the best, in units of the spread over the K; equal similarities add
+    nothing; with no prior the inlier count alone ranks; the prior decides between equal inlier counts only when the
+    inliers are close, and a slice's fused score is re-made over that slice (not cut from a deeper one)."""
+    from vpr_core.rerank.base import RerankResult, spread_units
+
+    sims = torch.tensor([0.8, 0.7, 0.6, 0.5], dtype=torch.float64)
+    assert torch.allclose(spread_units(sims), spread_units(10 * sims - 3))
+    assert float(spread_units(sims)[0]) == 0.0 and (spread_units(sims)[1:] < 0).all()
+    assert (spread_units(torch.full((4,), 0.5)) == 0).all() and (spread_units(torch.tensor([0.5])) == 0).all()
+    inl = torch.tensor([40, 40, 90, 5])
+    fused = with_prior(inl, sims, 0.3)
+    assert fused.argmax() == 2  # 90 against 40 inliers: the geometry wins against 1.3 spreads of similarity
+    assert fused[0] > fused[1]  # equal inliers: the better retrieval wins
+    assert torch.equal(with_prior(inl, sims, 0.0), torch.log1p(inl.double()))
+    rr = build_reranker("lighterglue")
+    res = RerankResult(inl.float(), inl)
+    assert torch.equal(rr.fuse(res, sims).inliers, inl)
+    head = rr.fuse(res.head(2), sims[:2]).scores
+    assert torch.allclose(head, with_prior(inl[:2], sims[:2], 0.3)) and not torch.allclose(head, fused[:2])
+    assert torch.equal(build_reranker("lighterglue", {"prior": 0}).fuse(res, sims).scores, inl.float())
+
+
+@pytest.fixture(scope="module")
+def both_map(street, tmp_path_factory):
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.map.build import build_and_save
+
+    out = tmp_path_factory.mktemp("both") / "street_both.vprmap"
+    build_and_save(load_geoset(street / "database"), out, device="cpu", sparse={"top_k": 256})
+    return out
+
+
+def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, sparse_map):
+    """``dhe+lighterglue`` scores DHE in spread units plus LighterGlue's log inliers, the very evidence each
+    re-ranker gives alone on the same candidates; the inliers it reports are LighterGlue's. It needs both kinds of
+    local features and says so in one line."""
+    from vpr_core.errors import MapError
+    from vpr_core.eval.recall import evaluate
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.io.images import load_image
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.format import load_map
+    from vpr_core.rerank.base import spread_units
+
+    m = load_map(both_map)
+    q = load_geoset(street / "queries", frame=m.frame)
+    loc = Localizer(m, device="cpu", reranker="dhe+lighterglue")
+    assert loc.reranker.trained and "dhe: " in loc.reranker.source and "lighterglue" in loc.reranker.source
+    single, _ = evaluate(Localizer(m, device="cpu"), q, threshold=5.0, progress=False)
+    report, est = evaluate(loc, q, threshold=5.0, progress=False)
+    assert report["recall@1"] >= max(single["recall@1"], 80.0), (single["recall@1"], report["recall@1"])
+
+    img = load_image(q.paths[0])
+    e = loc.localize(img)
+    top = e.matches[: loc.reranker.top_k]
+    ids = np.array([x.index for x in top])
+    dhe = Localizer(m, device="cpu", reranker="dhe", reranker_options={"top_k": len(ids)})
+    qloc = dhe.runner(dhe.extractor.to_tensor([img]), local=True)[1][0]
+    d = dhe.reranker.score(qloc, dhe.local.gather(ids, dhe.reranker.device)).scores
+    lg = Localizer(m, device="cpu", reranker="lighterglue", reranker_options={"prior": 0})
+    inl = lg.reranker.rerank_image(img, ids).inliers
+    assert [x.inliers for x in top] == inl.tolist() and e.inliers == int(inl[0])
+    want = spread_units(d) + torch.log1p(inl.double())
+    assert np.allclose([x.rerank_score for x in top], want.numpy(), atol=1e-6)
+
+    with pytest.raises(MapError, match="--local sparse"):
+        Localizer.from_file(street_map, device="cpu", reranker="dhe+lighterglue")
+    with pytest.raises(MapError, match="--local both"):
+        Localizer.from_file(sparse_map, device="cpu", reranker="dhe+lighterglue")
 
 
 def test_lighterglue_needs_sparse_features_and_real_weights(street_map, tmp_path):

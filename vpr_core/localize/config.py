@@ -24,7 +24,7 @@ from .temporal import TEMPORAL_DEFAULTS, TEMPORAL_FILTERS
 __all__ = ["LocalizerConfig"]
 
 #: Re-rankers whose head loads from a weights file.
-WEIGHTED_RERANKERS = ("dhe", "geowarp")
+WEIGHTED_RERANKERS = ("dhe", "geowarp", "dhe+lighterglue")
 
 
 def _cuda_index(value: Any) -> bool:
@@ -117,7 +117,8 @@ class LocalizerConfig:
     )
     reranker_top_k: int = knob(
         0,
-        "Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5).",
+        "Candidates re-ranked; 0 = the method's default (ransac 10, dhe 32, geowarp 5, lighterglue 10, "
+        "dhe+lighterglue 10).",
         type=int,
         range=(0, 1000),
         cli="--rerank-k",
@@ -125,8 +126,8 @@ class LocalizerConfig:
     )
     reranker_weights: str = knob(
         "",
-        "Weights file of the re-ranker's head (dhe/geowarp homography_regression_*.torch); empty = dhe: the map's "
-        "adapted head, else the one shipped for XFeat maps. (CLI: --rerank-set weights=PATH.)",
+        "Weights file of the re-ranker's head (dhe, dhe+lighterglue, geowarp: homography_regression_*.torch); empty = "
+        "dhe: the map's adapted head, else the one shipped for XFeat maps. (CLI: --rerank-set weights=PATH.)",
         type=str,
         ros="reranker_weights",
     )

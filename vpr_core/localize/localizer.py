@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import MapError
 from ..io.images import to_rgb
@@ -101,8 +102,8 @@ class Localizer:
         self.reranker = build_reranker(name, rconf)
         if self.reranker.needs_local and vmap.local_shape is None:
             raise MapError(
-                f"re-ranker '{name}' needs the map's local features, but this map has none; "
-                "rebuild it without --no-local"
+                f"re-ranker '{name}' needs the map's local features, but this map has none; rebuild it with "
+                + ("--local both" if self.reranker.needs_sparse else "--local grid (or without --no-local)")
             )
         if self.reranker.needs_local:
             gw, gh = self.extractor.model.local_grid
@@ -166,21 +167,15 @@ class Localizer:
         scores, ids = scores[valid], ids[valid]
         t3 = time.perf_counter()
         rscores = inliers = None
-        if qloc is not None and len(ids):
+        if reranks and len(ids):
             kk = min(depth, len(ids))
-            cands = self.local.gather(ids[:kk], rr.device)
-            res = rr.score(qloc[0].to(rr.device), cands)
+            cands = self.local.gather(ids[:kk], rr.device) if rr.needs_local else None
+            q = qloc[0].to(rr.device) if qloc is not None else None
+            res = rr.rerank(rgb, q, ids[:kk], cands, torch.from_numpy(scores[:kk]))
             rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
             order = np.lexsort((-scores[:kk], -rs))  # by re-rank score, ties by global score
             ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]
             inliers = inl[order] if rr.counts_inliers else None
-        elif rr.needs_sparse and len(ids):
-            kk = min(depth, len(ids))
-            res = rr.rerank_image(rgb, ids[:kk])
-            rs, inl = res.scores.double().cpu().numpy(), res.inliers.cpu().numpy()
-            order = np.lexsort((-scores[:kk], -rs))
-            ids[:kk], scores[:kk], rscores = ids[:kk][order], scores[:kk][order], rs[order]
-            inliers = inl[order]
         t3b = time.perf_counter()
         est = self._estimate(ids, scores, rscores, inliers)
         t4 = time.perf_counter()

