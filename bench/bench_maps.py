@@ -6,6 +6,12 @@ in ``--seeds``: the codebook is what a build learns, so its seed shows how much 
 evaluated with ``--rerankers`` at K=10, and the per-frame cost of fetching (decoding) the K grids is timed.
 
     python bench/bench_maps.py ../shared/datasets --json docs/compact_maps.json
+
+``--both``: the grid code beside sparse keypoints (maps built with ``--local both``, for ``dhe+lighterglue``): one
+such map per set with float16 grids, then its grids PQ-coded at ``--pq-ms`` bytes per cell for each seed in
+``--seeds``; ``dhe`` and ``dhe+lighterglue`` R@1 at K in ``--ks`` (5, 10) and bytes per image.
+
+    python bench/bench_maps.py ../shared/datasets --both --json docs/compact_maps_both.json
 """
 
 from __future__ import annotations
@@ -49,6 +55,73 @@ def r1(path: Path, queries, thr: float, reranker: str, k: int) -> float:
     return float(evaluate(loc, queries, thr, progress=False)[0]["recall@1"])
 
 
+def recode(full: Path, grids: np.ndarray, m: int, seed: int, out: Path) -> Path:
+    """``full`` (float16 grids) with its grids PQ-coded at ``m`` bytes per cell by a codebook of ``seed``."""
+    cm = load_map(full)
+    codec = train_pq(grids, m, PQ_DEFAULTS["train_cells"], seed)
+    cm.local_codes, cm.local = encode_pq(grids, codec), None
+    cm.local_codebook, cm.local_rotation = codec.codebook, codec.rotation
+    save_map(cm, out)
+    return out
+
+
+def both(args) -> None:
+    """R@1 of dhe and dhe+lighterglue against the grid code of ``--local both`` maps (bytes per cell)."""
+    rows = []
+    rerankers = ["dhe", "dhe+lighterglue"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, thr in SETS.items():
+            base = args.root / name / "images" / "test"
+            db, queries = load_geoset(base / "database"), load_geoset(base / "queries")
+            full = Path(tmp) / f"{name}-both-fp16.vprmap"
+            build_and_save(db, full, device="cpu", grid_codec="fp16", sparse={}, source=str(base / "database"))
+            grids = np.asarray(load_map(full).local)
+            variants = [("fp16", None, full)] + [
+                (f"pq{m}", seed, recode(full, grids, m, seed, Path(tmp) / f"{name}-pq{m}-{seed}.vprmap"))
+                for m in args.pq_ms
+                for seed in args.seeds
+            ]
+            for kind, seed, path in variants:
+                row = {
+                    "set": name,
+                    "grids": kind,
+                    "seed": seed,
+                    "bytes_per_image": sum(file_parts(path).values()) / len(db.paths),
+                }
+                for rr in rerankers:
+                    for k in args.ks:
+                        row[f"{rr}@{k}"] = r1(path, queries, thr, rr, k)
+                rows.append(row)
+                tag = "-" if seed is None else seed
+                cells = "  ".join(f"{c} {row[c]:5.1f}" for c in row if "@" in c)
+                print(
+                    f"{name:9} {kind:5} seed {tag:>2} {row['bytes_per_image'] / 1e3:6.1f} KB/img  {cells}", flush=True
+                )
+    summary = {}
+    for name in SETS:
+        for kind in dict.fromkeys(r["grids"] for r in rows if r["set"] == name):
+            sel = [r for r in rows if r["set"] == name and r["grids"] == kind]
+            summary.setdefault(name, {})[kind] = {
+                "kb_per_image": sel[0]["bytes_per_image"] / 1e3,
+                **{c: {"mean": float(np.mean([r[c] for r in sel])), "min": min(r[c] for r in sel),
+                       "max": max(r[c] for r in sel)} for c in sel[0] if "@" in c},
+            }  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary, "seeds": args.seeds}, indent=2))
+    best = {
+        n: max(v.items(), key=lambda kv: kv[1][f"dhe+lighterglue@{args.ks[-1]}"]["mean"]) for n, v in summary.items()
+    }
+    print(
+        f"summary: dhe+lighterglue at K={args.ks[-1]}, mean over codebooks: "
+        + "; ".join(
+            ", ".join(f"{n} {kind} {v[f'dhe+lighterglue@{args.ks[-1]}']['mean']:.1f}" for kind, v in summary[n].items())
+            for n in summary
+        )
+        + " | best: "
+        + ", ".join(f"{n} {kind}" for n, (kind, _) in best.items())
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, help="datasets root (corridor/, triplets/)")
@@ -56,7 +129,12 @@ def main() -> None:
     ap.add_argument("--rerankers", nargs="*", default=["none", "ransac", "dhe"])
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--both", action="store_true", help="grid code beside sparse keypoints (dhe, dhe+lighterglue)")
+    ap.add_argument("--pq-ms", type=int, nargs="*", default=[8, 32], help="with --both: PQ bytes per grid cell")
+    ap.add_argument("--ks", type=int, nargs="*", default=[5, 10], help="with --both: re-ranked candidates")
     args = ap.parse_args()
+    if args.both:
+        return both(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, thr in SETS.items():

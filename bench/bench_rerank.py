@@ -185,7 +185,9 @@ def report(out: dict, args) -> int:
     for ax, (name, r) in zip(axes[0], out["sets"].items()):
         for m, v in r["methods"].items():
             k10 = str(min(10, v["max_k"]))
-            x, y = max(v["ms"].get(k10, 0.0), 0.1), v["r1"][k10]
+            if m != "none" and v["ms"].get(k10) is None:  # a time not measured cleanly is left out, not guessed
+                continue
+            x, y = max(v["ms"].get(k10) or 0.0, 0.1), v["r1"][k10]
             ax.scatter(x, y, color=colors[m], s=40)
             ax.annotate(m + ("" if v["trained"] else "*"), (x, y), fontsize=8)
         ax.set_xscale("log")
@@ -211,7 +213,7 @@ def report(out: dict, args) -> int:
         "summary: best R@1 "
         + ", ".join(f"{n} {m} {max(v['r1'].values()):.1f}" for n, (m, v) in best.items())
         + "; K=10 ms/query "
-        + ", ".join(f"{m} {v['ms'].get('10', 0):.0f}" for m, v in next(iter(out["sets"].values()))["methods"].items())
+        + ", ".join(f"{m} {v['ms'].get('10') or 0:.0f}" for m, v in next(iter(out["sets"].values()))["methods"].items())
         + f"; plots {args.plot_prefix}_time.png {args.plot_prefix}_k.png"
     )
     return 0

@@ -343,6 +343,20 @@ def both_map(street, tmp_path_factory):
     return out
 
 
+def test_grids_beside_sparse_keypoints_are_coded_finer(street, both_map, street_map):
+    """A ``--local both`` map codes its grids at PQ_M_WITH_SPARSE bytes per cell (they serve dhe+lighterglue), a
+    grid-only map at the compact default; an explicit m wins."""
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.map.build import build_map
+    from vpr_core.map.codec import PQ_DEFAULTS, PQ_M_WITH_SPARSE
+    from vpr_core.map.format import load_map
+
+    assert load_map(both_map).local_codes.shape[-1] == PQ_M_WITH_SPARSE == 32
+    assert load_map(street_map).local_codes.shape[-1] == PQ_DEFAULTS["m"] == 8
+    m = build_map(load_geoset(street / "database"), device="cpu", sparse={"top_k": 64}, pq={"m": 16})
+    assert m.local_codes.shape[-1] == 16
+
+
 def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, sparse_map):
     """``dhe+lighterglue`` scores DHE in spread units plus LighterGlue's log inliers, the very evidence each
     re-ranker gives alone on the same candidates; the inliers it reports are LighterGlue's. It needs both kinds of
@@ -380,6 +394,33 @@ def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, s
         Localizer.from_file(street_map, device="cpu", reranker="dhe+lighterglue")
     with pytest.raises(MapError, match="--local both"):
         Localizer.from_file(sparse_map, device="cpu", reranker="dhe+lighterglue")
+
+
+def test_reranker_auto_takes_the_learned_matcher_where_its_k_fits(street, both_map, sparse_map):
+    """``auto`` on maps with sparse keypoints: dhe+lighterglue (grids too) or lighterglue (keypoints only) at their
+    default K where the frame period allows it (timed on what the map stores), else what the grids allow (dhe,
+    ransac), else none; the chosen K is what a frame re-ranks."""
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.io.images import load_image
+    from vpr_core.localize.budget import HEADROOM
+    from vpr_core.localize.localizer import Localizer
+
+    slow = Localizer.from_file(both_map, device="cpu", reranker="auto", target_rate=0.1)  # 7.5 s a frame
+    assert slow.reranker.name == "dhe+lighterglue" and slow.auto.top_k == 10, slow.auto.summary()
+    per, base = slow.auto.per_candidate_ms["dhe+lighterglue"], slow.auto.base_ms
+    assert per > 0 and "dhe+lighterglue" in slow.auto.summary()
+    img = load_image(load_geoset(street / "queries").paths[0])
+    e = slow.localize(img)
+    assert sum(m.rerank_score is not None for m in e.matches) == 10 and e.inliers > 0
+
+    only = Localizer.from_file(sparse_map, device="cpu", reranker="auto", target_rate=0.1)  # no grids
+    assert only.reranker.name == "lighterglue" and only.auto.top_k == 10
+    # a frame period with room for three matched candidates: below their K, so the grids' re-rankers are next
+    tight = Localizer.from_file(both_map, device="cpu", reranker="auto", target_rate=1e3 * HEADROOM / (base + 3 * per))
+    assert tight.reranker.name in ("dhe", "ransac", "none"), tight.auto.summary()
+    assert {"dhe+lighterglue", "lighterglue"} <= set(tight.auto.per_candidate_ms)
+    none = Localizer.from_file(sparse_map, device="cpu", reranker="auto", target_rate=1000.0)
+    assert none.reranker.name == "none"
 
 
 def test_lighterglue_needs_sparse_features_and_real_weights(street_map, tmp_path):

@@ -37,7 +37,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         "local": args.local in ("grid", "both") and not args.no_local,
         "sparse": {"top_k": args.sparse_keypoints} if args.local in ("sparse", "both") else None,
         "grid_codec": args.grid_codec,
-        "pq": {"m": args.pq_m},
+        "pq": {"m": args.pq_m} if args.pq_m else None,
         "index": {"kind": args.index},
         "like": like,
         "ray": args.ray,
@@ -158,7 +158,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         choices=LOCAL_KINDS,
         default="grid",
         help="local features stored for re-ranking: grid (dense XFeat grid: ransac, dhe, geowarp; default), sparse "
-        "(XFeat keypoints at 640 px, fp16: lighterglue; 66 KB/image at 512), both, or none",
+        "(XFeat keypoints at 640 px, fp16: lighterglue; 66 KB/image at 512), both (dhe+lighterglue; grids at "
+        "--pq-m 32), or none",
     )
     b.add_argument(
         "--sparse-keypoints",
@@ -175,7 +176,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="how the dense grids are stored: pq (product-quantised, 9.6 KB/image at --pq-m 8; default) or fp16 "
         "(153.6 KB/image)",
     )
-    b.add_argument("--pq-m", type=positive_int, default=8, metavar="M", help="PQ bytes per grid cell (default 8)")
+    b.add_argument(
+        "--pq-m",
+        type=positive_int,
+        metavar="M",
+        help="PQ bytes per grid cell (default 8; 32 with --local both, where the grids serve dhe+lighterglue)",
+    )
     b.add_argument(
         "--index",
         choices=BUILD_INDEX,

@@ -1,11 +1,14 @@
 """``reranker: auto``: the most accurate re-ranker whose per-frame cost, measured here at start-up, fits the rate.
 
-Accuracy order (measured on real data, README "Re-rankers"): dhe > ransac > none, and for one method more
-candidates re-ranked is no worse. So the choice is made by *time* on this device: the global model and the
-search are timed on a frame of the model's input size, each re-ranker's cost per candidate on the map's own
-stored grids (exactly what it will consume), and the largest K that fits ``1 / target_rate`` (with headroom
-for decoding and publishing) is taken, preferring dhe, then ransac, then none. A GPU therefore gets a larger
-K than a 2-core CPU, and a slower robot computer falls back to a cheaper method rather than missing its rate.
+Accuracy order (measured on real data, README "Re-rankers"): dhe+lighterglue > lighterglue at its default K (10)
+> dhe > ransac > none, and for one method more candidates re-ranked is no worse. So the choice is made by
+*time* on this device: the global model and the search are timed on a frame of the model's input size, each
+re-ranker's cost per candidate on what the map stores for it (its grids; for the learned matcher its sparse
+keypoints, against the frame's own extraction), and the largest K that fits ``1 / target_rate`` (with headroom
+for decoding and publishing) is taken, preferring dhe+lighterglue (maps with grids and sparse keypoints), then
+lighterglue (maps with sparse keypoints; only where its default K fits: with fewer candidates it falls below
+dhe), then dhe, then ransac, then none. A GPU therefore gets the learned matcher or a larger K than a
+2-core CPU, and a slower robot computer falls back to a cheaper method rather than missing its rate.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..rerank import build_reranker
+from ..rerank import RERANKERS, build_reranker
 
 __all__ = ["AUTO", "PREFERENCE", "AutoChoice", "choose_reranker"]
 
 AUTO = "auto"
-#: Most accurate first (README "Re-rankers": corridor R@1 dhe 92.8 > ransac 86.5 > none 82.9).
-PREFERENCE = ("dhe", "ransac")
+#: Most accurate first (README "Re-rankers", R@1 at K=10 corridor / triplets / nordland: dhe+lighterglue on a
+#: --local both map 97.3 / 100 / 25.0, lighterglue 91.9 / 100 / 23.3, dhe 91.9 / 90 / 22.5 on the compact map;
+#: ransac leads only on nordland's 64x32 frames). Each is skipped where the map lacks its features.
+PREFERENCE = ("dhe+lighterglue", "lighterglue", "dhe", "ransac")
 MIN_K = 4  # fewer candidates than this is hardly a re-ranking
+#: Chosen only where their default K (10) fits: lighterglue at K=5 (corridor 91.0) falls below dhe at any K
+#: (91.9-93.7); dhe+lighterglue at K=5 (94.6) still beats it, so it takes any K from MIN_K.
+FULL_K_ONLY = ("lighterglue",)
 HEADROOM = 0.75  # share of the frame period the pipeline may use; the rest is decoding, DDS, publishing, jitter
 # (measured on 2 cores with 640x480 frames: decode + transport ~12 % of a 100 ms period, start-up timing ~8 % low)
 
@@ -90,26 +98,38 @@ def choose_reranker(
     base_ms = _median_ms(base)
     budget = 1e3 / target_rate * HEADROOM
     choice = AutoChoice("none", 0, budget, base_ms)
-    if local is None or len(local) < 2:
+    has_sparse = "sparse.keypoints" in vmap.extras
+    if len(vmap) < 3 or (local is None and not has_sparse):
         return choice
     device = extractor.device
-    q = local[0].to(device, torch.float32)
-    n = min(len(local) - 1, 8)
-    small = local[1:3].to(device, torch.float32)
-    large = local[1 : 1 + n].to(device, torch.float32)
+    n = min(len(vmap) - 1, 8)
+    q = local[0].to(device, torch.float32) if local is not None else None  # map row 0 stands for the query
+    grids = local[1 : 1 + n].to(device, torch.float32) if local is not None else None  # rows 1..n: candidates
     for name in PREFERENCE:
+        cls = RERANKERS.get(name)
+        if (cls.needs_local and local is None) or (cls.needs_sparse and not has_sparse):
+            continue
         rr = build_reranker(name, options.get(name))
         rr.bind(vmap, device, extractor.model.input_size)
         if not rr.trained:  # an untrained head re-ranks meaninglessly: never chosen automatically
             continue
-        t_small = _median_ms(lambda rr=rr: rr.score(q, small))
-        t_large = _median_ms(lambda rr=rr: rr.score(q, large))
+
+        def run(ids: np.ndarray, rr=rr) -> None:
+            """One frame's re-ranking of map rows ``ids`` as the localizer calls it (sparse matchers extract the
+            frame's keypoints and match the map's stored ones; grid re-rankers score the stored grids)."""
+            dense = rr.needs_local
+            sims = torch.ones(len(ids), dtype=torch.float64)
+            rr.rerank(frame, q if dense else None, ids, grids[: len(ids)] if dense else None, sims)
+
+        t_small = _median_ms(lambda run=run: run(np.arange(1, 3)))
+        t_large = _median_ms(lambda run=run: run(np.arange(1, 1 + n)))
         per = max((t_large - t_small) / max(n - 2, 1), 1e-3)
         fixed = max(t_small - 2 * per, 0.0)
         choice.per_candidate_ms[name] = per
         k = int((budget - base_ms - fixed) // per)
-        if k >= MIN_K:
-            choice.max_k = int(rr.default_conf["top_k"])
-            choice.reranker, choice.top_k = name, min(k, choice.max_k)
+        max_k = int(rr.default_conf["top_k"])
+        if k >= (max_k if name in FULL_K_ONLY else MIN_K):
+            choice.max_k = max_k
+            choice.reranker, choice.top_k = name, min(k, max_k)
             return choice
     return choice

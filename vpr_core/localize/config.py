@@ -93,8 +93,9 @@ class LocalizerConfig:
     )
     reranker: str = knob(
         "none",
-        "Re-ranker of the global top-K. auto: the most accurate one (dhe > ransac > none) and the most candidates "
-        "whose cost, measured at start-up on this device, fits target_rate. dhe uses the map's adapted head, else "
+        "Re-ranker of the global top-K. auto: the most accurate one the map's features allow (dhe+lighterglue > "
+        "lighterglue at K=10 > dhe > ransac > none) and the most candidates whose cost, measured at start-up on this "
+        "device, fits target_rate. dhe uses the map's adapted head, else "
         "the one shipped for XFeat maps (corridor R@1 92.8 vs ransac 86.5 at their default K).",
         type=str,
         choices=lambda: ["auto", *RERANKERS.names()],

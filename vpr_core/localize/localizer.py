@@ -93,12 +93,19 @@ class Localizer:
                 LocalGrids(vmap).gather(np.arange(min(len(vmap), 9)), "cpu") if vmap.local_shape is not None else None
             )
             self.auto = choose_reranker(
-                c.target_rate, self.runner, self.extractor, self.index, grids, vmap, {"dhe": rconf}
-            )
+                c.target_rate,
+                self.runner,
+                self.extractor,
+                self.index,
+                grids,
+                vmap,
+                {"dhe": rconf, "dhe+lighterglue": {k: v for k, v in rconf.items() if k == "weights"}},
+            )  # a configured DHE head serves both methods that run one
             name = self.auto.reranker
             rconf = {**rconf, "top_k": self.auto.top_k} if name != "none" and not c.reranker_top_k else rconf
-            if name not in WEIGHTED_RERANKERS:
-                rconf = {k: v for k, v in rconf.items() if k == "top_k"} if name != "none" else {}
+            if name != "dhe":  # the options given with auto are dhe's; others keep K (and the head they share)
+                keep = ("top_k", "weights") if name in WEIGHTED_RERANKERS else ("top_k",)
+                rconf = {k: v for k, v in rconf.items() if k in keep} if name != "none" else {}
         self.reranker = build_reranker(name, rconf)
         if self.reranker.needs_local and vmap.local_shape is None:
             raise MapError(
@@ -160,7 +167,7 @@ class Localizer:
         desc, qloc = self.runner(x, local=rr.needs_local)
         t2 = time.perf_counter()
         reranks = rr.needs_local or rr.needs_sparse
-        depth = rerank_k or (self.auto.top_k if self.auto is not None and rr.needs_local else rr.top_k)
+        depth = rerank_k or (self.auto.top_k if self.auto is not None and reranks else rr.top_k)
         scores, ids = self.index.search(desc, max(k or self.top_k, depth if reranks else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0
