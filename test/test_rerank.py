@@ -339,22 +339,21 @@ def both_map(street, tmp_path_factory):
     from vpr_core.map.build import build_and_save
 
     out = tmp_path_factory.mktemp("both") / "street_both.vprmap"
-    build_and_save(load_geoset(street / "database"), out, device="cpu", sparse={"top_k": 256})
+    # grids at the compact code: training a 32-byte codebook would cost this fixture a minute
+    build_and_save(load_geoset(street / "database"), out, device="cpu", sparse={"top_k": 256}, pq={"m": 8})
     return out
 
 
-def test_grids_beside_sparse_keypoints_are_coded_finer(street, both_map, street_map):
-    """A ``--local both`` map codes its grids at PQ_M_WITH_SPARSE bytes per cell (they serve dhe+lighterglue), a
-    grid-only map at the compact default; an explicit m wins."""
-    from vpr_core.io.geoset import load_geoset
-    from vpr_core.map.build import build_map
-    from vpr_core.map.codec import PQ_DEFAULTS, PQ_M_WITH_SPARSE
+def test_grids_beside_sparse_keypoints_are_coded_finer(street_map):
+    """A ``--local both`` build codes its grids at PQ_M_WITH_SPARSE bytes per cell (they serve dhe+lighterglue), a
+    grid-only build at the compact default (as the stored street map shows); an explicit m wins."""
+    from vpr_core.map.codec import PQ_DEFAULTS, PQ_M_WITH_SPARSE, grid_pq_conf
     from vpr_core.map.format import load_map
 
-    assert load_map(both_map).local_codes.shape[-1] == PQ_M_WITH_SPARSE == 32
-    assert load_map(street_map).local_codes.shape[-1] == PQ_DEFAULTS["m"] == 8
-    m = build_map(load_geoset(street / "database"), device="cpu", sparse={"top_k": 64}, pq={"m": 16})
-    assert m.local_codes.shape[-1] == 16
+    assert grid_pq_conf(None, sparse=True)["m"] == PQ_M_WITH_SPARSE == 32
+    assert grid_pq_conf({"m": 16, "seed": 3}, sparse=True) == {**PQ_DEFAULTS, "m": 16, "seed": 3}
+    assert grid_pq_conf(None, sparse=False)["m"] == PQ_DEFAULTS["m"] == 8
+    assert load_map(street_map).local_codes.shape[-1] == 8
 
 
 def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, sparse_map):

@@ -6,8 +6,8 @@ Accuracy order (measured on real data, README "Re-rankers"): dhe+lighterglue > l
 re-ranker's cost per candidate on what the map stores for it (its grids; for the learned matcher its sparse
 keypoints, against the frame's own extraction), and the largest K that fits ``1 / target_rate`` (with headroom
 for decoding and publishing) is taken, preferring dhe+lighterglue (maps with grids and sparse keypoints), then
-lighterglue (maps with sparse keypoints; only where its default K fits: with fewer candidates it falls below
-dhe), then dhe, then ransac, then none. A GPU therefore gets the learned matcher or a larger K than a
+lighterglue (maps with sparse keypoints; beside grids only where its default K fits: with fewer candidates it
+falls below dhe), then dhe, then ransac, then none. A GPU therefore gets the learned matcher or a larger K than a
 2-core CPU, and a slower robot computer falls back to a cheaper method rather than missing its rate.
 """
 
@@ -30,8 +30,9 @@ AUTO = "auto"
 #: ransac leads only on nordland's 64x32 frames). Each is skipped where the map lacks its features.
 PREFERENCE = ("dhe+lighterglue", "lighterglue", "dhe", "ransac")
 MIN_K = 4  # fewer candidates than this is hardly a re-ranking
-#: Chosen only where their default K (10) fits: lighterglue at K=5 (corridor 91.0) falls below dhe at any K
-#: (91.9-93.7); dhe+lighterglue at K=5 (94.6) still beats it, so it takes any K from MIN_K.
+#: Chosen only at their default K (10) where the map's grids offer dhe instead: lighterglue at K=5 (corridor
+#: 91.0) falls below dhe at any K (91.9-93.7); on a keypoints-only map it takes any K from MIN_K (none is the
+#: alternative there). dhe+lighterglue at K=5 (94.6) still beats dhe, so it takes any K from MIN_K.
 FULL_K_ONLY = ("lighterglue",)
 HEADROOM = 0.75  # share of the frame period the pipeline may use; the rest is decoding, DDS, publishing, jitter
 # (measured on 2 cores with 640x480 frames: decode + transport ~12 % of a 100 ms period, start-up timing ~8 % low)
@@ -128,7 +129,7 @@ def choose_reranker(
         choice.per_candidate_ms[name] = per
         k = int((budget - base_ms - fixed) // per)
         max_k = int(rr.default_conf["top_k"])
-        if k >= (max_k if name in FULL_K_ONLY else MIN_K):
+        if k >= (max_k if name in FULL_K_ONLY and local is not None else MIN_K):
             choice.max_k = max_k
             choice.reranker, choice.top_k = name, min(k, max_k)
             return choice

@@ -19,7 +19,7 @@ from ..geodesy import LocalFrame, utm_name_fields
 from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
 from ..io.files import staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
-from .codec import GRID_CODECS, PQ_M_WITH_SPARSE
+from .codec import GRID_CODECS, grid_pq_conf
 from .describe import describe_share, prepare_model
 from .format import VprMap, save_map
 from .search import stored_index
@@ -59,8 +59,8 @@ def build_map(
     ``local`` stores each image's dense grid for re-ranking, PQ-coded by default (``grid_codec``, 9.6 KB/image;
     'fp16': 153.6 KB): measured cheaper than recomputing candidates' features per query (bench/bench_rerank.py).
     ``sparse`` (a conf, {} for the defaults) also stores XFeat sparse keypoints for the learned matchers
-    (``rerank.sparse``); beside them the grid codes default to ``PQ_M_WITH_SPARSE`` bytes per cell. Maps above
-    ``index['min_images']`` get a trained IVF-PQ index (``map.search``).
+    (``rerank.sparse``); beside them the grid codes default to ``PQ_M_WITH_SPARSE`` bytes per cell
+    (``grid_pq_conf``). Maps above ``index['min_images']`` get a trained IVF-PQ index (``map.search``).
     ``ray`` ('local' or a cluster address) describes the images as Ray Data batch inference (``map.distributed``).
     """
     if grid_codec not in GRID_CODECS:
@@ -72,8 +72,7 @@ def build_map(
 
         reachable(ray)  # before the vocabulary pass, not after it
     paths = list(geo.paths)
-    if sparse is not None and local and not (pq or {}).get("m"):
-        pq = {**(pq or {}), "m": PQ_M_WITH_SPARSE}  # the grids beside sparse keypoints serve dhe+lighterglue
+    pq = grid_pq_conf(pq, sparse is not None)  # the grids beside sparse keypoints serve dhe+lighterglue
     ex, codec = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
     model = ex.model
     if ray:
