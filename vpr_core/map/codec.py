@@ -38,7 +38,7 @@ GRID_CODECS = ("pq", "fp16")
 #: PQ: sub-quantisers per cell and how many cells train the codebook (sampled from the map's own grids).
 PQ_DEFAULTS: dict[str, Any] = {"m": 8, "train_cells": 131072, "sample_images": 256, "seed": 0}
 #: Bytes per cell when the map also stores sparse keypoints (``--local both``, already ~66 KB/image): the grids get
-#: back DHE's precision for ``dhe+lighterglue`` (corridor R@1 at K=10, mean over 4 codebooks: m=8 92.6, m=16 94.6,
+#: back DHE's precision for ``dhe+lighterglue`` (corridor R@1 at K=10, mean over 4 codebooks: m=8 92.6,
 #: m=32 95.7, float16 93.7; bench/bench_maps.py --both) for 38.4 KB instead of 9.6 KB per image.
 PQ_M_WITH_SPARSE = 32
 
