@@ -10,8 +10,9 @@
    labelled so.
 2. Per-query re-rank latency at K candidates (same query, same candidates) per method,
    and the DHE/RANSAC ratio; RANSAC with poselib and with OpenCV.
-3. Where candidates' dense features come from: stored in the map (bytes per image) vs
-   recomputed from the images at query time (ms per query).
+3. Where candidates' features come from (``--storage``: this part alone): the dense grids and the sparse
+   keypoints stored in the map (bytes per image) vs recomputed from the K candidate images at query time (ms per
+   query, beside lighterglue's matching of the same K pairs).
 
     python bench/bench_rerank.py ../shared/datasets --sweep [--json OUT.json] [--plot-prefix docs/rerank]
 
@@ -50,7 +51,7 @@ from vpr_core.io.images import load_image
 from vpr_core.localize.localizer import Localizer
 from vpr_core.map.adapt import adapt_map
 from vpr_core.map.build import build_map
-from vpr_core.map.codec import GRID_CODECS
+from vpr_core.map.codec import GRID_CODECS, LocalGrids
 from vpr_core.map.format import save_map
 from vpr_core.rerank import build_reranker
 from vpr_core.rerank.dhe import DHEHead
@@ -68,6 +69,47 @@ def timed(fn, repeat: int = 5) -> tuple[float, float]:
         fn()
         ts.append((time.perf_counter() - t) * 1e3)
     return float(np.median(ts)), float(np.percentile(ts, 95))
+
+
+def storage_cost(args, vmap, q, loc) -> dict:
+    """Where the candidates' features come from, measured on the same query and global top-K in one run: the
+    dense grids (ransac, dhe, geowarp) and the sparse keypoints (lighterglue) stored in the map, against an
+    extraction pass over the K candidate images at query time (read from disk and extracted, as a node without
+    them in the map would have to)."""
+    from vpr_core.rerank.sparse import SparseExtractor, sparse_extras
+
+    k = args.storage_k
+    root = args.root / "corridor" / "images" / "test"
+    db = load_geoset(root / "database")
+    query = load_image(q.paths[0])
+    top = loc.localize(query, k=k).matches[:k]
+    ids = np.array([m.index for m in top])
+    paths = [db.paths[i] for i in ids]
+    out = {"k": k}
+    grids = vmap.info["local_features"]
+    per_img = grids["bytes_per_image"]
+    rex = Extractor(loc.model, args.device)
+    out["dense_kib"] = per_img / 1024
+    out["dense_recompute_ms"] = timed(lambda: rex.describe_local(rex.to_tensor([load_image(p) for p in paths])), 3)[0]
+    print(
+        f"  dense grids, stored ({grids['codec']}): {per_img / 1024:.1f} KiB per map image "
+        f"({per_img * 10000 / 2**30:.2f} GiB per 10k images), lookup ~0 ms; "
+        f"recomputed: {out['dense_recompute_ms']:.0f} ms per query for K={k}"
+    )
+    vmap.extras.update(sparse_extras([load_image(p) for p in db.paths], {}, args.device))
+    rr = Localizer(vmap, device=args.device, reranker="lighterglue").reranker
+    ex = SparseExtractor(rr.store.top_k, rr.store.max_side, args.device)
+    n_kp = rr.store.top_k
+    out["sparse_kib"] = sum(vmap.extras[f"sparse.{key}"][0].nbytes for key in ("keypoints", "descriptors")) / 1024
+    out["match_ms"] = timed(lambda: rr.rerank_image(query, ids))[0]
+    out["sparse_recompute_ms"] = timed(lambda: [ex(load_image(p)) for p in paths])[0]
+    print(
+        f"  sparse keypoints ({n_kp} at {rr.store.max_side} px), stored: {out['sparse_kib']:.1f} KiB per map image; "
+        f"lighterglue's matching and verification of the K={k} pairs: {out['match_ms']:.0f} ms; recomputing the "
+        f"candidates' keypoints: {out['sparse_recompute_ms']:.0f} ms more per query "
+        f"({out['sparse_recompute_ms'] / out['match_ms']:.2f}x the matching)"
+    )
+    return out
 
 
 SWEEP_KS = (1, 5, 10, 20, 50, 100)
@@ -331,6 +373,8 @@ def main() -> int:
     ap.add_argument("--max-queries", type=int, default=0, help="with --sweep: queries per set (0 = all)")
     ap.add_argument("--timing-queries", type=int, default=10)
     ap.add_argument("--sets", nargs="*", help="with --sweep: corridor triplets nordland (default all)")
+    ap.add_argument("--storage", action="store_true", help="only: stored vs recomputed candidate features (corridor)")
+    ap.add_argument("--storage-k", type=int, default=10, help="candidates for the stored-vs-recomputed timing")
     ap.add_argument("--json")
     ap.add_argument("--plot-prefix", default="rerank")
     args = ap.parse_args()
@@ -355,6 +399,18 @@ def main() -> int:
         return sweep(args)
     if args.ablation:
         return ablation(args)
+    if args.storage:
+        root = args.root / "corridor" / "images" / "test"
+        db = load_geoset(root / "database")
+        vmap = build_map(db, device=args.device, source=str(root / "database"))
+        q = load_geoset(root / "queries", frame=db.frame)
+        cost = storage_cost(args, vmap, q, Localizer(vmap, device=args.device))
+        print(
+            f"summary: K={cost['k']}: dense stored {cost['dense_kib']:.0f} KiB/img vs recompute "
+            f"{cost['dense_recompute_ms']:.0f} ms/query; sparse stored {cost['sparse_kib']:.0f} KiB/img, matching "
+            f"{cost['match_ms']:.0f} ms vs recompute +{cost['sparse_recompute_ms']:.0f} ms/query"
+        )
+        return 0
     dev = torch.device(args.device)
     methods = {
         "none": {},
@@ -411,7 +467,7 @@ def main() -> int:
     ex = loc.extractor
     _, qloc = ex.describe_local(ex.to_tensor([load_image(q.paths[0])]))
     _, ids = loc.index.search(ex(ex.to_tensor([load_image(q.paths[0])])), args.k)
-    cands = torch.from_numpy(vmap.local[ids[0]]).float().to(dev)
+    cands = LocalGrids(vmap, dev).gather(ids[0], dev)  # as the localizer does: decoded from the map's codes
     qd = qloc[0].to(dev)
     lat = {}
     for m, conf in methods.items():
@@ -429,23 +485,8 @@ def main() -> int:
         f"reference 24x24 head: {DHEHead(576).flops() / 1e9:.1f} GFLOP per pair)"
     )
 
-    print("\n3) candidates' dense features: stored vs recomputed")
-    per_img = vmap.local[0].nbytes
-    paths = [vmap_path for vmap_path in (args.root / "corridor" / "images" / "test" / "database").glob("*.jpg")][
-        : args.k
-    ]
-    imgs = [load_image(p) for p in paths]
-    rex = Extractor(loc.model, args.device)
-    rec = timed(lambda: rex.describe_local(rex.to_tensor(imgs)), 3)
-    print(
-        f"  stored (float16 {vmap.local.shape[1]}x{vmap.local.shape[2]}x{vmap.local.shape[3]}): {per_img / 1024:.1f} "
-        "KiB per map image "
-        f"({per_img * 10000 / 2**30:.2f} GiB per 10k images); lookup ~0 ms"
-    )
-    print(
-        f"  recomputed from images: {rec[0]:.0f} ms per query for K={len(imgs)} (plus reading {len(imgs)} images), no "
-        "extra map memory"
-    )
+    print("\n3) candidates' features: stored in the map vs recomputed from the map images")
+    cost = storage_cost(args, vmap, q, loc)
     print(
         "summary: R@1 "
         + "; ".join(
@@ -453,7 +494,9 @@ def main() -> int:
         )
         + f"; K={args.k} rerank ms: "
         + ", ".join(f"{m} {v[0]:.0f}" for m, v in lat.items())
-        + f"; DHE/RANSAC {ratio:.2f}; stored {per_img / 1024:.0f} KiB/img vs recompute {rec[0]:.0f} ms/query"
+        + f"; DHE/RANSAC {ratio:.2f}; dense stored {cost['dense_kib']:.0f} KiB/img vs recompute "
+        + f"{cost['dense_recompute_ms']:.0f} ms/query; sparse stored {cost['sparse_kib']:.0f} KiB/img, matching "
+        + f"{cost['match_ms']:.0f} ms vs recompute {cost['sparse_recompute_ms']:.0f} ms/query"
     )
     return 0
 
