@@ -51,7 +51,8 @@ def worker(args: argparse.Namespace) -> dict:
     images = [load_image(p) for p in q.paths[: args.n]]
     loc.localize(images[0])  # compile / load / warm up
     timings = [loc.localize(img).timings for img in images]
-    out = {"backend": loc.runner.name, "fallbacks": loc.runner.fallbacks, "n": len(images)}
+    ran = loc.runner.name + ("-fp16" if loc.extractor.fp16 and not loc.runner.name.endswith("fp16") else "")
+    out = {"backend": ran, "fallbacks": loc.runner.fallbacks, "n": len(images)}
     for s in STAGES:
         v = [t[s] for t in timings]
         out[s] = (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
@@ -153,7 +154,13 @@ def main() -> int:
                 file=sys.stderr,
             )
             continue
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        if row["fallbacks"]:  # it ran, but not on the backend asked for: label it so, never as that backend
+            row["backend"] = f"{b}->{row['backend']}"
+        rows.append(row)
+    if not rows:
+        print("summary: no backend ran (errors above)", file=sys.stderr)
+        return 1
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {dev}; Localizer with dhe K=32, {rows[0]['n'] if rows else 0} queries; ms p50/p95")
     print(
@@ -169,7 +176,7 @@ def main() -> int:
         )
         for f in r["fallbacks"]:
             print(f"   fallback: {f}")
-    base = next((r for r in rows if r["backend"].startswith("eager") and not r["backend"].endswith("fp16")), None)
+    base = next((r for r in rows if r["backend"] in ("eager-cpu", "eager-cuda")), None)
     if base:
         parts = [
             f"{r['backend']}: global x{base['module_global'] / r['module_global']:.2f}, dhe "

@@ -107,6 +107,28 @@ def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache)
     )
 
 
+def test_onnxruntime_backend_serves_a_wide_camera(street, street_map, engine_cache):
+    """A 16:9 camera keeps its aspect (``keep_aspect``), so its feature map does not divide the local grid; the
+    exported graph pools it all the same (no fallback to eager) and agrees with eager."""
+    import cv2
+    import torch.nn.functional as F
+
+    from vpr_core.models.base import adaptive_avg_pool
+
+    x = torch.randn(2, 8, 26, 46)
+    for size in ((30, 40), (9, 12), (26, 46)):
+        assert torch.allclose(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size), atol=1e-6)
+    img = cv2.resize(load_image(load_geoset(street / "queries").paths[0]), (640, 360), interpolation=cv2.INTER_AREA)
+    eager = Localizer.from_file(street_map, device="cpu", backend="eager", reranker="none")
+    shape = eager.extractor.to_tensor([img]).shape
+    assert shape[-1] // 8 % 40 and shape[-2] // 8 % 30, shape  # pooling that ONNX's own operator refuses
+    loc = Localizer.from_file(street_map, device="cpu", backend="onnxruntime", reranker="none")
+    a, b = eager.localize(img), loc.localize(img)
+    assert loc.runner.name == "onnxruntime-fp32" and not loc.runner.fallbacks, loc.runner.fallbacks
+    assert [m.index for m in a.matches] == [m.index for m in b.matches]
+    assert [m.score for m in b.matches] == pytest.approx([m.score for m in a.matches], abs=1e-4)
+
+
 def test_tensorrt_request_falls_back_on_cpu(street_map):
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the fallback applies to machines without it")

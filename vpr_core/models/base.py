@@ -154,12 +154,29 @@ class GlobalModel(nn.Module):
 
     def pool_local(self, dense: torch.Tensor) -> torch.Tensor:
         gw, gh = self.local_grid
-        if tuple(dense.shape[-2:]) != (
-            gh,
-            gw,
-        ):  # skipped when it would be the identity: exporters need no adaptive pooling then
-            dense = F.adaptive_avg_pool2d(dense, (gh, gw))
+        if tuple(dense.shape[-2:]) != (gh, gw):  # skipped when it would be the identity
+            dense = adaptive_avg_pool(dense, (gh, gw))
         return F.normalize(dense, dim=1)
+
+
+def pool_bins(n: int, m: int) -> torch.Tensor:
+    """(m, n) averaging matrix of adaptive average pooling from n to m cells: bin i spans
+    [floor(i n / m), ceil((i + 1) n / m)), as ``F.adaptive_avg_pool2d`` defines it."""
+    i = torch.arange(m)
+    start, end = (i * n) // m, ((i + 1) * n + m - 1) // m
+    j = torch.arange(n)
+    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+    return inside.float() / (end - start).float()[:, None]
+
+
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two products with constant bin matrices. Why: the ONNX exporter takes
+    adaptive pooling only when the output size divides the input's, and a camera whose aspect differs from the
+    model's (``keep_aspect``) gives feature maps that do not divide the grid; the matrices export at any size."""
+    h, w = (int(v) for v in x.shape[-2:])
+    ph = pool_bins(h, size[0]).to(x)
+    pw = pool_bins(w, size[1]).to(x)
+    return torch.matmul(torch.matmul(ph, x), pw.t())
 
 
 def load_checkpoint_state(path: str, source: str) -> dict[str, torch.Tensor]:
