@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,8 @@ from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
 from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
 from vpr_core.rerank.lighterglue import with_prior
+
+VPR = str(Path(sys.executable).parent / "vpr")
 
 torch.manual_seed(0)
 
@@ -422,12 +428,20 @@ def test_reranker_auto_takes_the_learned_matcher_where_its_k_fits(street, both_m
     assert none.reranker.name == "none"
 
 
-def test_lighterglue_needs_sparse_features_and_real_weights(street_map, tmp_path):
+def test_lighterglue_needs_sparse_features_and_real_weights(street, street_map, tmp_path):
     from vpr_core.errors import MapError
     from vpr_core.localize.localizer import Localizer
 
-    with pytest.raises(MapError, match="--local sparse"):
+    with pytest.raises(MapError, match="--local sparse") as err:
         Localizer.from_file(street_map, device="cpu", reranker="lighterglue")
+    assert str(err.value).startswith(f"{street_map}: ")  # the file that cannot serve it is named
+    r = subprocess.run(
+        [VPR, "eval", "--map", str(street_map), "--queries", str(street / "queries"), "--rerank", "lighterglue"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {street_map}: this map stores no sparse"), r.stderr
     bad = tmp_path / "lg.pt"
     torch.save({"transformers.0.self_attn.Wqkv.weight": torch.zeros(3, 3)}, bad)
     with pytest.raises(VprError, match="not a LighterGlue checkpoint"):

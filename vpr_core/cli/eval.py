@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import VprError
+from ..errors import MapError, VprError
 from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics, positive_float
 
 __all__ = ["EVAL_KNOBS", "add"]
@@ -47,7 +47,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         need_topics(args)
     elif args.out_bag:
         raise VprError("--out-bag needs --bag (it copies the input bag and adds the estimates)")
-    loc = Localizer(vmap, config)
+    try:
+        loc = Localizer(vmap, config)
+    except MapError as e:  # the map cannot serve this configuration: name the file
+        raise MapError(f"{args.map}: {e}") from None
     for why in loc.runner.fallbacks:
         print(f"note: {why}", file=sys.stderr)
     if loc.auto is not None:

@@ -142,7 +142,12 @@ class Localizer:
 
     @classmethod
     def from_file(cls, path: str | Path, config: LocalizerConfig | None = None, **overrides: Any) -> Localizer:
-        return cls(load_map(path), config, **overrides)
+        """The localizer over the map file ``path``; a map that cannot serve the configuration is named in the error."""
+        vmap = load_map(path)
+        try:
+            return cls(vmap, config, **overrides)
+        except MapError as e:
+            raise MapError(f"{path}: {e}") from None
 
     @property
     def model(self):
