@@ -6,8 +6,9 @@
 Installs nothing it cannot: it uses the machine's own CUDA PyTorch, and when packages of the project are
 missing it installs wheels carried in ./.whl (``pip install --no-index --target``; see README "GPU"). Rows:
 frame->fix latency of the Localizer on CUDA (eager fp32, fp16, bf16, torch.compile of the global model,
-TensorRT when torch-tensorrt is installed: engine build, cache hit, parity with eager), GPU retrieval (torch
-top-k against faiss on 100 000 descriptors) and the CUDA-marked tests when pytest is present. A row that
+TensorRT when torch-tensorrt is installed: engine build, cache hit, parity with eager), re-rank time at K = 10 of
+ransac, dhe, lighterglue and dhe+lighterglue with what ``auto`` picks at 10 Hz, GPU retrieval (torch top-k against
+faiss on 100 000 descriptors) and the CUDA-marked tests when pytest is present. A row that
 cannot run says why. ``--cpu-smoke`` runs the same code on the CPU (CI uses it so the script never rots).
 """
 
@@ -130,6 +131,22 @@ def main() -> int:
             )
         )
         frame_row("TensorRT fp16", trt, top1)
+    # The re-rankers at K = 10 on a --local both map (grids at 8 bytes/cell: a 32-byte codebook only costs build
+    # time): the learned matchers' batched transformers are what a GPU should make cheap; auto's choice at 10 Hz.
+    both_path = tmp / "both.vprmap"
+    build_and_save(load_geoset(db.folder), both_path, device=device, sparse={}, pq={"m": 8})
+    for method in ("ransac", "dhe", "lighterglue", "dhe+lighterglue"):
+        loc = Localizer.from_file(both_path, device=device, reranker=method, reranker_top_k=10)
+        loc.localize(frames[0])  # warm-up (kernels, allocator)
+        ms = [loc.localize(frames[i % len(frames)]).timings["rerank"] for i in range(args.frames)]
+        rows.append(
+            (
+                f"re-rank {method} K=10",
+                f"p50 {np.percentile(ms, 50):.1f} ms p95 {np.percentile(ms, 95):.1f} ms ({loc.reranker.device})",
+            )
+        )
+    auto = Localizer.from_file(both_path, device=device, reranker="auto")
+    rows.append(("re-ranker auto at 10 Hz", auto.auto.summary()))
     rng = np.random.default_rng(0)
     db_desc = rng.standard_normal((100_000, 2048), dtype=np.float32)
     db_desc /= np.linalg.norm(db_desc, axis=1, keepdims=True)

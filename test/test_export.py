@@ -6,6 +6,7 @@ TensorRT/CUDA checks run only where CUDA is present (skipped with the reason oth
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,4 +178,7 @@ def test_gpu_check_script_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     for row in ("eager fp32", "eager fp16", "eager bf16", "torch.compile", "TensorRT", "GPU retrieval"):
         assert row in r.stdout, row
+    for method in ("ransac", "dhe", "lighterglue", "dhe+lighterglue"):
+        assert re.search(rf"re-rank {re.escape(method)} K=10 +p50 [0-9.]+ ms", r.stdout), method
+    assert "reranker auto -> " in r.stdout
     assert "top-1 agreement with faiss 1.00" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("summary:")
