@@ -483,3 +483,31 @@ def test_kornia_matchers_with_weight_files(street, street_map, tmp_path, name):
         Localizer.from_file(
             street_map, device="cpu", reranker=name, reranker_options={**opts, "images": str(tmp_path / "none")}
         )
+
+
+@pytest.mark.parametrize(
+    "name, conf, needle",
+    [
+        ("lighterglue", {"keypoints": -5}, "option keypoints=-5 must be 0 or more"),
+        ("lighterglue", {"prior": "abc"}, "option prior='abc' is not a number"),
+        ("lighterglue", {"min_conf": 1.5}, "option min_conf=1.5 must be between 0 and 1"),
+        ("lighterglue", {"top_k": 0}, "option top_k=0 must be 1 or more"),
+        ("dhe+lighterglue", {"weight": -1}, "option weight=-1 must be 0 or more"),
+        ("dhe", {"top_k": 2.5}, "option top_k=2.5 is not an integer"),
+        ("ransac", {"threshold_px": True}, "option threshold_px=True is not a number"),
+        ("geowarp", {"grid": 0}, "option grid=0 must be 1 or more"),
+    ],
+)
+def test_reranker_options_are_checked_at_construction(name, conf, needle):
+    """Options come as text (--rerank-set, ROS parameters): a bad one is one line at start-up naming it, never a
+    traceback on the first frame."""
+    with pytest.raises(VprError, match=needle) as err:
+        build_reranker(name, conf)
+    assert f"re-ranker '{name}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_reranker_options_take_the_type_of_their_default():
+    rr = build_reranker("ransac", {"top_k": "5", "threshold_px": "12", "max_iterations": 200.0})
+    assert rr.conf["top_k"] == 5 and isinstance(rr.conf["top_k"], int) and rr.top_k == 5
+    assert rr.conf["threshold_px"] == 12.0 and isinstance(rr.conf["threshold_px"], float)
+    assert rr.conf["max_iterations"] == 200 and isinstance(rr.conf["max_iterations"], int)

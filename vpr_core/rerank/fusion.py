@@ -38,6 +38,7 @@ class DHELighterGlueRerank(Reranker):
         "keypoints": 0,  # LighterGlue query keypoints; 0 = the map's budget
         "threshold_px": 8.0,
     }
+    ranges = {"weight": ">=0", "keypoints": ">=0", "threshold_px": ">0"}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)

@@ -85,6 +85,7 @@ class GeoWarpRerank(Reranker):
 
     name = "geowarp"
     default_conf: dict[str, Any] = {"top_k": 5, "weights": None, "grid": 15}
+    ranges = {"grid": ">=1"}
     counts_inliers = False
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:

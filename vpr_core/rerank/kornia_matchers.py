@@ -57,6 +57,7 @@ class ImageMatcherRerank(Reranker):
         "threshold_px": 8.0,
         "min_conf": 0.2,
     }
+    ranges = {"threshold_px": ">0", "min_conf": "(0,1)"}
 
     def _bind_map(self, vmap) -> None:
         folder = self.conf["images"] or vmap.info.get("source", "")
@@ -135,6 +136,7 @@ class LightGlueDiskRerank(ImageMatcherRerank):
 
     name = "lightglue"
     default_conf = {**ImageMatcherRerank.default_conf, "extractor_weights": "", "keypoints": 1024, "min_conf": 0.1}
+    ranges = {**ImageMatcherRerank.ranges, "keypoints": ">=1"}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)

@@ -145,6 +145,7 @@ class LighterGlueRerank(Reranker):
         "keypoints": 0,  # query keypoints; 0 = the map's budget
         "prior": 0.3,  # weight of the retrieval prior (global similarity in spread units); 0 = inliers alone
     }
+    ranges = {"threshold_px": ">0", "min_conf": "(0,1)", "max_iterations": ">=1", "keypoints": ">=0", "prior": ">=0"}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)

@@ -49,6 +49,7 @@ class RansacRerank(Reranker):
         "backend": "poselib" if poselib is not None else "opencv",
         "max_iterations": 1000,
     }
+    ranges = {"threshold_px": ">0", "max_iterations": ">=1"}
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         _, gh, gw = q.shape
