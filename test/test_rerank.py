@@ -293,10 +293,12 @@ def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
     from vpr_core.io.images import load_image
     from vpr_core.localize.localizer import Localizer
     from vpr_core.map.format import load_map
+    from vpr_core.rerank.sparse import SPARSE_BUDGET_BYTES, sparse_bytes_per_image
 
     m = load_map(sparse_map)
     assert m.local is None and m.extras["sparse.descriptors"].dtype == np.float16
-    assert m.info["sparse_features"]["bytes_per_image"] == 256 * (128 + 4) + 12
+    assert m.info["sparse_features"]["bytes_per_image"] == 256 * (128 + 4) + 12 == sparse_bytes_per_image(256)
+    assert sparse_bytes_per_image(512) <= SPARSE_BUDGET_BYTES < sparse_bytes_per_image(1024)  # the default fits
     loc = Localizer(m, device="cpu", reranker="lighterglue")
     assert loc.reranker.trained and "lighterglue" in loc.reranker.source
     q = load_geoset(street / "queries", frame=m.frame)

@@ -20,9 +20,24 @@ from ..errors import MapError
 from ..io.files import tensor_view
 from ..models.xfeat import XFeatNet, detect, load_xfeat
 
-__all__ = ["SPARSE_DEFAULTS", "SparseExtractor", "SparseStore", "sparse_extras"]
+__all__ = [
+    "SPARSE_BUDGET_BYTES",
+    "SPARSE_DEFAULTS",
+    "SparseExtractor",
+    "SparseStore",
+    "sparse_bytes_per_image",
+    "sparse_extras",
+]
 
 SPARSE_DEFAULTS: dict[str, Any] = {"top_k": 512, "max_side": 640}
+SPARSE_BUDGET_BYTES = 80_000  # per map image: the budget sparse features were designed to (the default takes 67.6 KB)
+
+
+def sparse_bytes_per_image(top_k: int) -> int:
+    """Bytes a map image's sparse features take: float16 keypoints (2) and descriptors (64), the count, the size."""
+    return int(top_k) * (2 + 64) * 2 + 4 + 8
+
+
 KEYS = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
 
 
