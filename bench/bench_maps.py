@@ -164,6 +164,7 @@ def main() -> None:
                 }
                 for rr in args.rerankers:
                     row[rr] = r1(path, queries, thr, rr, args.k)
+                row["grid_gather_ms"] = gather_ms(path, args.k)
                 rows.append(row)
                 tag = "-" if seed is None else seed
                 kb = row["bytes_per_image"] / 1e3
@@ -190,7 +191,13 @@ def main() -> None:
     print(
         "summary: compact "
         + ", ".join(f"{s} {summary[s]['kb_per_image']['compact']:.1f} KB/img" for s in SETS)
-        + f"; worst mean R@1 change vs full {worst:+.1f} points over {', '.join(args.rerankers)}"
+        + f"; worst mean R@1 change vs full {worst:+.1f} points over {', '.join(args.rerankers)}; K={args.k} grids "
+        + ", ".join(
+            f"{r['map']} {r['grid_gather_ms']:.2f} ms"
+            for r in rows
+            if r["set"] == "corridor" and r["seed"] in (None, 0)
+        )
+        + " per frame (corridor)"
     )
 
 
