@@ -3,7 +3,8 @@
 
     python bench/bench_covariance.py ../shared/datasets [--rerankers none dhe] [--sets corridor triplets nordland]
 
-Maps are built with the defaults of ``vpr map build`` (uncalibrated); each query is localized as the
+Maps are built with the defaults of ``vpr map build`` (uncalibrated; as ``--local both`` when a learned matcher is
+among ``--rerankers``); each query is localized as the
 node would, and over the fixes the node would publish as STATUS_FIX (confidence >= 0.5) the script
 reports the share whose true position lies inside their 95 % ellipse (goal 90-98 %; 95 % is
 consistent) and the mean NEES (2 is consistent in 2-D). One row per set and re-ranker, then one
@@ -25,6 +26,7 @@ from vpr_core.eval.recall import evaluate
 from vpr_core.io.geoset import load_geoset
 from vpr_core.localize.localizer import Localizer
 from vpr_core.map.build import build_and_save
+from vpr_core.rerank import needs_sparse
 
 SETS = {"corridor": 2.5, "triplets": 25.0, "nordland": 25.0}
 
@@ -38,7 +40,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(
-        f"{'set':10s} {'rerank':7s} {'q':>4s} {'R@1':>6s} {'FIX n':>6s} {'coverage 2s':>12s} {'NEES':>6s} "
+        f"{'set':10s} {'rerank':15s} {'q':>4s} {'R@1':>6s} {'FIX n':>6s} {'coverage 2s':>12s} {'NEES':>6s} "
         f"{'in goal':>8s}"
     )
     verdicts = []
@@ -47,7 +49,10 @@ def main() -> int:
             base = args.root / name / "images" / "test"
             db = load_geoset(base / "database")
             q = load_geoset(base / "queries", frame=db.frame)
-            vmap = build_and_save(db, Path(tmp) / f"{name}.vprmap", device=args.device, source=str(base / "database"))
+            sparse = {} if needs_sparse(args.rerankers) else None  # learned matchers: a --local both map
+            vmap = build_and_save(
+                db, Path(tmp) / f"{name}.vprmap", device=args.device, source=str(base / "database"), sparse=sparse
+            )
             for rr in args.rerankers:
                 rep, _ = evaluate(
                     Localizer(vmap, device=args.device, reranker=rr), q, SETS.get(name, 25.0), progress=False
@@ -62,7 +67,7 @@ def main() -> int:
                 )
                 verdicts.append(ok != "NO")
                 print(
-                    f"{name:10s} {rr:7s} {len(q.paths):4d} {rep['recall@1']:6.1f} {c['n']:6d} "
+                    f"{name:10s} {rr:15s} {len(q.paths):4d} {rep['recall@1']:6.1f} {c['n']:6d} "
                     f"{c['coverage_2sigma']:11.1f}% {c['nees']:6.2f} {ok:>8s}",
                     flush=True,
                 )

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vpr_core.demo import generate
 from vpr_core.io.geoset import in_sequence, load_geoset
 from vpr_core.map.build import build_and_save
-from vpr_core.rerank import RERANKERS
+from vpr_core.rerank import needs_sparse
 from vpr_ros.harness import NodeProcess, Peer, new_domain
 
 
@@ -48,7 +48,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vpr_bench_node_"))
     db_run, q_run, _ = generate(tmp, seed=11, n_map=60, n_query=30)
     map_path = tmp / "m.vprmap"
-    build_and_save(load_geoset(db_run.folder), map_path, device=args.device, **map_features(args.reranker))
+    build_and_save(
+        load_geoset(db_run.folder),
+        map_path,
+        device=args.device,
+        **({"sparse": {}} if needs_sparse([args.reranker]) else {}),
+    )
     frames = [cv2.resize(im, (w, h)) for im in q_run.images]
     node, peer = start(args, tmp, map_path)
     try:
@@ -107,14 +112,6 @@ def main() -> int:
     return 0
 
 
-def map_features(reranker: str) -> dict:
-    """What the map must store for ``reranker``: a learned matcher reads sparse keypoints, so its map is built as
-    ``--local both`` would build it; any other re-ranker (and ``auto``) gets the default grid-only map."""
-    if reranker != "auto" and RERANKERS.get(reranker).needs_sparse:
-        return {"sparse": {}}
-    return {}
-
-
 def start(args: argparse.Namespace, tmp: Path, map_path: Path) -> tuple[NodeProcess, Peer]:
     """The node on ``map_path`` (its log in ``tmp``) and a connected peer on a private domain."""
     domain = new_domain()
@@ -135,7 +132,12 @@ def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vpr_bench_node_"))
     base = args.accuracy / "images" / "test"
     map_path = tmp / "m.vprmap"
-    build_and_save(load_geoset(base / "database"), map_path, device=args.device, **map_features(args.reranker))
+    build_and_save(
+        load_geoset(base / "database"),
+        map_path,
+        device=args.device,
+        **({"sparse": {}} if needs_sparse([args.reranker]) else {}),
+    )
     vmap = load_map(map_path)
     q = in_sequence(load_geoset(base / "queries", frame=vmap.frame))  # as recorded: the temporal filter sees order
     node, peer = start(args, tmp, map_path)

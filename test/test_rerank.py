@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from vpr_core.errors import VprError
 from vpr_core.models import build_global_model
-from vpr_core.rerank import RERANKERS, build_reranker
+from vpr_core.rerank import RERANKERS, build_reranker, needs_sparse
 from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
 from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
@@ -196,6 +196,9 @@ def test_inlier_count_of_known_warp_is_exact():
 
 def test_rerankers_are_registered_and_batched():
     assert {"none", "ransac", "dhe", "geowarp"} <= set(RERANKERS.names())
+    # which maps a benchmark must build: sparse keypoints for the learned matchers only (auto picks from the map)
+    assert needs_sparse(["none", "lighterglue"]) and needs_sparse(["dhe+lighterglue"])
+    assert not needs_sparse(["auto", "none", "ransac", "dhe", "geowarp"])
     q, cands = shifted_pair(k=6)
     for name in ("dhe", "geowarp"):
         rr = build_reranker(name, {"frame": [320, 240]} if name == "dhe" else None)
