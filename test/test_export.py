@@ -119,6 +119,11 @@ def test_onnxruntime_backend_serves_a_wide_camera(street, street_map, engine_cac
     x = torch.randn(2, 8, 26, 46)
     for size in ((30, 40), (9, 12), (26, 46)):
         assert torch.allclose(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size), atol=1e-6)
+    with torch.inference_mode():  # the bin matrices are cached: one first made while localizing still trains
+        adaptive_avg_pool(torch.randn(1, 8, 27, 47), (30, 40))
+    x = torch.randn(1, 8, 27, 47, requires_grad=True)
+    adaptive_avg_pool(x, (30, 40)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
     img = cv2.resize(load_image(load_geoset(street / "queries").paths[0]), (640, 360), interpolation=cv2.INTER_AREA)
     eager = Localizer.from_file(street_map, device="cpu", backend="eager", reranker="none")
     shape = eager.extractor.to_tensor([img]).shape

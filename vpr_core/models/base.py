@@ -9,6 +9,7 @@ learn them in :meth:`fit` from the database images and round-trip them through
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -159,14 +160,18 @@ class GlobalModel(nn.Module):
         return F.normalize(dense, dim=1)
 
 
-def pool_bins(n: int, m: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def pool_bins(n: int, m: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(m, n) averaging matrix of adaptive average pooling from n to m cells: bin i spans
-    [floor(i n / m), ceil((i + 1) n / m)), as ``F.adaptive_avg_pool2d`` defines it."""
-    i = torch.arange(m)
-    start, end = (i * n) // m, ((i + 1) * n + m - 1) // m
-    j = torch.arange(n)
-    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
-    return inside.float() / (end - start).float()[:, None]
+    [floor(i n / m), ceil((i + 1) n / m)), as ``F.adaptive_avg_pool2d`` defines it. Cached per size and device:
+    made once per camera size, not per frame (read-only: callers must not modify it). Built outside inference
+    mode, so a matrix first made while localizing still serves training."""
+    with torch.inference_mode(False), torch.no_grad():
+        i = torch.arange(m)
+        start, end = (i * n) // m, ((i + 1) * n + m - 1) // m
+        j = torch.arange(n)
+        inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+        return (inside.float() / (end - start).float()[:, None]).to(device=device, dtype=dtype)
 
 
 def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -174,8 +179,8 @@ def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     adaptive pooling only when the output size divides the input's, and a camera whose aspect differs from the
     model's (``keep_aspect``) gives feature maps that do not divide the grid; the matrices export at any size."""
     h, w = (int(v) for v in x.shape[-2:])
-    ph = pool_bins(h, size[0]).to(x)
-    pw = pool_bins(w, size[1]).to(x)
+    ph = pool_bins(h, int(size[0]), x.device, x.dtype)
+    pw = pool_bins(w, int(size[1]), x.device, x.dtype)
     return torch.matmul(torch.matmul(ph, x), pw.t())
 
 
