@@ -399,13 +399,13 @@ def test_faults_keep_their_severity_and_a_dead_worker_ends_the_node(street_map, 
         node.localizer.localize = flaky
         peer = Peer(domain)
         peer.wait_matched()
-        for i in range(6):
+        for i in range(6):  # each frame's outcome before the next: a frame that arrives while busy is dropped
             bad = peer.raw(images[0], 100 + i)
             bad.encoding = "foo8"  # the warning path
             peer.pub.publish(bad)
-            time.sleep(0.1)
+            assert peer.wait_for(lambda i=i: node.health.bad_input == i + 1, 10), node.health.bad_input
             peer.pub.publish(peer.raw(images[i], i))
-            time.sleep(0.3)
+            assert peer.wait_for(lambda i=i: node.health.failed + len(peer.fixes) == i + 1, 10), i
         assert node.health.bad_input == 6 and node.health.failed == 3 and node.worker_error is None
         assert peer.wait_for(lambda: len(peer.fixes) == 3), len(peer.fixes)
 
