@@ -27,9 +27,11 @@ the default) and ``lighterglue-inliers`` (the inlier count alone), and the ``dhe
     python bench/bench_rerank.py ../shared/datasets --ablation [--sets corridor triplets] [--json OUT.json]
 
 ``--ablation`` measures LighterGlue's choices on each query's same global top-10 (``--ablation-k``): keypoint
-budget (512, 1024) x working size (480, 640 px on the longest side) x score (homography inliers, fundamental-matrix
-inliers, homography inliers with the retrieval prior); on corridor also the inlier count against the offset along
-the map (database->database and query->database), which shows why inliers alone confuse neighbouring frames there.
+budget (512, 1024) x working size (480, 640 px on the longest side), then more query keypoints against the map's 512
+(1024, 2048) and int8 map descriptors, each x score (homography inliers, fundamental-matrix inliers, homography
+inliers with the retrieval prior); the prior's weight on the default configuration; on corridor also the inlier
+count against the offset along the map (database->database and query->database), which shows why inliers alone
+confuse neighbouring frames there.
 """
 
 from __future__ import annotations
@@ -261,12 +263,25 @@ def report(out: dict, args) -> int:
     return 0
 
 
-ABLATION_CONFIGS = ((512, 640), (1024, 640), (512, 480), (1024, 480))  # (keypoints, longest side in px)
+#: (map keypoints, query keypoints, longest side in px, descriptor storage): the budget and size grid, then the
+#: query-side budget alone (the frame is extracted per query, the map's stay at 512) and int8 descriptors (half the
+#: bytes: round(127 x) of the unit descriptors, what an int8 map would store)
+ABLATION_CONFIGS = (
+    (512, 512, 640, "fp16"),
+    (1024, 1024, 640, "fp16"),
+    (512, 512, 480, "fp16"),
+    (1024, 1024, 480, "fp16"),
+    (512, 1024, 640, "fp16"),
+    (512, 2048, 640, "fp16"),
+    (512, 512, 640, "int8"),
+)
+DEFAULT_CONFIG = ABLATION_CONFIGS[0]  # what the map build and the re-ranker default to
 ABLATION_SCORES = {  # label -> (geometric model, pixel threshold, retrieval prior)
     "homography 8 px": ("homography", 8.0, 0.0),
     "fundamental 2 px": ("fundamental", 2.0, 0.0),
     "homography 8 px + prior": ("homography", 8.0, 0.3),
 }
+PRIOR_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)  # the retrieval prior's weight, on the default configuration
 OFFSETS = range(-4, 5)
 
 
@@ -281,7 +296,8 @@ def ablation(args) -> int:
 
     k = args.ablation_k
     out: dict = {"k": k, "sets": {}}
-    print(f"{'set':9s} {'keypoints':>9s} {'side':>5s} " + " ".join(f"{s:>24s}" for s in ABLATION_SCORES) + "  ms/query")
+    head = " ".join(f"{s:>24s}" for s in ABLATION_SCORES)
+    print(f"{'set':9s} {'map/query kp':>12s} {'side':>5s} {'desc':>5s} {head}  ms/query")
     for name in args.sets or ("corridor", "triplets"):
         thr = SWEEP_SETS[name]
         root = args.root / name / "images" / "test"
@@ -297,10 +313,17 @@ def ablation(args) -> int:
         true = np.stack([q.east[sel], q.north[sel]], 1)
         db_imgs = [load_image(p) for p in db.paths]
         rows = out["sets"][name] = {}
-        for n_kp, side in ABLATION_CONFIGS:
-            vmap.extras.update(sparse_extras(db_imgs, {"top_k": n_kp, "max_side": side}, args.device))
-            rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options={"prior": 0}).reranker
+        for n_kp, q_kp, side, codec in ABLATION_CONFIGS:
+            if (n_kp, side) != tuple(np.asarray(vmap.extras.get("sparse.conf", [0, 0]))[:2]):
+                vmap.extras.update(sparse_extras(db_imgs, {"top_k": n_kp, "max_side": side}, args.device))
+                fp16 = vmap.extras["sparse.descriptors"]
+            vmap.extras["sparse.descriptors"] = (
+                (np.round(fp16.astype(np.float32) * 127) / 127).astype(np.float16) if codec == "int8" else fp16
+            )
+            opts = {"prior": 0, "keypoints": q_kp}
+            rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options=opts).reranker
             hits = {s: [] for s in ABLATION_SCORES}
+            weighed = {w: [] for w in PRIOR_WEIGHTS}  # homography 8 px inliers + w x prior (default config only)
             spent = 0.0  # matching plus the first score's verification: one re-ranker's cost
             for im, top, t in zip(imgs, tops, true):
                 ids = np.array([x.index for x in top])
@@ -313,10 +336,23 @@ def ablation(args) -> int:
                     sc = with_prior(inl, gl, prior).numpy() if prior else inl.numpy()
                     best = ids[np.lexsort((-gl.numpy(), -sc))[0]]
                     hits[label].append(np.linalg.norm(vmap.xy[best] - t) <= thr)
+                    if (model, px) == ("homography", 8.0) and not prior and (n_kp, q_kp, side, codec) == DEFAULT_CONFIG:
+                        for w in PRIOR_WEIGHTS:
+                            sc = with_prior(inl, gl, w).numpy() if w else inl.numpy()
+                            weighed[w].append(
+                                np.linalg.norm(vmap.xy[ids[np.lexsort((-gl.numpy(), -sc))[0]]] - t) <= thr
+                            )
             ms = spent / len(imgs) * 1e3
             r1 = {s: float(100 * np.mean(v)) for s, v in hits.items()}
-            rows[f"{n_kp}@{side}"] = {"r1": r1, "ms_per_query_one_score": ms}
-            print(f"{name:9s} {n_kp:9d} {side:5d} " + " ".join(f"{v:24.1f}" for v in r1.values()) + f"  {ms:8.0f}")
+            row = (
+                f"{n_kp}@{side}" + (f" query {q_kp}" if q_kp != n_kp else "") + (f" {codec}" if codec != "fp16" else "")
+            )
+            rows[row] = {"r1": r1, "ms_per_query_one_score": ms}
+            cells = " ".join(f"{v:24.1f}" for v in r1.values())
+            print(f"{name:9s} {f'{n_kp}/{q_kp}':>12s} {side:5d} {codec:>5s} {cells}  {ms:8.0f}")
+            if weighed[0.0]:
+                pw = out["sets"][name]["prior_weight"] = {str(w): float(100 * np.mean(v)) for w, v in weighed.items()}
+                print(f"{name:9s} R@1 against the prior's weight: " + " ".join(f"{w}:{v:.1f}" for w, v in pw.items()))
         if name == "corridor":  # ordered, 1 m apart: the inlier count against the offset along the map
             vmap.extras.update(sparse_extras(db_imgs, {}, args.device))
             rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options={"prior": 0}).reranker
@@ -337,9 +373,7 @@ def ablation(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     best = {
-        n: max(
-            ((c, s, v) for c, r in rs.items() if c != "offset_profile" for s, v in r["r1"].items()), key=lambda x: x[2]
-        )
+        n: max(((c, s, v) for c, r in rs.items() if "r1" in r for s, v in r["r1"].items()), key=lambda x: x[2])
         for n, rs in out["sets"].items()
     }
     print(
