@@ -138,6 +138,8 @@ def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_
 def check_out_bag(out_bag: Path, src: Path, report: dict) -> None:
     from rosbags.highlevel import AnyReader
 
+    storage = [p.stem for p in out_bag.iterdir() if p.suffix in (".mcap", ".db3")]
+    assert storage == [out_bag.name]  # named after the bag (written in a staging folder, then renamed)
     with AnyReader([out_bag]) as rd:
         counts = {c.topic: (c.msgtype, c.msgcount) for c in rd.connections}
         assert counts["/camera/image"][1] == 10 and counts["/gps/fix"][1] == 10  # the input, copied

@@ -135,13 +135,14 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 @contextmanager
 def staged(out: Path) -> Iterator[Path]:
-    """A not-yet-existing path beside ``out`` to build a folder at; renamed to ``out`` when the block completes."""
+    """A not-yet-existing path beside ``out`` to build a folder at; renamed to ``out`` when the block completes. It
+    has ``out``'s name, because writers name their files after the folder (a bag's ``NAME.mcap``)."""
     out = Path(out)
     parent = temp_sibling(out)
     try:
-        yield parent / "staged"
+        yield parent / out.name
         try:
-            (parent / "staged").rename(out)
+            (parent / out.name).rename(out)
         except OSError as e:
             raise output_error(out, e) from None
     except OSError as e:
