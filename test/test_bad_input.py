@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import struct
 import subprocess
 import sys
@@ -19,27 +20,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-VPR = Path(sys.executable).parent / "vpr"
+from conftest import VPR, assert_one_line_error
+from conftest import vpr as run_vpr
 
 
 def vpr(*args, limit_file_bytes: int | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``vpr ARGS`` under a file-size limit (a full disk, as the kernel reports it), success or not."""
+
     def limit() -> None:
         if limit_file_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
 
-    return subprocess.run(
-        [str(VPR), *map(str, args)], capture_output=True, text=True, timeout=timeout, preexec_fn=limit
-    )
-
-
-def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr, r.stderr
-    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
-    assert len(errors) == 1, r.stderr
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
+    return run_vpr(*args, ok=False, timeout=timeout, preexec_fn=limit)
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +157,13 @@ def run_bag(street, tmp_path_factory) -> Path:
 def test_out_bag_under_a_file(street_map, run_bag, blocker):
     r = vpr("eval", "--map", street_map, "--bag", run_bag, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix",
             "--out-bag", blocker / "out", "-q")  # fmt: skip
-    one_line_error(r, "out", "cannot write", "a parent of it is a file")
+    assert_one_line_error(r, "out", "cannot write", "a parent of it is a file")
 
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_refuses_with_one_line(case, street, street_map, blocker, tmp_path):
     argv, needles = CLI_CASES[case]
-    one_line_error(vpr(*argv(street, street_map, blocker)), *needles)
+    assert_one_line_error(vpr(*argv(street, street_map, blocker)), *needles)
     assert not list(tmp_path.glob("**/*.tmp")) and not list(blocker.parent.glob(".*tmp"))
 
 
@@ -179,7 +171,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(street, tmp_path):
     """A write that fails midway (here: the file-size limit, as a full disk does) leaves no file, temp or final."""
     out = tmp_path / "m.vprmap"
     r = vpr("map", "build", "--images", street / "database", "--out", out, "--device", "cpu", limit_file_bytes=200_000)
-    one_line_error(r, "m.vprmap", "cannot write")
+    assert_one_line_error(r, "m.vprmap", "cannot write")
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -190,11 +182,13 @@ def test_read_only_folder(street, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    one_line_error(vpr("map", "build", "--images", street / "database", "--out", ro / "m.vprmap"), "not writable")
+    assert_one_line_error(
+        vpr("map", "build", "--images", street / "database", "--out", ro / "m.vprmap"), "not writable"
+    )
 
 
 def test_broken_pipe_is_quiet():
-    r = subprocess.run(f"'{VPR}' models | head -c 10", shell=True, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(f"{shlex.join(VPR)} models | head -c 10", shell=True, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
 
 
@@ -217,7 +211,7 @@ def test_damaged_checkpoint_sets_are_refused(street, tmp_path):
     r = vpr(
         "train", "dhe", "--images", street / "database", "--out", tmp_path / "none.pt", "--resume", "--iterations", "3"
     )
-    one_line_error(r, "nothing to resume")
+    assert_one_line_error(r, "nothing to resume")
 
 
 def test_leftovers_of_a_kill_are_removed(street, street_map, tmp_path):
@@ -339,7 +333,7 @@ def test_map_integrity_is_checked_on_load(street_map, tmp_path):
     with pytest.raises(MapError, match="local features hold a 20x15 grid"):
         Localizer.from_file(tmp_path / "grid.vprmap", device="cpu", reranker="ransac")
     r = vpr("eval", "--map", tmp_path / "nan.vprmap", "--queries", tmp_path)
-    one_line_error(r, "nan.vprmap", "rebuild")
+    assert_one_line_error(r, "nan.vprmap", "rebuild")
 
 
 REPRO = """

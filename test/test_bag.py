@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, vpr
 
 from vpr_core.geodesy import LocalFrame
 from vpr_core.io.bags import FixSample, GeoFrames, write_run_bag
@@ -18,25 +17,8 @@ from vpr_core.io.geoset import load_geoset
 from vpr_core.io.images import load_image
 from vpr_core.map.build import extract_map_images
 
-VPR = str(Path(sys.executable).parent / "vpr")
 T0 = 1_000_000_000_000  # bag time starts at 1000 s: sim time is then unmistakable
 PERIOD = 200_000_000
-
-
-def run(*args, ok: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([VPR, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if ok:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(err) == 1, r.stderr
-    for n in needles:
-        assert n in err[0], err[0]
 
 
 def run_bag(folder: Path, out: Path, storage: str, compressed: bool) -> Path:
@@ -59,7 +41,7 @@ def bags(street, tmp_path_factory) -> dict[str, Path]:
 
 def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_path):
     m = tmp_path / "bag.vprmap"
-    r = run(
+    r = vpr(
         "map",
         "build",
         "--bag",
@@ -84,7 +66,7 @@ def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_
     kept = sorted(p.read_bytes() for p in Path(bag_map.info["source"]).iterdir() if not p.name.startswith("."))
     assert kept == sorted(p.read_bytes() for p in (street / "database").iterdir())  # the recorded JPEGs, byte for byte
     folder = tmp_path / "folder.json"
-    run(
+    vpr(
         "eval",
         "--map",
         m,
@@ -104,7 +86,7 @@ def test_map_and_eval_from_bags_match_the_folders(street, street_map, bags, tmp_
         "query_mcap",
     ):  # raw rgb8 in sqlite3, JPEG in mcap: both decode to the folder's pixels
         rep, png, out_bag = tmp_path / f"{storage}.json", tmp_path / f"{storage}.png", tmp_path / f"{storage}_out"
-        r = run(
+        r = vpr(
             "eval",
             "--map",
             m,
@@ -223,8 +205,8 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
         tmp_path / "x.vprmap",
         "--bag",
     )
-    one_line_error(run(*base, tmp_path / "nope", ok=False), "bag not found")
-    r = run(
+    assert_one_line_error(vpr(*base, tmp_path / "nope", ok=False), "bag not found")
+    r = vpr(
         "map",
         "build",
         "--bag",
@@ -237,8 +219,8 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
         tmp_path / "x.vprmap",
         ok=False,
     )
-    one_line_error(r, "no topic '/cam'", "/camera/image (sensor_msgs/msg/CompressedImage)", "--image-topic")
-    r = run(
+    assert_one_line_error(r, "no topic '/cam'", "/camera/image (sensor_msgs/msg/CompressedImage)", "--image-topic")
+    r = vpr(
         "map",
         "build",
         "--bag",
@@ -251,24 +233,24 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
         tmp_path / "x.vprmap",
         ok=False,
     )
-    one_line_error(
+    assert_one_line_error(
         r, "carries sensor_msgs/msg/NavSatFix", "expected sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"
     )
-    one_line_error(
-        run("map", "build", "--bag", bags["map_mcap"], "--out", tmp_path / "x.vprmap", ok=False), "--image-topic"
+    assert_one_line_error(
+        vpr("map", "build", "--bag", bags["map_mcap"], "--out", tmp_path / "x.vprmap", ok=False), "--image-topic"
     )
     # no fixes at all
     nofix = write_run_bag(
         tmp_path / "nofix", [(T0, (street / "database").iterdir().__next__().read_bytes())], [], storage="mcap"
     )
-    one_line_error(run(*base, nofix, ok=False), "no NavSatFix messages")
+    assert_one_line_error(vpr(*base, nofix, ok=False), "no NavSatFix messages")
     # truncated storage files: mcap cut in half, sqlite3 overwritten with garbage
     for name, storage in (("cut_mcap", "mcap"), ("cut_sqlite", "sqlite3")):
         src = run_bag(street / "queries", tmp_path / name, storage, compressed=True)
         f = next(p for p in src.iterdir() if p.suffix in (".mcap", ".db3"))
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2] if storage == "mcap" else b"not a database" * 100)
-        r = run(
+        r = vpr(
             "eval",
             "--map",
             tmp_path / "none.vprmap",
@@ -280,9 +262,9 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
             "/gps/fix",
             ok=False,
         )
-        one_line_error(r, "map not found")  # the map is checked first
+        assert_one_line_error(r, "map not found")  # the map is checked first
         out = tmp_path / f"{name}.vprmap"
-        r = run(
+        r = vpr(
             "map",
             "build",
             "--image-topic",
@@ -298,17 +280,17 @@ def test_bad_bags_fail_with_one_line(street, bags, tmp_path):
         if r.returncode == 0:  # a readable prefix: kept, and the cut counted
             assert "truncated" in r.stdout, r.stdout
         else:
-            one_line_error(r, str(src), "cannot read bag")
+            assert_one_line_error(r, str(src), "cannot read bag")
             assert not out.exists() and not Path(f"{out}.images").exists()  # nothing half-written
     assert not (tmp_path / "x.vprmap").exists()
 
 
 def test_eval_bag_options_are_checked(street, street_map, bags, tmp_path):
-    one_line_error(
-        run("eval", "--map", street_map, "--queries", street / "queries", "--out-bag", tmp_path / "o", ok=False),
+    assert_one_line_error(
+        vpr("eval", "--map", street_map, "--queries", street / "queries", "--out-bag", tmp_path / "o", ok=False),
         "--out-bag needs --bag",
     )
-    r = run(
+    r = vpr(
         "eval",
         "--map",
         street_map,
@@ -322,13 +304,13 @@ def test_eval_bag_options_are_checked(street, street_map, bags, tmp_path):
         tmp_path,
         ok=False,
     )
-    one_line_error(r, "exists")
+    assert_one_line_error(r, "exists")
 
 
 def test_vpr_demo_records_and_replays_bags(tmp_path):
     from rosbags.highlevel import AnyReader
 
-    r = run("demo", "--out", tmp_path / "demo", "--device", "cpu")
+    r = vpr("demo", "--out", tmp_path / "demo", "--device", "cpu")
     assert "offline replay:" in r.stdout and "frames/s" in r.stdout
     for name, n in (("mapping", 60), ("query", 30)):
         with AnyReader([tmp_path / "demo" / "bags" / name]) as rd:
@@ -385,7 +367,7 @@ def test_ros1_bags_work_the_same(street, street_map, tmp_path):
         ros1_bag(street / "database", tmp_path / "mapping.bag"),
         ros1_bag(street / "queries", tmp_path / "query.bag"),
     )
-    run(
+    vpr(
         "map",
         "build",
         "--bag",

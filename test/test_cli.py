@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-VPR = Path(sys.executable).with_name("vpr")
-
-
-def vpr(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(VPR)] if VPR.exists() else [sys.executable, "-m", "vpr_core.cli"]
-    r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300)
-    if ok:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def fails_with(r: subprocess.CompletedProcess, pattern: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert pattern in lines[0], lines[0]
+from conftest import assert_one_line_error, vpr
 
 
 def test_help():
@@ -97,7 +79,7 @@ def test_bad_image_folders(street, tmp_path, case, pattern):
         for f in files:
             f.unlink()
     out = tmp_path / "m.vprmap"
-    fails_with(vpr("map", "build", "--images", d, "--out", out, ok=False), pattern)
+    assert_one_line_error(vpr("map", "build", "--images", d, "--out", out, ok=False), pattern)
     assert not out.exists() and not list(tmp_path.glob(".m.vprmap*")), "half-written output left behind"
 
 
@@ -113,24 +95,24 @@ def test_huge_photo_is_downscaled(street, tmp_path):
 def test_bad_csv(tmp_path):
     csv = tmp_path / "db.csv"
     csv.write_text("image,latitude,longitude\na.jpg,1,2\n")
-    fails_with(
+    assert_one_line_error(
         vpr("map", "build", "--csv", csv, "--out", tmp_path / "m.vprmap", ok=False), "missing column(s) lat, lon"
     )
 
 
 def test_bad_maps(street, street_map, tmp_path):
     q = street / "queries"
-    fails_with(
+    assert_one_line_error(
         vpr("eval", "--map", street_map, "--queries", q, "--model", "cosplace", ok=False),
         "built with global model 'xfeat-vlad'",
     )
     cut = tmp_path / "cut.vprmap"
     cut.write_bytes(street_map.read_bytes()[:5000])
-    fails_with(vpr("eval", "--map", cut, "--queries", q, ok=False), "cut.vprmap")
+    assert_one_line_error(vpr("eval", "--map", cut, "--queries", q, ok=False), "cut.vprmap")
     evil = tmp_path / "evil.vprmap"
     evil.write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n(S'touch pwned'\ntR." * 3)
-    fails_with(vpr("eval", "--map", evil, "--queries", q, ok=False), "not a vpr map")
-    fails_with(vpr("eval", "--map", tmp_path / "nope.vprmap", "--queries", q, ok=False), "map not found")
+    assert_one_line_error(vpr("eval", "--map", evil, "--queries", q, ok=False), "not a vpr map")
+    assert_one_line_error(vpr("eval", "--map", tmp_path / "nope.vprmap", "--queries", q, ok=False), "map not found")
 
 
 def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
@@ -181,7 +163,7 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     vpr("eval", "--map", out, "--queries", street / "queries", "--threshold", 1.5, "--json", rep2, "-q")
     conf = json.loads(rep2.read_text())["mean_confidence"]
     assert 0.0 < conf < 1.0
-    fails_with(
+    assert_one_line_error(
         vpr(
             "calibrate",
             "--map",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -133,12 +131,10 @@ def test_reranker_conf_combines_explicit_knobs():
 
 
 def test_cli_refuses_out_of_range_with_one_line(tmp_path):
-    vpr = Path(sys.executable).parent / "vpr"
-    cmd = [str(vpr)] if vpr.exists() else [sys.executable, "-m", "vpr_core.cli"]
-    r = subprocess.run(
-        [*cmd, "eval", "--map", "m", "--queries", "q", "--rerank-k", "-5"], capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 2 and "--rerank-k: -5 is out of range" in r.stderr and "Traceback" not in r.stderr
+    from conftest import assert_one_line_error, vpr
+
+    r = vpr("eval", "--map", "m", "--queries", "q", "--rerank-k", "-5", ok=False)
+    assert_one_line_error(r, "--rerank-k: -5 is out of range")
 
 
 def test_choice_lists_exist_once():

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NET_RTOL, VPR, assert_one_line_error, assert_vectors_close, reduction_atol, vpr
 
 from vpr_core.eval.recall import evaluate
 from vpr_core.io.geoset import load_geoset
 from vpr_core.io.images import load_image
 from vpr_core.localize.localizer import Localizer
 
-VPR = str(Path(sys.executable).parent / "vpr")
 no_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device: TensorRT/CUDA paths need an NVIDIA GPU"
 )
@@ -38,7 +38,7 @@ def test_onnx_export_matches_eager(street_map, tmp_path):
 
     out = tmp_path / "m"
     r = subprocess.run(
-        [VPR, "export", "--map", str(street_map), "--format", "onnx", "--module", "all", "--out", str(out), "--check"],
+        [*VPR, "export", "--map", str(street_map), "--format", "onnx", "--module", "all", "--out", str(out), "--check"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -53,9 +53,12 @@ def test_onnx_export_matches_eager(street_map, tmp_path):
     x = loc.extractor.to_tensor([img])
     g, local = sess.run(None, {"image": x.numpy()})
     want, want_local = loc.extractor.describe_local(x)
-    assert np.abs(g - want).max() < 1e-4 and np.abs(local - want_local.numpy()).max() < 1e-4
-    assert np.linalg.norm(g, axis=1) == pytest.approx(1.0, abs=1e-5)
-    assert np.argmax(loc.map.descriptors @ g[0]) == 0  # the first map image finds itself through the ONNX graph
+    # fp32 on other kernels: the same directions (descriptor, every grid cell), unit norm, the same ranking
+    assert_vectors_close(g, want, NET_RTOL) and assert_vectors_close(local, want_local, NET_RTOL, axis=1)
+    assert np.linalg.norm(g, axis=1) == pytest.approx(1.0, abs=reduction_atol(g.shape[1]))
+    ranked = np.argsort(-(loc.map.descriptors.astype(np.float32) @ g[0]))
+    assert ranked[0] == 0  # the first map image finds itself through the ONNX graph
+    assert np.array_equal(ranked[:5], np.argsort(-(loc.map.descriptors.astype(np.float32) @ want[0]))[:5])
     # the DHE graph takes any number of candidates
     dhe = ort.InferenceSession(str(tmp_path / "m.dhe.onnx"), providers=["CPUExecutionProvider"])
     q = np.random.default_rng(0).random((1, 64, 9, 12), dtype=np.float32)
@@ -72,12 +75,9 @@ def test_export_errors_are_one_line(tmp_path):
         ),
         (["--format", "onnx"], "give --model NAME or --map MAP"),
     ):
-        r = subprocess.run(
-            [VPR, "export", *args, "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True, timeout=600
-        )
-        if not needle:
-            continue
-        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        r = vpr("export", *args, "--out", tmp_path / "x.onnx", ok=False)
+        if needle:
+            assert_one_line_error(r, needle)
     assert not (tmp_path / "x.onnx").exists()
 
 

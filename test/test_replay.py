@@ -60,8 +60,8 @@ def test_player_drives_the_node_on_sim_time(street, street_map, tmp_path):
 
 
 def test_play_reports_bad_input(tmp_path):
-    vpr = str(Path(sys.executable).parent / "vpr")
-    r = subprocess.run(
-        [vpr, "play", str(tmp_path / "missing")], env=ros_env(new_domain()), capture_output=True, text=True, timeout=60
+    from conftest import assert_one_line_error, vpr
+
+    assert_one_line_error(
+        vpr("play", tmp_path / "missing", env=ros_env(new_domain()), timeout=60, ok=False), "bag not found"
     )
-    assert r.returncode == 2 and "bag not found" in r.stderr and "Traceback" not in r.stderr

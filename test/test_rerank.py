@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_one_line_error, vpr
 
 from vpr_core.errors import VprError
 from vpr_core.models import build_global_model
@@ -18,8 +15,6 @@ from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
 from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
 from vpr_core.rerank.lighterglue import with_prior
-
-VPR = str(Path(sys.executable).parent / "vpr")
 
 torch.manual_seed(0)
 
@@ -440,13 +435,8 @@ def test_lighterglue_needs_sparse_features_and_real_weights(street, street_map, 
     with pytest.raises(MapError, match="--local sparse") as err:
         Localizer.from_file(street_map, device="cpu", reranker="lighterglue")
     assert str(err.value).startswith(f"{street_map}: ")  # the file that cannot serve it is named
-    r = subprocess.run(
-        [VPR, "eval", "--map", str(street_map), "--queries", str(street / "queries"), "--rerank", "lighterglue"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 2 and r.stderr.startswith(f"error: {street_map}: this map stores no sparse"), r.stderr
+    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "lighterglue", ok=False)
+    assert assert_one_line_error(r, "this map stores no sparse").startswith(f"error: {street_map}: ")
     bad = tmp_path / "lg.pt"
     torch.save({"transformers.0.self_attn.Wqkv.weight": torch.zeros(3, 3)}, bad)
     with pytest.raises(VprError, match="not a LighterGlue checkpoint"):

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, vpr
 
 from vpr_core.errors import VprError
 from vpr_core.localize.temporal import TEMPORAL_FILTERS, HmmFilter, Motion, OdomTrack, PlaceGrid, map_spacing
@@ -169,26 +170,31 @@ def test_odom_track_interpolates_distance_and_turn():
 
 @pytest.fixture(scope="module")
 def ordered_street(tmp_path_factory):
-    """A rendered street walked in order: 50 map frames 2 m apart, 50 darker, occluded, offset queries."""
+    """A rendered street walked in order: 50 map frames 2 m apart, 50 darker, occluded, offset queries, blurred and
+    noisy on top so that single frames are often wrong and the track has something to fix.
+
+    The effect over generator seeds 0-5 and 11 (single -> hmm R@1, in-process ``evaluate``): 86->94, 82->90,
+    88->94, 78->92, 82->94, 72->84 and 66->86 for seed 11, used here (tracked 72-90 %); the shuffled run equals
+    the single frames in every case. Seeds 0, 1, 11 gave the same figures at 1 thread and with ATen's AVX2 kernels
+    (``ATEN_CPU_CAPABILITY=avx2``), seeds 4, 5, 11 with its scalar ones (``default``)."""
+    import cv2
+
     from vpr_core.demo import generate
     from vpr_core.io.geoset import load_geoset
     from vpr_core.map.build import build_and_save
 
     root = tmp_path_factory.mktemp("ordered")
     generate(root, seed=11, n_map=50, n_query=50)
+    rng = np.random.default_rng(11)
+    for p in sorted((root / "queries").glob("*.jpg")):
+        img = cv2.GaussianBlur(cv2.imread(str(p)).astype(np.float32), (0, 0), 1.0) * 0.6
+        cv2.imwrite(str(p), (img + rng.normal(0, 10, img.shape)).clip(0, 255).astype(np.uint8))
     build_and_save(load_geoset(root / "database"), root / "m.vprmap", device="cpu", source=str(root / "database"))
     return root
 
 
 def test_eval_temporal_on_an_ordered_set(ordered_street, tmp_path):
     import json
-
-    from test_cli import vpr
-
-    def fails_with(r, pattern: str) -> None:  # one line naming the flag, exit status 2, never a traceback
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        lines = [ln for ln in r.stderr.splitlines() if "error:" in ln]
-        assert len(lines) == 1 and pattern in lines[0], r.stderr
 
     base = ["eval", "--map", ordered_street / "m.vprmap", "--queries", ordered_street / "queries", "--threshold", 3]
     reports = {}
@@ -202,13 +208,15 @@ def test_eval_temporal_on_an_ordered_set(ordered_street, tmp_path):
         reports[name] = json.loads(out.read_text())
         assert "R@1" in r.stdout
     single, hmm, shuffled = (reports[k]["recall@1"] for k in ("none", "hmm", "shuffled"))
-    assert hmm >= single + 4, (single, hmm)  # the track helps on ordered frames
+    # the track helps on ordered frames: by at least the smallest gain over the seeds measured (6 points)
+    assert hmm >= single + 6, (single, hmm)
     assert reports["hmm"]["tracked_pct"] > 50 and reports["hmm"]["temporal"] == "hmm"
-    assert shuffled >= single - 5 and reports["shuffled"]["tracked_pct"] < 10  # unordered: back to single frames
-    fails_with(vpr(*base, "--temporal", "kalman", ok=False), "--temporal")
-    fails_with(vpr(*base, "--temporal-set", "max_sped=3", ok=False), "max_sped")
-    fails_with(vpr(*base, "--frame-period", "0", ok=False), "--frame-period")
-    fails_with(vpr(*base, "--odom-topic", "/odom", ok=False), "--odom-topic needs --bag")
+    # unordered: back to single frames (equal in every run measured; 2 queries of slack)
+    assert shuffled >= single - 4 and reports["shuffled"]["tracked_pct"] < 10
+    assert_one_line_error(vpr(*base, "--temporal", "kalman", ok=False), "--temporal")
+    assert_one_line_error(vpr(*base, "--temporal-set", "max_sped=3", ok=False), "max_sped")
+    assert_one_line_error(vpr(*base, "--frame-period", "0", ok=False), "--frame-period")
+    assert_one_line_error(vpr(*base, "--odom-topic", "/odom", ok=False), "--odom-topic needs --bag")
 
 
 def test_queries_come_in_recorded_order(tmp_path):

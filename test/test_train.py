@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import VPR, assert_one_line_error
+from conftest import vpr as run_vpr
 
 from vpr_core.rerank.dhe import DHEHead, load_dhe_head
 from vpr_core.train.dhe import DEFAULTS, PairSource, init_identity, train_dhe
@@ -95,9 +95,8 @@ def test_resume_is_exact(street, tmp_path):
 
 def test_kill_during_save_leaves_checkpoint_loadable(street, tmp_path):
     ckpt = tmp_path / "k.torch"
-    vpr = Path(sys.executable).with_name("vpr")
     cmd = [
-        str(vpr),
+        *VPR,
         "train",
         "dhe",
         "--images",
@@ -279,28 +278,10 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     from vpr_core.map.format import load_map
     from vpr_core.rerank.dhe import SHIPPED_HEADS, WEIGHTS_DIR
 
-    vpr = Path(sys.executable).parent / "vpr"
     out = tmp_path / "adapted.vprmap"
-    r = subprocess.run(
-        [
-            str(vpr),
-            "map",
-            "adapt",
-            str(street_map),
-            "--out",
-            str(out),
-            "--iterations",
-            "3",
-            "--batch-size",
-            "2",
-            "--log",
-            str(tmp_path / "a.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_vpr(
+        "map", "adapt", street_map, "--out", out, "--iterations", 3, "--batch-size", 2, "--log", tmp_path / "a.jsonl"
     )
-    assert r.returncode == 0, r.stderr
     m = load_map(out)
     assert m.info["dhe_adapted"] == {"iterations": 3, "images": 24, "init": "shipped"}
     shipped = torch.load(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"], weights_only=True)
@@ -321,16 +302,6 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     shutil.copytree(street / "database", moved)
     (moved / m.names[0]).unlink()
     before = out.read_bytes()
-    r = subprocess.run(
-        [str(vpr), "map", "adapt", str(out), "--images", str(moved), "--iterations", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert (
-        r.returncode == 2
-        and "1 of the map's 24 images are missing" in r.stderr
-        and "--images" in r.stderr
-        and "Traceback" not in r.stderr
-    )
+    r = run_vpr("map", "adapt", out, "--images", moved, "--iterations", 1, ok=False)
+    assert_one_line_error(r, "1 of the map's 24 images are missing", "--images")
     assert out.read_bytes() == before
