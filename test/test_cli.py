@@ -84,12 +84,23 @@ def test_bad_image_folders(street, tmp_path, case, pattern):
 
 
 def test_huge_photo_is_downscaled(street, tmp_path):
+    from vpr_core.io.images import MAX_SIDE, load_image
+    from vpr_core.map.format import load_map
+
     d = tmp_path / "db"
     files = copy_db(street, d)
     img = cv2.resize(cv2.imread(str(files[0])), (4000, 3000))
     img = (img.astype(np.int16) + np.random.default_rng(0).integers(-3, 3, img.shape)).clip(0, 255).astype(np.uint8)
     cv2.imwrite(str(files[0]), img)  # 12 megapixels
+    assert load_image(files[0]).shape == (MAX_SIDE * 3 // 4, MAX_SIDE, 3)  # area-downscaled as it is decoded
     vpr("map", "build", "--images", d, "--out", tmp_path / "m.vprmap")
+    from vpr_core.localize.localizer import Localizer
+
+    loc = Localizer(load_map(tmp_path / "m.vprmap"), device="cpu")
+    assert len(loc.map) == 6
+    # described as the place it shows: the original small frame of that place finds it first
+    best = loc.localize(load_image(street / "database" / files[0].name)).matches[0].index
+    assert loc.map.names[best] == files[0].name
 
 
 def test_bad_csv(tmp_path):

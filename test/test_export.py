@@ -44,7 +44,7 @@ def test_onnx_export_matches_eager(street_map, tmp_path):
         timeout=600,
     )
     assert r.returncode == 0, r.stderr
-    assert "global:" in r.stdout and "dhe:" in r.stdout and r.stdout.count("max abs error") == 2
+    assert "global:" in r.stdout and "dhe:" in r.stdout and r.stdout.count("max error") == 2
     # the global graph: float32 NCHW RGB in [0, 1] at the configured size -> the map's descriptor (vocabulary baked in)
     sess = ort.InferenceSession(str(tmp_path / "m.global.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["image"] and sess.get_inputs()[0].shape == [1, 3, 240, 320]
@@ -89,8 +89,8 @@ def test_onnxruntime_backend_agrees_and_caches(street, street_map, engine_cache)
     loc = Localizer.from_file(street_map, device="cpu", backend="onnxruntime", reranker="ransac")
     ort_rep, est = evaluate(loc, q, 5.0, progress=False)
     assert ort_rep["backend"] == "onnxruntime-fp32" and not loc.runner.fallbacks
-    for k in ("recall@1", "recall@5", "median_error_m"):
-        assert ort_rep[k] == pytest.approx(eager[k], abs=1e-6), k
+    assert (ort_rep["recall@1"], ort_rep["recall@5"]) == (eager["recall@1"], eager["recall@5"])
+    assert ort_rep["median_error_m"] == pytest.approx(eager["median_error_m"], abs=0.01)  # 1 cm on a 2 m map
     cached = list(engine_cache.glob("*.onnx"))
     assert len(cached) == 1 and loc.map.fingerprint in cached[0].name and "1x3x240x320" in cached[0].name
     mtime = cached[0].stat().st_mtime_ns
@@ -118,7 +118,9 @@ def test_onnxruntime_backend_serves_a_wide_camera(street, street_map, engine_cac
 
     x = torch.randn(2, 8, 26, 46)
     for size in ((30, 40), (9, 12), (26, 46)):
-        assert torch.allclose(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size), atol=1e-6)
+        # two matrix products (rows, then columns): sums of at most H + W terms of |x| <= max|x|
+        tol = reduction_atol(sum(x.shape[-2:]), float(x.abs().max()))
+        assert torch.allclose(adaptive_avg_pool(x, size), F.adaptive_avg_pool2d(x, size), rtol=0, atol=tol)
     with torch.inference_mode():  # the bin matrices are cached: one first made while localizing still trains
         adaptive_avg_pool(torch.randn(1, 8, 27, 47), (30, 40))
     x = torch.randn(1, 8, 27, 47, requires_grad=True)
@@ -132,7 +134,8 @@ def test_onnxruntime_backend_serves_a_wide_camera(street, street_map, engine_cac
     a, b = eager.localize(img), loc.localize(img)
     assert loc.runner.name == "onnxruntime-fp32" and not loc.runner.fallbacks, loc.runner.fallbacks
     assert [m.index for m in a.matches] == [m.index for m in b.matches]
-    assert [m.score for m in b.matches] == pytest.approx([m.score for m in a.matches], abs=1e-4)
+    # scores are cosines of unit descriptors: |d cos| <= |d descriptor|
+    assert [m.score for m in b.matches] == pytest.approx([m.score for m in a.matches], abs=NET_RTOL)
 
 
 def test_tensorrt_request_falls_back_on_cpu(street_map):
@@ -151,7 +154,7 @@ def test_torch_topk_search_matches_faiss():
     q = db[[3, 77]] + 0.01 * rng.normal(size=(2, 64)).astype(np.float32)
     s1, i1 = Index(db).search(q, 5)
     s2, i2 = TorchIndex(db, "cpu").search(q, 5)
-    assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-5) and i1[0, 0] == 3
+    assert np.array_equal(i1, i2) and np.allclose(s1, s2, rtol=0, atol=reduction_atol(64)) and i1[0, 0] == 3
     assert isinstance(make_index(db, device=torch.device("cpu")), Index)  # CPU: faiss
     assert isinstance(make_index(db, retrieval="torch"), TorchIndex)
 

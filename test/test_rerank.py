@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_one_line_error, vpr
+from conftest import assert_one_line_error, assert_vectors_close, reduction_atol, vpr
 
 from vpr_core.errors import VprError
 from vpr_core.models import build_global_model
@@ -106,7 +106,7 @@ def test_dhe_cct_layout_and_strict_load(tmp_path):
     m2 = build_global_model("dhe-cct", {"weights": str(p)})
     g, loc = m2.describe(torch.rand(1, 3, 384, 384))
     assert m2.trained and g.shape == (1, 384) and loc.shape == (1, 384, 24, 24)
-    assert torch.allclose(loc.norm(dim=1), torch.ones(1, 24, 24), atol=1e-4)
+    assert torch.allclose(loc.norm(dim=1), torch.ones(1, 24, 24), rtol=0, atol=reduction_atol(loc.shape[1]))
 
 
 # torchvision trunks: resnet50 minus layer4/avgpool/fc, vgg16.features, alexnet.features (minus ReLU+pool)
@@ -150,8 +150,15 @@ def test_dlt_recovers_known_homography():
     src = torch.tensor([[10.0, 20.0], [300.0, 15.0], [290.0, 230.0], [25.0, 210.0]])
     dst = torch.cat([src, torch.ones(4, 1)], 1) @ h.T
     dst = dst[:, :2] / dst[:, 2:]
-    est = dlt(src[None], dst[None])[0]
-    assert torch.allclose(est / est[2, 2], h, atol=1e-4)
+    est = dlt(src[None], dst[None])[0].double()
+    # what a homography is for: where it maps points of the 320x240 frame (fp32 DLT: 9e-5 px here)
+    grid = torch.cartesian_prod(torch.linspace(0, 320, 9), torch.linspace(0, 240, 7)).double()
+
+    def apply(m: torch.Tensor) -> torch.Tensor:
+        p = torch.cat([grid, torch.ones(len(grid), 1, dtype=grid.dtype)], 1) @ m.T
+        return p[:, :2] / p[:, 2:]
+
+    assert float((apply(est) - apply(h.double())).norm(dim=1).max()) < 1e-2
 
 
 def test_correlation_index_order_by_hand():
@@ -203,7 +210,7 @@ def test_rerankers_are_registered_and_batched():
     same = cands.clone()
     same[2] = q
     s = build_reranker("geowarp").score(q, same).scores
-    assert int(s.argmax()) == 2 and float(s[2]) == pytest.approx(225.0, abs=1e-3)
+    assert int(s.argmax()) == 2 and float(s[2]) == pytest.approx(225.0, abs=reduction_atol(225, 225.0))
 
 
 @pytest.mark.parametrize("name", ["ransac", "dhe", "geowarp"])
@@ -271,8 +278,8 @@ def test_xfeat_sparse_matches_the_reference_detector():
     ours = {tuple(p): d for p, d in zip(kp[0, :n].int().tolist(), desc[0, :n])}  # ties may come in another order
     theirs = {tuple(p): d for p, d in zip(ref["keypoints"].int().tolist(), ref["descriptors"])}
     assert set(ours) == set(theirs)
-    worst = max(float((ours[k] - theirs[k]).abs().max()) for k in ours)
-    assert worst < 1e-3, worst
+    keys = sorted(ours)
+    assert_vectors_close(torch.stack([ours[k] for k in keys]), torch.stack([theirs[k] for k in keys]), 1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +400,8 @@ def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, s
     inl = lg.reranker.rerank_image(img, ids).inliers
     assert [x.inliers for x in top] == inl.tolist() and e.inliers == int(inl[0])
     want = spread_units(d) + torch.log1p(inl.double())
-    assert np.allclose([x.rerank_score for x in top], want.numpy(), atol=1e-6)
+    # the same arithmetic on the same K candidates in one process: equal up to the float64 sum
+    assert np.allclose([x.rerank_score for x in top], want.numpy(), rtol=0, atol=1e-9)
 
     with pytest.raises(MapError, match="--local sparse"):
         Localizer.from_file(street_map, device="cpu", reranker="dhe+lighterglue")

@@ -55,8 +55,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             resolve(mod, args), args.format, path, precision=args.precision, check=args.check, device=args.device
         )
         line = f"{mod}: {path} ({args.format}; inputs {rec['inputs']})"
-        if "max_abs_error" in rec:
-            line += f"; onnxruntime vs eager max abs error {rec['max_abs_error']:.2e} (tolerance {rec['tolerance']:g})"
+        if "max_error" in rec:
+            unit = "px" if mod == "dhe" else "relative"
+            line += f"; onnxruntime vs eager max error {rec['max_error']:.2e} {unit} (tolerance {rec['tolerance']:g})"
         if "compile_s" in rec:
             trt = f"TensorRT {rec['tensorrt']}, {rec['precision']}"
             line += f"; compiled in {rec['compile_s']:.1f} s on {rec['gpu']} ({trt})"
