@@ -218,11 +218,12 @@ def test_damaged_checkpoint_sets_are_refused(street, tmp_path):
 
 def test_leftovers_of_a_kill_are_removed(street, street_map, tmp_path):
     """Temporaries of a dead writer (pid gone) are deleted by the next write of the same target; a map-images
-    folder whose map never appeared is replaced, not in the way."""
+    folder whose map never appeared is replaced, not in the way; one a finished map owns is never deleted."""
     from vpr_core.io.bags import FixSample, write_run_bag
     from vpr_core.io.files import atomic_write
     from vpr_core.io.geoset import load_geoset
-    from vpr_core.map.build import build_map_from_bag
+    from vpr_core.map.build import build_map_from_bag, extract_map_images
+    from vpr_core.map.format import load_map
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -241,10 +242,19 @@ def test_leftovers_of_a_kill_are_removed(street, street_map, tmp_path):
     fixes = [FixSample(t0 + i * 10**9, float(geo.lat[i]), float(geo.lon[i])) for i in range(6)]
     bag = write_run_bag(tmp_path / "run", images, fixes)
     out = tmp_path / "bagmap.vprmap"
-    build_map_from_bag(bag, "/camera/image", "/gps/fix", out, progress=False, device="cpu")
-    out.unlink()  # as if killed after the images folder was renamed, before the map was written
+    # what a build killed after extracting the frames, while describing them, leaves: the folder, no map
+    extract_map_images(bag, "/camera/image", "/gps/fix", Path(f"{out}.images"), progress=False, map_path=out)
     m, _, _ = build_map_from_bag(bag, "/camera/image", "/gps/fix", out, progress=False, device="cpu")
-    assert out.exists() and len(m) == 6
+    assert out.exists() and len(m) == 6 and m.info["images_id"]
+
+    # a complete map's folder is its data, wherever the map went: moving the map and building again under the
+    # old name must not delete the moved map's only copy of its frames
+    moved = tmp_path / "moved.vprmap"
+    out.rename(moved)
+    r = vpr("map", "build", "--bag", bag, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix", "--out", out)
+    assert_one_line_error(r, f"{out}.images", "--images-out")
+    assert sorted(p.name for p in Path(f"{out}.images").glob("*.jpg")) == sorted(Path(p).name for p in m.names)
+    assert load_map(moved).info["images_id"] == m.info["images_id"]
 
 
 def test_crafted_engine_file_cannot_run_code(tmp_path):

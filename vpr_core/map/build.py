@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from ..errors import VprError
 from ..geodesy import LocalFrame, utm_name_fields
 from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
-from ..io.files import staged
+from ..io.files import atomic_write, staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
 from .codec import GRID_CODECS, grid_pq_conf
 from .describe import describe_share, prepare_model
@@ -175,8 +176,10 @@ def extract_map_images(
 
     ``bag`` may be several bags (a fleet's runs): their frames go to the one folder, in the order given, each
     bag's fixes in its own ENU frame before the WGS-84 names are written. The folder carries a marker naming
-    ``map_path``: a folder whose map never appeared (the build was killed between the two renames) is recognised
-    as a leftover and replaced. Returns the first bag's frame, the summed skips and frames seen.
+    ``map_path`` and an id, marked complete (``mark_images_complete``) just before the map that owns it is saved
+    with the same id: only an incomplete folder whose map never appeared (a build killed while extracting or
+    describing) is a leftover and replaced; a complete one is never deleted, whatever happened to its map since.
+    Returns the first bag's frame, the summed skips and frames seen.
     """
     bags = list(bag) if isinstance(bag, list | tuple) else [bag]
     out_dir = Path(out_dir)
@@ -192,7 +195,8 @@ def extract_map_images(
         out_dir.rmdir()  # empty (checked above): replaced by the staged folder
     with staged(out_dir) as tmp:
         tmp.mkdir()
-        (tmp / IMAGES_MARKER).write_text(json.dumps({"map": str(Path(map_path).resolve()) if map_path else None}))
+        owner = str(Path(map_path).resolve()) if map_path else None
+        (tmp / IMAGES_MARKER).write_text(json.dumps({"map": owner, "id": uuid.uuid4().hex, "complete": False}))
         total = sum(src.num_images for src in sources)
         bar = tqdm(total=total, desc="bag frames", unit="img", disable=not progress)
         for src in sources:
@@ -225,13 +229,30 @@ def extract_map_images(
 IMAGES_MARKER = ".vpr-map-images"
 
 
-def _orphaned_images(folder: Path) -> bool:
-    """A map-images folder whose map does not exist: what a build killed before saving the map leaves."""
+def _images_marker(folder: Path) -> dict[str, Any]:
     try:
-        owner = json.loads((folder / IMAGES_MARKER).read_text()).get("map")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(owner) and not Path(owner).exists()
+        marker = json.loads((folder / IMAGES_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _orphaned_images(folder: Path) -> bool:
+    """A map-images folder that no map can reference: a build killed before it finished, whose map does not
+    exist. Folders of older versions (no ``complete`` field) and complete ones are never orphans: their map may
+    have been moved."""
+    marker = _images_marker(folder)
+    owner = marker.get("map")
+    return marker.get("complete") is False and isinstance(owner, str) and bool(owner) and not Path(owner).exists()
+
+
+def mark_images_complete(folder: Path) -> str:
+    """Mark a map-images folder as referenced by a map (before that map is saved); returns the id both carry."""
+    marker = _images_marker(folder)
+    marker["complete"] = True
+    marker.setdefault("id", uuid.uuid4().hex)
+    atomic_write(folder / IMAGES_MARKER, lambda p: p.write_text(json.dumps(marker)))
+    return str(marker["id"])
 
 
 def build_map_from_bag(
@@ -256,6 +277,7 @@ def build_map_from_bag(
     if build_kw.get("ray"):
         build_kw.setdefault("work_dir", Path(f"{out}.parts"))
     m = build_map(make_geoset(images), source=str(images_out), **build_kw)
+    m.info["images_id"] = mark_images_complete(images_out)  # from here on the folder is never a leftover
     m.info["bag"] = {
         "path": [str(b) for b in bag] if isinstance(bag, list | tuple) else str(bag),
         "image_topic": image_topic,
