@@ -323,6 +323,36 @@ def test_large_images(tmp_path):
         load_image(tmp_path / "cut.jpg")
 
 
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".tif", ".webp", ".bmp", ".ppm", ".pgm"])
+def test_every_format_is_size_checked_before_decoding(ext):
+    """Each format decoded has its header read for the pixel limit (a 15000x15000 WebP is 8.6 KB); the size read
+    is the true one, and a format whose size cannot be read (GIF, HDR, JPEG 2000, ...) is refused."""
+    from vpr_core.errors import ImageError
+    from vpr_core.io.images import decode_image, encoded_size
+
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    data = cv2.imencode(ext, img[:, :, 0] if ext == ".pgm" else img)[1].tobytes()
+    assert encoded_size(data) == (300, 200)
+    assert decode_image(data, "cam").shape == (200, 300, 3)
+    with pytest.raises(ImageError, match=r"^cam: 300x200 is 0 megapixels, above the 0.05 MP limit"):
+        decode_image(data, "cam", limit_mp=0.05)
+
+
+def test_formats_without_a_readable_size_are_refused():
+    from vpr_core.errors import ImageError
+    from vpr_core.io.images import decode_image
+
+    gif = b"GIF89a" + struct.pack("<HH", 20000, 20000) + b"\x00" * 32
+    for data, needle in (
+        (gif, "not an image format that can be size-checked"),
+        (b"#?RADIANCE\n" + b"\x00" * 64, "not an image format that can be size-checked"),
+        (b"II*\x00" + struct.pack("<I", 10**6), "TIFF header cannot be read"),  # its directory is past the end
+        (b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x00" * 4, "WebP header cannot be read"),
+    ):
+        with pytest.raises(ImageError, match=needle):
+            decode_image(data, "x")
+
+
 def test_map_integrity_is_checked_on_load(street_map, tmp_path):
     from vpr_core.errors import MapError
     from vpr_core.localize.localizer import Localizer

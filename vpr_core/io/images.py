@@ -3,12 +3,14 @@
 Everything downstream takes ``uint8`` RGB arrays of shape (H, W, 3). Large inputs
 (12 MP phone photos) are downscaled right after decoding so that memory stays
 bounded. Encoded images above ``MAX_MEGAPIXELS`` are refused from their header,
+(every format decoded has its header read; formats whose size cannot be read are refused)
 before any decoding (a 20000x20000 PNG would otherwise take seconds and gigabytes).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -60,12 +62,7 @@ def to_rgb(img: np.ndarray, source: str = "image") -> np.ndarray:
     return np.ascontiguousarray(_limit_size(img))
 
 
-def encoded_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding; None for other formats or no header."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
-        return None
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i = 2
     while i + 9 < len(data):
         if data[i] != 0xFF:
@@ -84,6 +81,101 @@ def encoded_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD, the image OpenCV decodes."""
+    order = "little" if data[:2] == b"II" else "big"
+    u16 = lambda o: int.from_bytes(data[o : o + 2], order)  # noqa: E731
+    u32 = lambda o: int.from_bytes(data[o : o + 4], order)  # noqa: E731
+    if u16(2) != 42 or len(data) < 8:  # BigTIFF (43) and others: not checked, so refused
+        return None
+    ifd = u32(4)
+    if ifd + 2 > len(data):
+        return None
+    size: dict[int, int] = {}
+    for k in range(u16(ifd)):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(data):
+            break
+        tag, typ = u16(e), u16(e + 2)
+        if tag in (256, 257):
+            size[tag] = u16(e + 8) if typ == 3 else u32(e + 8)  # SHORT or LONG, stored in the value field
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: canvas size minus one, 24 bits each
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14 bits each, minus one
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
+
+
+def _pnm_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a P1-P6 header (whitespace and comments between the fields)."""
+    fields: list[int] = []
+    i, n = 2, min(len(data), 4096)
+    while len(fields) < 2 and i < n:
+        c = data[i : i + 1]
+        if c == b"#":
+            while i < n and data[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isdigit():
+            j = i
+            while j < n and data[j : j + 1].isdigit():
+                j += 1
+            fields.append(int(data[i:j]))
+            i = j
+            continue
+        elif not c.isspace():
+            return None
+        i += 1
+    return (fields[0], fields[1]) if len(fields) == 2 else None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 26:
+        return None
+    if int.from_bytes(data[14:18], "little") == 12:  # OS/2 core header: 16-bit sizes
+        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+    w = int.from_bytes(data[18:22], "little", signed=True)
+    h = int.from_bytes(data[22:26], "little", signed=True)  # negative: rows stored top-down
+    return abs(w), abs(h)
+
+
+#: The encoded formats decoded, by their leading bytes, each with its header reader (width, height). Every
+#: other format OpenCV would decode (GIF, AVIF, JPEG 2000, HDR, PFM, Sun raster, ...) is refused: its size
+#: cannot be checked before decoding, so it could be a decompression bomb.
+IMAGE_FORMATS: dict[str, tuple[tuple[bytes, ...], Callable[[bytes], tuple[int, int] | None]]] = {
+    "JPEG": ((b"\xff\xd8",), _jpeg_size),
+    "PNG": ((b"\x89PNG\r\n\x1a\n",), lambda d: (int.from_bytes(d[16:20], "big"), int.from_bytes(d[20:24], "big"))),
+    "TIFF": ((b"II*\x00", b"MM\x00*"), _tiff_size),
+    "WebP": ((b"RIFF",), lambda d: _webp_size(d) if d[8:12] == b"WEBP" else None),
+    "BMP": ((b"BM",), _bmp_size),
+    "PNM": (tuple(b"P%d" % k for k in range(1, 7)), _pnm_size),
+}
+
+
+def image_format(data: bytes) -> str | None:
+    """The format name of ``IMAGE_FORMATS`` whose signature starts ``data``, else None."""
+    for name, (signatures, _) in IMAGE_FORMATS.items():
+        if data.startswith(signatures):
+            return name
+    return None
+
+
+def encoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a format in ``IMAGE_FORMATS`` without decoding; None for other formats
+    or a header that cannot be read."""
+    fmt = image_format(data)
+    if fmt is None or len(data) < 24:
+        return None
+    return IMAGE_FORMATS[fmt][1](data)
+
+
 def jpeg_complete(data: bytes) -> bool:
     """A JPEG has a scan that ends with an end-of-image marker; bytes after it (phones write some) are fine."""
     sos = data.rfind(b"\xff\xda")  # no scan at all: cut inside the headers
@@ -95,9 +187,18 @@ def decode_image(data: bytes, source: str = "image", limit_mp: float | None = No
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f"{source}: empty file; re-export or remove it")
-    size = encoded_size(bytes(data[:65536]))
+    head = bytes(data[:65536])
+    fmt = image_format(head)
+    if fmt is None:
+        raise ImageError(
+            f"{source}: not an image format that can be size-checked before decoding "
+            f"({', '.join(IMAGE_FORMATS)}); convert it to JPEG or PNG"
+        )
+    size = encoded_size(bytes(data) if fmt == "TIFF" else head)  # a TIFF's directory may sit at its end
+    if size is None:
+        raise ImageError(f"{source}: {fmt} header cannot be read (corrupt or truncated); re-export or remove it")
     limit = max_megapixels() if limit_mp is None else limit_mp
-    if size is not None and size[0] * size[1] > limit * 1e6:
+    if size[0] * size[1] > limit * 1e6:
         raise ImageError(
             f"{source}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, above the {limit:g} MP limit "
             "(VPR_MAX_MEGAPIXELS); downscale it first"
