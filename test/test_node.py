@@ -248,6 +248,9 @@ def test_incompatible_qos_is_reported(street_map, tmp_path):
         ({"reranker": "magic"}, "reranker='magic' is unknown"),
         ({"reranker": "ransac", "reranker_weights": "/x.torch"}, "takes no weights"),
         ({"reranker": "dhe", "reranker_weights": "/nonexistent/h.torch"}, "checkpoint not found"),
+        # rcl refuses these only when subscribing: checked at configure, so autostart exits and respawn acts
+        ({"image_topic": "bad topic!"}, "parameter image_topic: 'bad topic!' is not a valid ROS topic name"),
+        ({"odom_topic": "1/bad//x", "temporal": "hmm"}, "parameter odom_topic: '1/bad//x' is not a valid ROS"),
     ],
 )
 def test_startup_failures(street_map, tmp_path, params, message):

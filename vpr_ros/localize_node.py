@@ -134,20 +134,27 @@ class VprLocalizer(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self.settings
-        topic = self.resolve_topic_name(s.image_topic)
         msg_type = CompressedImage if s.input == "compressed" else Image
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self.sub = self.create_subscription(
-            msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events
-        )
+        want_odom = bool(s.odom_topic) and self.localizer is not None and self.localizer.temporal is not None
+        try:  # names are checked at configure; whatever rcl still refuses fails the transition, said once
+            topic = self.resolve_topic_name(s.image_topic)
+            self.sub = self.create_subscription(
+                msg_type, s.image_topic, self._on_image, IMAGE_QOS[s.image_qos], event_callbacks=events
+            )
+            if want_odom:
+                self.odom = OdomTrack()
+                self.odom_sub = self.create_subscription(Odometry, s.odom_topic, self._on_odom, OUT_QOS)
+        except (RCLError, RuntimeError, ValueError, rclpy.exceptions.InvalidTopicNameException) as e:
+            self._stop_input()
+            self.health.config_error = f"cannot subscribe: {str(e).splitlines()[0]}"
+            self.get_logger().error(f"cannot activate: {self.health.config_error}")
+            return FAILURE
         self.topic = topic
         if self.localizer is not None:
             self.localizer.reset()  # a track does not survive a pause
         self.prev_stamp = None
-        if s.odom_topic and self.localizer is not None and self.localizer.temporal is not None:
-            self.odom = OdomTrack()
-            self.odom_sub = self.create_subscription(Odometry, s.odom_topic, self._on_odom, OUT_QOS)
-        elif s.odom_topic:
+        if s.odom_topic and not want_odom:
             self.get_logger().warning(f"odom_topic {s.odom_topic} is ignored: temporal is none")
         self.health.state = "active"
         self.get_logger().info(
@@ -422,13 +429,15 @@ def main(argv: list[str] | None = None) -> int:
         logger.fatal(f"cannot start: {str(e).splitlines()[0]}")
         rclpy.try_shutdown()
         return 1
-    if node.get_parameter("autostart").value:
-        if node.trigger_configure() != SUCCESS:  # on_configure logged the one-line reason
-            node.stop()
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-        node.trigger_activate()
+    # with autostart, a transition that fails (its callback logged the one-line reason) ends the process with
+    # status 1, so that a launch file's `respawn` or a supervisor sees it: never a live but deaf node
+    if node.get_parameter("autostart").value and (
+        node.trigger_configure() != SUCCESS or node.trigger_activate() != SUCCESS
+    ):
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

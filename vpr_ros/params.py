@@ -7,10 +7,12 @@ description, range, choices and whether it may change at run time are written on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -155,6 +157,27 @@ def declare(node) -> None:
         node.declare_parameter(name, default, desc)
 
 
+def check_topics(node, settings: NodeSettings) -> None:
+    """Every ``*_topic`` setting is a valid ROS name: rcl would otherwise refuse it only when the subscription is
+    made (on activate), and a node started with ``autostart`` would sit configured and deaf."""
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    for name in (f.name for f in dataclasses.fields(settings) if f.name.endswith("_topic")):
+        value = getattr(settings, name)
+        if not value:
+            continue
+        try:
+            validate_topic_name(value)
+            node.resolve_topic_name(value)
+        except (InvalidTopicNameException, RCLError, ValueError) as e:
+            why = str(e).splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+            raise VprError(
+                f"parameter {name}: {value!r} is not a valid ROS topic name ({why}); "
+                "use letters, digits, '_' and '/' (e.g. /camera/image_raw)"
+            ) from None
+
+
 def read(node) -> tuple[NodeSettings, LocalizerConfig]:
     """The declared parameters as the two config objects, validated (one-line VprError naming the parameter)."""
     values = {name: node.get_parameter(name).value for name in PARAMETERS}
@@ -164,4 +187,5 @@ def read(node) -> tuple[NodeSettings, LocalizerConfig]:
         raise VprError(
             "parameter map_path is empty; pass -p map_path:=/path/to/route.vprmap (build one with 'vpr map build')"
         )
+    check_topics(node, settings)
     return settings, from_surface(LocalizerConfig, values, "ros").validate("ros")
