@@ -41,7 +41,14 @@ from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import ImageError, VprError
 from vpr_core.localize.localizer import Estimate, Localizer
-from vpr_core.localize.outputs import fix_fields, fix_frame_id, publishes_pose
+from vpr_core.localize.outputs import (
+    STATUS_FIX,
+    fix_fields,
+    fix_frame_id,
+    output_fault,
+    published_confidence,
+    publishes_pose,
+)
 from vpr_core.localize.temporal import OdomTrack
 from vpr_core.online.debug_view import DebugView
 from vpr_core.online.health import Health, ProblemLog
@@ -96,8 +103,9 @@ class VprLocalizer(LifecycleNode):
         try:
             s, c = read(self)
             self.localizer = Localizer.from_file(s.map_path, c)
-        except (VprError, OSError) as e:
-            self.health.config_error = str(e).splitlines()[0]
+        except Exception as e:  # noqa: BLE001 - a node never dies silently: anything else is logged as a bug
+            text = str(e) if isinstance(e, VprError | OSError) else f"{type(e).__name__}: {e} (a bug; please report it)"
+            self.health.config_error = (text.splitlines() or [type(e).__name__])[0]
             self.get_logger().error(f"cannot configure: {self.health.config_error}")
             return FAILURE
         self.settings, self.config, self.health.config_error = s, c, ""
@@ -353,15 +361,20 @@ class VprLocalizer(LifecycleNode):
         min_conf = float(self.get_parameter("min_confidence").value)
         s = self.settings
         ff = fix_fields(est, min_conf)
+        fault = output_fault(est)
+        if fault is not None:  # published as NO_FIX with finite numbers; said once per period, one severity here
+            text = f"estimate not published as a fix: {fault}"
+            if self.problems.should_log(text):
+                self.get_logger().warning(text)
         fix_header = Header(stamp=header.stamp, frame_id=fix_frame_id(s.fix_frame_id, header.frame_id))
         self.pubs["fix"].publish(navsatfix(ff, fix_header))
         if publishes_pose(ff, s.publish_pose_when_lost):
             self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
-        self.pubs["confidence"].publish(Float32(data=float(est.confidence)))
+        self.pubs["confidence"].publish(Float32(data=published_confidence(est)))
         if "debug" in self.pubs:
             view = self.debug_view.render(rgb, est, min_conf, self.localizer.reranker.name)
             self.pubs["debug"].publish(rgb_to_image(view, header))
-        return est.confidence >= min_conf
+        return ff.status == STATUS_FIX
 
     # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -138,6 +138,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..map.format import verify_map
+
+    r = verify_map(args.map)
+    images = f"; image folder {r['images']} is this map's" if "images" in r else ""
+    sums = f"{r['checksummed']} of {r['arrays']} arrays match their checksums"
+    if r["checksummed"] < r["arrays"]:
+        sums += " (the others were written without one: rebuild to protect them)"
+    print(f"{args.map}: OK: {sums}; {r['bytes'] / 2**20:.1f} MiB of finite values, shapes and references{images}")
+    return 0
+
+
 def add(sub: argparse._SubParsersAction) -> None:
     mp = sub.add_parser("map", help="build or inspect a map").add_subparsers(dest="map_command", required=True)
     b = mp.add_parser(
@@ -264,3 +276,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("map", metavar="MAP")
     i.set_defaults(func=cmd_info)
+
+    v = mp.add_parser(
+        "verify",
+        help="check a map file end to end",
+        description="Check every array of a map against its stored checksum (flipped bits), its shapes and values "
+        "(no NaN/Inf), and its image folder; one line: OK, or the first fault (exit 2).",
+    )
+    v.add_argument("map", metavar="MAP")
+    v.set_defaults(func=cmd_verify)

@@ -231,15 +231,18 @@ def read_fixes(reader, conns, bag: str | Path, max_fix_std: float, skips: Skips)
     rows: list[tuple[int, float, float, float, str]] = []
     for _, t, msg in _messages(reader, conns, skips, bag):
         lat, lon, alt = float(msg.latitude), float(msg.longitude), float(msg.altitude)
+        if not (math.isfinite(alt) and abs(alt) <= 1e5):  # Inf, NaN or beyond 100 km: altitude unknown
+            alt = math.nan
         reason = ""
         if int(msg.status.status) < 0:
             reason = "NO_FIX"
         elif not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
             reason = "NaN/invalid fix"
         elif int(msg.position_covariance_type) != 0:
-            cov = np.asarray(msg.position_covariance, dtype=np.float64)
-            std = math.sqrt(max(cov[0], cov[4])) if np.isfinite(cov[[0, 4]]).all() else math.inf
-            if std > max_fix_std:
+            cov = np.asarray(msg.position_covariance, dtype=np.float64)[[0, 4]]
+            # a negative variance is how some drivers say "unknown" (as type 0 does): the fix is not gated by it
+            std = math.sqrt(max(cov)) if np.isfinite(cov).all() else math.inf
+            if (cov >= 0).all() and std > max_fix_std:
                 reason = "fix covariance too large"
         rows.append((_stamp_ns(msg, t), lat, lon, alt, reason))
     if not rows:

@@ -191,8 +191,8 @@ def decode_image(data: bytes, source: str = "image", limit_mp: float | None = No
     fmt = image_format(head)
     if fmt is None:
         raise ImageError(
-            f"{source}: not an image format that can be size-checked before decoding "
-            f"({', '.join(IMAGE_FORMATS)}); convert it to JPEG or PNG"
+            f"{source}: cannot decode image: its first bytes are none of {', '.join(IMAGE_FORMATS)} (corrupt, or a "
+            "format whose size cannot be checked before decoding); re-export it as JPEG or PNG"
         )
     size = encoded_size(bytes(data) if fmt == "TIFF" else head)  # a TIFF's directory may sit at its end
     if size is None:

@@ -25,7 +25,7 @@ from ..rerank import build_reranker
 from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
 from .budget import AUTO, AutoChoice, choose_reranker
-from .calibration import evidence, predict
+from .calibration import FEATURES, evidence, predict
 from .config import WEIGHTED_RERANKERS, LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
 from .retrieval import make_index
@@ -124,6 +124,11 @@ class Localizer:
         # are gathered (and decoded) there.
         self.local = LocalGrids(vmap, device) if self.reranker.needs_local else None
         self.calibration = vmap.extras.get(f"calibration.{name}")
+        if self.calibration is not None and np.shape(self.calibration) != (len(FEATURES),):
+            raise MapError(
+                f"map calibration.{name} has shape {np.shape(self.calibration)}, not ({len(FEATURES)},) (one per "
+                f"evidence feature); run 'vpr calibrate' again"
+            )
         # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
         self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{name}", [1.0])).reshape(-1)[0])
         self.map_moments = MapMoments.of(vmap.xy)

@@ -48,24 +48,52 @@ def publishes_pose(fix: FixFields, when_lost: bool = False) -> bool:
     return fix.status == STATUS_FIX or when_lost
 
 
+def output_fault(est: Estimate) -> str | None:
+    """Why an estimate must not be published as a fix, else None: the last check before a navigation filter
+    trusts it (finite position and confidence, a positive-definite horizontal covariance)."""
+    if not all(math.isfinite(float(v)) for v in (est.lat, est.lon, est.enu[0], est.enu[1])):
+        return "non-finite position"
+    if not (math.isfinite(est.confidence) and 0.0 <= est.confidence <= 1.0):
+        return f"confidence {est.confidence} is not in [0, 1]"
+    cov = np.asarray(est.covariance, dtype=np.float64)
+    if cov.shape != (3, 3) or not np.isfinite(cov[:2, :2]).all() or np.linalg.eigvalsh(cov[:2, :2]).min() <= 0:
+        return "horizontal covariance is not finite and positive definite"
+    return None
+
+
+def published_confidence(est: Estimate) -> float:
+    """``~/confidence``: the estimate's, 0 where it cannot be trusted (never NaN)."""
+    return 0.0 if output_fault(est) else float(est.confidence)
+
+
+def _finite_cov(cov: np.ndarray) -> list[float]:
+    return [
+        float(v)
+        for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR, posinf=UNOBSERVED_VAR, neginf=UNOBSERVED_VAR).reshape(-1)
+    ]
+
+
 def fix_fields(est: Estimate, min_confidence: float) -> FixFields:
+    """STATUS_FIX only for a confident estimate that passes ``output_fault``; every number finite either way."""
     cov = np.array(est.covariance, dtype=np.float64)
-    if math.isnan(est.alt):
-        cov[2, 2] = max(cov[2, 2], UNOBSERVED_VAR)
+    alt_known = math.isfinite(est.alt)
+    if not alt_known:
+        cov[2, 2] = max(np.nan_to_num(cov[2, 2], nan=0.0, posinf=0.0), UNOBSERVED_VAR)
+    ok = output_fault(est) is None and est.confidence >= min_confidence
     return FixFields(
-        status=STATUS_FIX if est.confidence >= min_confidence else STATUS_NO_FIX,
-        latitude=float(est.lat),
-        longitude=float(est.lon),
-        altitude=0.0 if math.isnan(est.alt) else float(est.alt),
-        covariance=[float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)],
+        status=STATUS_FIX if ok else STATUS_NO_FIX,
+        latitude=float(est.lat) if math.isfinite(est.lat) else 0.0,
+        longitude=float(est.lon) if math.isfinite(est.lon) else 0.0,
+        altitude=float(est.alt) if alt_known else 0.0,
+        covariance=_finite_cov(cov),
     )
 
 
 def pose_fields(est: Estimate) -> PoseFields:
     cov = np.diag([0.0, 0.0, 0.0, UNOBSERVED_VAR, UNOBSERVED_VAR, UNOBSERVED_VAR])
     cov[:3, :3] = est.covariance
-    cov[2, 2] = max(cov[2, 2], 1e-6)
-    x, y, z = est.enu
-    return PoseFields(
-        (float(x), float(y), float(z)), [float(v) for v in np.nan_to_num(cov, nan=UNOBSERVED_VAR).reshape(-1)]
-    )
+    x, y, z = (float(v) for v in est.enu)
+    if not math.isfinite(z):  # no usable altitude: z unobserved
+        z, cov[2, 2] = 0.0, UNOBSERVED_VAR
+    cov[2, 2] = max(np.nan_to_num(cov[2, 2], nan=UNOBSERVED_VAR), 1e-6)
+    return PoseFields((x, y, z), _finite_cov(cov))

@@ -22,7 +22,7 @@ from ..io.files import atomic_write, staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
 from .codec import GRID_CODECS, grid_pq_conf
 from .describe import describe_share, prepare_model
-from .format import VprMap, save_map
+from .format import IMAGES_MARKER, VprMap, save_map
 from .search import stored_index
 
 log = logging.getLogger(__name__)
@@ -224,9 +224,6 @@ def extract_map_images(
                 f"(skipped: {skips.summary()}); check --fix-topic, --max-fix-age"
             )
     return images, sources[0].frame, skips, seen
-
-
-IMAGES_MARKER = ".vpr-map-images"
 
 
 def _images_marker(folder: Path) -> dict[str, Any]:

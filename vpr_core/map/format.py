@@ -9,7 +9,9 @@ candidates' grids, the shortlist's descriptors), so a map far larger than RAM se
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from ..geodesy import LocalFrame
 from ..io.files import atomic_write
 from .codec import GridCodec
 
-__all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map"]
+__all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map", "verify_map"]
 
 FORMAT = "vpr_ros.map"
 #: 2: float16 descriptors, PQ-coded grids and a stored search index may appear; version 1 files still load.
@@ -33,6 +35,17 @@ _DTYPES = {
     "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
 }  # fmt: skip
 _GEO = ("lat", "lon", "alt", "east", "north")
+#: The marker file of a map's image folder (``MAP.images/``): its owner, the id both carry, whether complete.
+IMAGES_MARKER = ".vpr-map-images"
+#: Arrays up to this size have their checksum and finiteness verified on every load (milliseconds); larger ones
+#: (descriptors, grids, sparse features of big maps) by ``vpr map verify``.
+VERIFY_ON_LOAD_BYTES = 64 * 2**20
+
+
+def checksum(arr: np.ndarray) -> str:
+    """SHA-256 of an array's bytes as stored (C order, little-endian), 32 hex digits."""
+    a = np.ascontiguousarray(arr)
+    return hashlib.sha256(memoryview(a.reshape(-1).view(np.uint8))).hexdigest()[:32]
 
 
 @dataclass
@@ -134,6 +147,7 @@ def save_map(m: VprMap, path: str | Path) -> None:
         "names": m.names,
         "info": m.info,
         "index": index,
+        "checksums": {k: checksum(v) for k, v in tensors.items()},
     }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"vpr_map": json.dumps(meta)}))
 
@@ -249,16 +263,9 @@ def load_map(path: str | Path) -> VprMap:
             f"{path}: map format version {meta.get('version')} but this vpr_ros reads versions "
             f"{', '.join(map(str, READS))}; rebuild the map or update vpr_ros"
         )
-    for key, kind in (("model", str), ("model_conf", dict), ("fingerprint", str), ("names", list)):
-        if not isinstance(meta.get(key), kind):
-            raise MapError(f"{path}: map metadata field '{key}' is missing or not a {kind.__name__}; rebuild the map")
-    origin = meta.get("origin")
-    if origin is not None and not (
-        isinstance(origin, list) and len(origin) == 3 and all(isinstance(v, int | float) for v in origin)
-        and all(np.isfinite(origin)) and abs(origin[0]) <= 90 and abs(origin[1]) <= 180
-    ):  # fmt: skip
-        raise MapError(f"{path}: map metadata field 'origin' must be [lat, lon, h] in range; rebuild the map")
+    _check_meta(path, meta)
     arrays = _memmap_arrays(path)
+    _check_arrays(path, meta, arrays, VERIFY_ON_LOAD_BYTES)
     try:
         desc = arrays["descriptors"]
         geo = {k: np.array(arrays[f"geo.{k}"]) for k in _GEO}
@@ -278,6 +285,8 @@ def load_map(path: str | Path) -> VprMap:
     lat, lon, alt = geo["lat"], geo["lon"], geo["alt"]
     if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any() or (np.abs(lon) > 180).any():
         raise MapError(f"{path}: map geotags (geo.lat/geo.lon) contain NaN, Inf or out-of-range values; rebuild it")
+    if np.isinf(alt).any() or (np.abs(alt[np.isfinite(alt)]) > 1e5).any():  # NaN: unknown altitude
+        raise MapError(f"{path}: map altitudes (geo.alt) hold Inf or values beyond 100 km; rebuild it")
     # version 1 files kept UTM in east/north and no origin: their ENU frame is at the first image, as before
     origin = meta.get("origin") or [float(lat[0]), float(lon[0]), float(alt[0]) if np.isfinite(alt[0]) else 0.0]
     frame = LocalFrame(*map(float, origin))
@@ -302,8 +311,95 @@ def load_map(path: str | Path) -> VprMap:
         local_codebook=None if book is None else np.array(book),
         local_rotation=np.array(arrays["local.rotation"]) if "local.rotation" in arrays and book is not None else None,
         index=_index(path, meta, arrays),
-        info=dict(meta.get("info", {})),
+        info=dict(meta.get("info") or {}),
     )
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Every metadata field of the JSON header has its type and range, or one MapError names it."""
+    for key, kind in (("model", str), ("model_conf", dict), ("fingerprint", str), ("names", list)):
+        if not isinstance(meta.get(key), kind):
+            raise MapError(f"{path}: map metadata field '{key}' is missing or not a {kind.__name__}; rebuild the map")
+    if not all(isinstance(n, str) and n for n in meta["names"]):
+        raise MapError(f"{path}: map metadata field 'names' holds entries that are not file names; rebuild the map")
+    origin = meta.get("origin")
+    if origin is not None and not (
+        isinstance(origin, list) and len(origin) == 3 and all(_is_number(v) for v in origin)
+        and abs(origin[0]) <= 90 and abs(origin[1]) <= 180 and abs(origin[2]) <= 1e5
+    ):  # fmt: skip
+        raise MapError(f"{path}: map metadata field 'origin' must be [lat, lon, h] in range; rebuild the map")
+    for key in ("info", "index", "checksums"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise MapError(f"{path}: map metadata field '{key}' is not an object; rebuild the map")
+
+
+def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], max_bytes: float) -> None:
+    """Arrays up to ``max_bytes`` each: stored checksum and finite values; the calibration and covariance tables
+    of each re-ranker whatever their size (a NaN or negative one would publish a wrong covariance)."""
+    for name, arr in arrays.items():
+        if name.startswith("extra.calibration.") and not (arr.ndim == 1 and arr.size > 0 and _finite(arr)):
+            raise MapError(
+                f"{path}: {name[6:]} is not a vector of finite coefficients (shape {arr.shape}); "
+                f"run 'vpr calibrate' again or rebuild the map"
+            )
+        if name.startswith("extra.covariance.") and not (
+            arr.shape == (1,) and _finite(arr) and 1e-6 <= float(arr[0]) <= 1e6
+        ):
+            raise MapError(
+                f"{path}: {name[6:]} must be one positive covariance scale (shape {arr.shape}); "
+                "run 'vpr calibrate' again or rebuild the map"
+            )
+    sums = meta.get("checksums") or {}
+    for name, arr in arrays.items():
+        if arr.nbytes > max_bytes:
+            continue
+        want = sums.get(name)
+        if want is not None and checksum(arr) != want:
+            raise MapError(
+                f"{path}: array '{name}' does not match its checksum (the file was damaged after it was written); "
+                "restore the map from a copy or rebuild it"
+            )
+        if name not in ("geo.alt",) and arr.dtype.kind == "f" and not _finite(arr):
+            raise MapError(f"{path}: array '{name}' holds NaN or Inf; rebuild the map")
+
+
+def _finite(arr: np.ndarray, chunk: int = 2**22) -> bool:
+    """All values finite, read in chunks (a memory-mapped array is never copied whole)."""
+    flat = arr.reshape(-1)
+    return all(np.isfinite(flat[lo : lo + chunk]).all() for lo in range(0, flat.size, chunk))
+
+
+def verify_map(path: str | Path) -> dict[str, Any]:
+    """Everything ``load_map`` checks, plus the checksum and finiteness of every array whatever its size and the
+    map's image folder (present, owned by this map). Raises a one-line MapError; returns what was checked."""
+    path = Path(path)
+    m = load_map(path)
+    meta = json.loads(_read_header_meta(path)["vpr_map"])
+    arrays = _memmap_arrays(path)
+    _check_arrays(path, meta, arrays, math.inf)
+    sums = meta.get("checksums") or {}
+    report: dict[str, Any] = {
+        "arrays": len(arrays),
+        "checksummed": sum(name in sums for name in arrays),
+        "bytes": sum(a.nbytes for a in arrays.values()),
+    }
+    images_id, source = m.info.get("images_id"), m.info.get("source")
+    if images_id and isinstance(source, str):
+        try:
+            owner = json.loads((Path(source) / IMAGES_MARKER).read_text())
+        except (OSError, ValueError):
+            owner = None
+        if not isinstance(owner, dict) or owner.get("id") != images_id:
+            raise MapError(
+                f"{path}: its image folder {source} is missing or holds another map's images (id {images_id}); "
+                "restore the folder or pass the node map_images_dir"
+            )
+        report["images"] = source
+    return report
 
 
 def map_info(m: VprMap, path: str | Path | None = None) -> dict[str, Any]:
