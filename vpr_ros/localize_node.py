@@ -103,7 +103,7 @@ class VprLocalizer(LifecycleNode):
         try:
             s, c = read(self)
             self.localizer = Localizer.from_file(s.map_path, c)
-        except Exception as e:
+        except Exception as e:  # a node never dies silently: anything unexpected is logged as a bug
             text = str(e) if isinstance(e, VprError | OSError) else f"{type(e).__name__}: {e} (a bug; please report it)"
             self.health.config_error = (text.splitlines() or [type(e).__name__])[0]
             self.get_logger().error(f"cannot configure: {self.health.config_error}")
