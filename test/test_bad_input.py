@@ -481,3 +481,50 @@ def test_map_builds_do_not_depend_on_the_thread_count(street):
     # threaded float noise only: the same directions (README: what is bit-identical and what within tolerance)
     assert_vectors_close(runs[0]["desc"], runs[1]["desc"], NET_RTOL)
     assert runs[0]["topk"] == runs[1]["topk"]  # which never changes retrieval
+
+
+def test_numbers_and_options_are_checked_where_they_enter(street, street_map, tmp_path):
+    """Seeds, temporal and re-ranker options, sizes, rates: one check per kind of value in the config layer, so
+    each surface refuses the same values in one line (no traceback, no NaN in a report, no option ignored)."""
+    from vpr_core.errors import VprError
+    from vpr_core.localize.temporal import HmmFilter
+    from vpr_core.models import build_global_model
+    from vpr_core.rerank import build_reranker
+
+    xy, desc = np.zeros((3, 2)), np.eye(3, dtype=np.float32)
+    for conf, needle in (
+        ({"hypotheses": "abc"}, "hypotheses='abc' is not an integer"),
+        ({"hypotheses": -5}, "hypotheses=-5 must be 1 or more"),
+        ({"beta": float("nan")}, "beta=nan is not a number"),
+        ({"max_speed": float("nan")}, "max_speed=nan is not a number"),
+        ({"sample": 0}, "sample=0 must be 1 or more"),
+    ):
+        with pytest.raises(VprError, match=re.escape(needle)):
+            HmmFilter(xy, desc, conf)
+    for name, conf, needle in (
+        ("ransac", {"frame": "ab"}, "frame='ab' must be [width, height]"),
+        ("ransac", {"frame": [0, 0]}, "frame=[0, 0] must be [width, height]"),
+        ("ransac", {"backend": "evil"}, "backend='evil' is not one of opencv, poselib"),
+        ("dhe", {"head_grid": [1, 2, 3]}, "head_grid=[1, 2, 3] must be [width, height]"),
+    ):
+        with pytest.raises(VprError, match=re.escape(needle)):
+            build_reranker(name, conf)
+    with pytest.raises(VprError, match=re.escape("input_size=[40000, 40000] must be [width, height]")):
+        build_global_model("xfeat-vlad", {"input_size": [40000, 40000]})
+
+    e = ["eval", "--map", street_map, "--queries", street / "queries"]
+    for argv, needles in (
+        ([*e, "--shuffle", "-1"], ["--shuffle", "an integer in [0, 4294967295]"]),
+        ([*e, "--temporal", "hmm", "--temporal-set", "beta=NaN"], ["beta=nan", "not a number"]),
+        ([*e, "--rerank", "ransac", "--rerank-set", "backend=evil"], ["backend='evil'"]),
+        (["train", "dhe", "--images", street / "database", "--out", tmp_path / "h.pt", "--seed", "-5"], ["--seed"]),
+        (["map", "adapt", street_map, "--seed", str(2**64)], ["--seed", "4294967295"]),
+        (["export", "--map", street_map, "--format", "onnx", "--out", tmp_path / "x.onnx", "--input-size", "-5", "10"],
+         ["--input-size", "an integer in [32, 8192]"]),
+        (["map", "build", "--images", street / "database", "--out", tmp_path / "m.vprmap", "--min-spacing", "nan"],
+         ["--min-spacing"]),
+        (["play", tmp_path / "bag", "--clock-hz", "0"], ["--clock-hz", "positive number"]),
+        (["play", tmp_path / "bag", "--rate", "nan"], ["--rate", "positive number"]),
+    ):  # fmt: skip
+        assert_one_line_error(vpr(*argv), *needles)
+    assert not list(tmp_path.iterdir())

@@ -21,7 +21,18 @@ from typing import Any
 
 from .errors import VprError
 
-__all__ = ["Knob", "Surface", "add_arguments", "from_surface", "knob", "knobs", "parse_sets", "validate"]
+__all__ = [
+    "RULES",
+    "Knob",
+    "Surface",
+    "add_arguments",
+    "check_option",
+    "from_surface",
+    "knob",
+    "knobs",
+    "parse_sets",
+    "validate",
+]
 
 SURFACES = ("cli", "ros")
 
@@ -195,3 +206,89 @@ def from_surface(cls: type, values: dict[str, Any], surface: str) -> Any:
             value = s.default
         kw[k.field] = value
     return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options of a method (global model --set, re-ranker --rerank-set, temporal --temporal-set, training --set, and the
+# same as ROS parameters): one check, by the type of the option's default and a rule.
+# ---------------------------------------------------------------------------------------------------------------
+#: Numeric rules by name: (test, what the message says).
+RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">0": (lambda v: v > 0, "above 0"),
+    ">=0": (lambda v: v >= 0, "0 or more"),
+    ">=1": (lambda v: v >= 1, "1 or more"),
+    "(0,1)": (lambda v: 0 < v < 1, "between 0 and 1"),
+    "[0,1]": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "(0,1]": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 4294967295]"),
+}
+#: The largest side of a [width, height] option in pixels or cells (a typo like 40000 would allocate gigabytes).
+MAX_SIDE = 8192
+
+
+def _pair_problem(value: Any, lo: int, key: str) -> str:
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= MAX_SIDE for v in value)
+    return "" if ok else f"must be [width, height], integers >= {lo} (at most {MAX_SIDE}), e.g. [320,240]"
+
+
+def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = None) -> Any:
+    """Option ``key`` of ``owner`` (e.g. "re-ranker 'dhe'") as the type of its ``default``, within ``rule``: a
+    name of ``RULES``, an inclusive ``(lo, hi)``, ``"pair>=N"`` for [width, height], or a set of allowed strings.
+    Returns the value as that type; else one VprError naming the option, the value and the fix. Why one function:
+    options arrive as text from four surfaces and a bad one must fail at start-up, never as a traceback or NaN
+    on the first frame."""
+
+    def fail(problem: str) -> VprError:
+        return VprError(f"{owner}: option {key}={value!r} {problem}")
+
+    if isinstance(rule, str) and rule.startswith("pair>="):
+        if value is None and default is None:
+            return None
+        problem = _pair_problem(value, int(rule[6:]), key)
+        if problem:
+            raise fail(problem.replace("e.g. [", f"e.g. {key}=["))
+        return [int(v) for v in value]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail("must be true or false")
+        return value
+    if isinstance(default, int | float):
+        want_int = isinstance(default, int)
+        kind = "an integer" if want_int else "a number"
+        try:
+            if isinstance(value, bool) or isinstance(value, list | dict | type(None)):  # text "5" is a number
+                raise ValueError
+            v = float(value)
+            if not math.isfinite(v) or (want_int and not v.is_integer()):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise fail(f"is not {kind}; give a finite {kind[3 if want_int else 2 :]}") from None
+        if isinstance(rule, tuple):
+            if not rule[0] <= v <= rule[1]:
+                raise fail(f"is out of range; give a value in [{rule[0]:g}, {rule[1]:g}]")
+        elif rule is not None:
+            ok, what = RULES[rule]
+            if not ok(v):
+                raise fail(f"must be {what} (default {default})")
+        return int(v) if want_int else v
+    if isinstance(rule, set | frozenset):
+        if value not in rule:
+            raise fail(f"is not one of {', '.join(sorted(rule))}")
+        return value
+    if isinstance(default, str) or default is None:
+        if not (value is None or isinstance(value, str)):
+            raise fail("must be a string (a name or a file path)")
+        return value
+    return value
+
+
+def check_options(
+    owner: str, defaults: dict[str, Any], conf: dict[str, Any] | None, rules: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``defaults`` updated by ``conf``, every option checked by ``check_option`` (unknown names refused)."""
+    unknown = sorted(set(conf or {}) - set(defaults))
+    if unknown:
+        raise VprError(f"{owner}: unknown option(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+    rules = rules or {}
+    return {k: check_option(owner, k, v, defaults[k], rules.get(k)) for k, v in {**defaults, **(conf or {})}.items()}

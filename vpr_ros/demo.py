@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_core.cli.common import positive_float
 from vpr_core.demo import DEMO_THRESHOLD_M, FIX_TOPIC, IMAGE_TOPIC, prepare
 from vpr_core.io.bags import GeoFrame, GeoFrames
 
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("demo_out"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--rate", type=float, default=1.0, help="playback speed (the query run is recorded at 5 Hz)")
+    ap.add_argument(
+        "--rate", type=positive_float, default=1.0, help="playback speed (the query run is recorded at 5 Hz)"
+    )
     args = ap.parse_args(argv)
     out: Path = args.out
     vmap, map_path, bags = prepare(out, args.seed, args.device)

@@ -20,6 +20,7 @@ import rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
+from vpr_core.cli.common import positive_float
 from vpr_core.errors import VprError
 from vpr_core.io.bags import IMAGE_TYPES, cdr_bytes, msgtype_of, open_bag
 
@@ -129,9 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--topics", nargs="+", metavar="T", help="play only these topics (default: all whose types are installed)"
     )
-    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--rate", type=positive_float, default=1.0, help="playback speed factor (default 1)")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
-    p.add_argument("--clock-hz", type=float, default=100.0, help="/clock rate between messages (default 100)")
+    p.add_argument("--clock-hz", type=positive_float, default=100.0, help="/clock rate between messages (default 100)")
     p.add_argument(
         "--wait",
         type=float,

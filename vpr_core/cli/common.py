@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..config import MAX_SIDE, RULES
 from ..errors import VprError
 from ..io.geoset import GeoSet, load_geoset
 from ..localize.config import LocalizerConfig
@@ -17,10 +18,12 @@ __all__ = [
     "config_from_args",
     "fraction",
     "geoset",
+    "image_side",
     "need_topics",
     "nonnegative_float",
     "positive_float",
     "positive_int",
+    "seed",
 ]
 
 
@@ -49,6 +52,8 @@ positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 fraction = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+seed = _number(int, RULES["seed"][0], RULES["seed"][1])
+image_side = _number(int, lambda v: 32 <= v <= MAX_SIDE, f"an integer in [32, {MAX_SIDE}]")
 
 
 def add_device_arg(sp: argparse.ArgumentParser) -> None:

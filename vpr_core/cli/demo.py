@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device_arg
+from .common import add_device_arg, seed
 
 __all__ = ["add"]
 
@@ -24,6 +24,6 @@ def add(sub: argparse._SubParsersAction) -> None:
         "lighting change, occluders), builds a map and evaluates it. Real accuracy comes from real data.",
     )
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--seed", type=seed, default=7)
     add_device_arg(d)
     d.set_defaults(func=cmd_demo)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MapError, VprError
-from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics, positive_float
+from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics, positive_float, seed
 
 __all__ = ["EVAL_KNOBS", "add"]
 
@@ -136,7 +136,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument(
         "--shuffle",
-        type=int,
+        type=seed,
         metavar="SEED",
         help="localize the queries in a seeded random order (checks a temporal filter on unordered input)",
     )

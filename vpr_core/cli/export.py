@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import VprError
-from .common import add_device_arg
+from .common import add_device_arg, image_side
 
 __all__ = ["add"]
 
@@ -103,7 +103,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument(
         "--input-size",
-        type=int,
+        type=image_side,
         nargs=2,
         metavar=("W", "H"),
         help="network input size (default: the model's configured size)",

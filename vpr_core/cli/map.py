@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import VprError
 from ..map.codec import GRID_CODECS
 from ..map.search import BUILD_INDEX
-from .common import add_device_arg, add_geo_args, geoset, need_topics, positive_int
+from .common import add_device_arg, add_geo_args, geoset, need_topics, nonnegative_float, positive_int, seed
 
 __all__ = ["add"]
 
@@ -161,7 +161,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_geo_args(b, "--images", "database images", bag=True, many_bags=True)
     b.add_argument(
         "--min-spacing",
-        type=float,
+        type=nonnegative_float,
         default=0.0,
         metavar="M",
         help="with --bag: skip frames closer than M metres to the previous kept one",
@@ -256,7 +256,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--iterations", type=positive_int, help="iterations (default 300)")
     a.add_argument("--batch-size", type=positive_int, help="pairs per iteration (default 8)")
-    a.add_argument("--seed", type=int)
+    a.add_argument("--seed", type=seed, help="random seed of the pairs and the head's initialisation (default 0)")
     a.add_argument("--log", metavar="LOG.jsonl", help="one JSON line per logging step")
     add_device_arg(a)
     a.set_defaults(func=cmd_adapt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_arg, fraction, positive_float, positive_int
+from .common import add_device_arg, fraction, positive_float, positive_int, seed
 
 __all__ = ["add"]
 
@@ -63,7 +63,7 @@ def _train_args(sp: argparse.ArgumentParser, images: str, batch: str, lr: str) -
     sp.add_argument("--batch-size", type=positive_int, help=batch)
     sp.add_argument("--lr", type=positive_float, help=lr)
     sp.add_argument("--save-every", type=positive_int, help="checkpoint period in iterations (default 100)")
-    sp.add_argument("--seed", type=int)
+    sp.add_argument("--seed", type=seed, help="random seed of the pairs and the head's initialisation (default 0)")
     sp.add_argument("--resume", action="store_true", help="continue exactly from CKPT")
     sp.add_argument(
         "--log", metavar="LOG.jsonl", help="one JSON line per logging step; a loss-curve PNG beside CKPT at the end"

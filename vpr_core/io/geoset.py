@@ -66,6 +66,10 @@ def _float(s: str) -> float:
         return math.nan
 
 
+#: UTM latitude band letters (I and O are not used).
+UTM_LETTERS = "CDEFGHJKLMNPQRSTUVWX"
+
+
 def parse_vpr_name(path: Path) -> GeoImage:
     """Geotag of one file named in the VPR convention, or a VprError naming the file."""
     parts = path.stem.split("@")
@@ -84,8 +88,15 @@ def parse_vpr_name(path: Path) -> GeoImage:
     utm_tag = None
     if math.isfinite(east) and math.isfinite(north) and parts[3].isdigit() and parts[4].isalpha():
         utm_tag = (east, north, int(parts[3]), parts[4].upper())
+        if not (1 <= utm_tag[2] <= 60 and utm_tag[3] in UTM_LETTERS and 0 < east < 1e6 and 0 <= north <= 1e7):
+            raise VprError(
+                f"{path}: invalid UTM '{parts[1]}@{parts[2]}@{parts[3]}@{parts[4]}' in the file name (zone 1-60, "
+                "letter C-X, easting 0-1000000 m, northing 0-10000000 m); fix or remove the file"
+            )
         # the name's UTM is the benchmark's ground truth (lat/lon fields are rounded): read it exactly
         lat, lon = utm_to_latlon(east, north, UtmZone(utm_tag[2], utm_tag[3]))
+        if not valid_latlon(lat, lon):
+            raise VprError(f"{path}: UTM in the file name is outside the zone's latitudes; fix or remove the file")
     return GeoImage(path, lat, lon, alt, heading, utm_tag)
 
 
@@ -112,6 +123,11 @@ def read_csv(csv_path: str | Path, image_root: str | Path | None = None) -> list
         with csv_path.open(newline="") as f:
             reader = csv.DictReader(f)
             cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+            twice = sorted({c for c in cols if c and cols.count(c) > 1})
+            if twice:
+                raise VprError(
+                    f"{csv_path}: column(s) {', '.join(twice)} appear more than once in the header; keep one"
+                )
             missing = [c for c in REQUIRED_COLUMNS if c not in cols]
             if missing:
                 raise VprError(

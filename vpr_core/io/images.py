@@ -239,7 +239,16 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a directory; pass the folder that holds the images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    def unreadable(e: OSError) -> None:  # never skip a subfolder without a word
+        raise ImageError(f"{e.filename}: cannot read this folder ({e.strerror}); fix its permissions or move it out")
+
+    files = sorted(
+        Path(d) / f
+        for d, _, names in os.walk(folder, onerror=unreadable, followlinks=True)
+        for f in names
+        if Path(f).suffix.lower() in IMAGE_SUFFIXES and (Path(d) / f).is_file()
+    )
     if not files:
         raise ImageError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES[:3])}, ...); check the path")
     return files

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import check_option
 from ..errors import VprError
 from ..registry import Registry
 from .estimate import MapMoments
@@ -74,6 +75,13 @@ TEMPORAL_DEFAULTS: dict[str, Any] = {
     "snap_within": 0.2,  # a path within this many spacings of a place takes its position (follows the map)
     "velocity_step": 0.25,  # velocity resolution: this many spacings per frame
 }
+#: Ranges of the options (``config.check_option`` rules); the others take any finite number.
+TEMPORAL_RULES: dict[str, str] = {
+    "max_speed": ">0", "forget": "(0,1]", "hypotheses": ">=1", "candidates": ">=1", "change_penalty": ">=0",
+    "turn_penalty": ">=0", "jump_penalty": ">=0", "mean_decay": "[0,1]", "beta": ">0", "odom_speed_tol": ">=0",
+    "still_spacings": ">=0", "redundancy_power": ">0", "sample": ">=1", "snap": ">0", "min_age": ">=0",
+    "snap_within": ">=0", "velocity_step": ">0",
+}  # fmt: skip
 
 
 @dataclass
@@ -201,7 +209,10 @@ class HmmFilter:
             raise VprError(
                 f"unknown temporal option(s) {', '.join(sorted(unknown))}; known: {', '.join(TEMPORAL_DEFAULTS)}"
             )
-        self.conf = {**TEMPORAL_DEFAULTS, **(conf or {})}
+        self.conf = {
+            k: check_option("temporal filter 'hmm'", k, v, TEMPORAL_DEFAULTS[k], TEMPORAL_RULES.get(k))
+            for k, v in {**TEMPORAL_DEFAULTS, **(conf or {})}.items()
+        }
         self.xy = np.asarray(xy, dtype=np.float64)
         self.desc = descriptors  # (N, D), may be memory-mapped; only touched rows are read
         self.spacing = map_spacing(self.xy)

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from ..config import check_options
 from ..errors import MapError, VprError
 from ..io.files import temp_sibling
 from ..io.geoset import load_geoset
 from ..io.images import list_images
 from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
+from ..train.dhe import RULES
 from .format import VprMap, load_map, save_map
 
 ADAPT_DEFAULTS: dict[str, Any] = {
@@ -61,7 +63,7 @@ def adapt_map(
 ) -> VprMap:
     from ..train.dhe import train_dhe
 
-    c = {**ADAPT_DEFAULTS, **(conf or {})}
+    c = check_options("vpr map adapt", ADAPT_DEFAULTS, conf, RULES)
     vmap = load_map(map_path)
     if vmap.model not in SHIPPED_HEADS:
         raise VprError(

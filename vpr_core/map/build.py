@@ -73,6 +73,12 @@ def build_map(
 
         reachable(ray)  # before the vocabulary pass, not after it
     paths = list(geo.paths)
+    first: dict[str, Path] = {}
+    for p in paths:  # a map names its images by file name (debug view, map adapt, merge): one image per name
+        if p.name in first:
+            twice = f"{p} is listed twice" if first[p.name] == p else f"{first[p.name]} and {p} share a file name"
+            raise VprError(f"{twice}; a map names its images by file name: rename or drop one")
+        first[p.name] = p
     pq = grid_pq_conf(pq, sparse is not None)  # the grids beside sparse keypoints serve dhe+lighterglue
     ex, codec = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
     model = ex.model

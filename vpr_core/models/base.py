@@ -12,7 +12,6 @@ import copy
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_option
 from ..errors import VprError
 from ..registry import Registry
 
@@ -45,26 +45,6 @@ CONF_RANGES: dict[str, tuple[float, float]] = {
 PAIRS = {"input_size": 32, "local_grid": 1}
 
 
-def _conf_problem(key: str, value: Any, default: Any) -> str:
-    """Why ``value`` cannot be option ``key`` (whose default is ``default``), with the fix; '' when it can."""
-    if key in PAIRS:
-        ok = isinstance(value, list | tuple) and len(value) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= PAIRS[key] for v in value)
-        return "" if ok else f"must be [width, height], integers >= {PAIRS[key]}, e.g. --set {key}=[320,240]"
-    if isinstance(default, bool):
-        return "" if isinstance(value, bool) else "must be true or false"
-    if isinstance(default, int) or isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return "must be a number"
-        if isinstance(default, int) and not isinstance(value, int):
-            return "must be an integer"
-        lo, hi = CONF_RANGES.get(key, (-math.inf, math.inf))
-        return "" if lo <= value <= hi else f"is out of range; give a value in [{lo:g}, {hi:g}]"
-    if isinstance(default, str) or default is None:
-        return "" if value is None or isinstance(value, str) else "must be a string (a name or a file path)"
-    return ""
-
-
 class GlobalModel(nn.Module):
     name: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {}
@@ -76,11 +56,17 @@ class GlobalModel(nn.Module):
             raise VprError(
                 f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
             )
-        for key, value in (conf or {}).items():
-            problem = _conf_problem(key, value, self.default_conf[key])
-            if problem:
-                raise VprError(f"global model '{self.name}': option {key}={value!r} {problem}")
-        self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
+        conf = {
+            key: check_option(
+                f"global model '{self.name}'",
+                key,
+                value,
+                self.default_conf[key],
+                f"pair>={PAIRS[key]}" if key in PAIRS else CONF_RANGES.get(key),
+            )
+            for key, value in (conf or {}).items()
+        }
+        self.conf = {**copy.deepcopy(self.default_conf), **conf}
         self.trained = True  # False when running on random weights; reported, never hidden
 
     # ---- geometry -----------------------------------------------------------------

@@ -9,12 +9,12 @@ top ``top_k`` candidates by score.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from ..config import check_option
 from ..errors import VprError
 from ..registry import Registry
 
@@ -37,8 +37,9 @@ class Reranker:
     needs_local: ClassVar[bool] = True  # scores the dense grids the map stores (score())
     needs_sparse: ClassVar[bool] = False  # matches sparse keypoints: the query image and map rows (rerank_image())
     counts_inliers: ClassVar[bool] = True  # False: scores carry no inlier count (GeoWarp)
-    #: numeric options' allowed ranges (keys of RANGES), checked with the types of ``default_conf`` at construction
-    ranges: ClassVar[dict[str, str]] = {}
+    #: options' rules (``config.check_option``: a RULES name, "pair>=N", a set of names); every option is checked
+    #: against the type of its ``default_conf`` value at construction
+    ranges: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         unknown = set(conf or {}) - set(self.default_conf)
@@ -47,8 +48,9 @@ class Reranker:
                 f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
             )
         self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
-        for key, rule in {"top_k": ">=1", **self.ranges}.items():
-            self.conf[key] = checked_number(self.name, key, self.conf[key], self.default_conf[key], rule)
+        rules = {"top_k": ">=1", **self.ranges}
+        for key, default in self.default_conf.items():
+            self.conf[key] = check_option(f"re-ranker '{self.name}'", key, self.conf[key], default, rules.get(key))
         self.trained = True
         self.source = "n/a"  # where the weights came from, for reports and diagnostics
         self.device = torch.device("cpu")
@@ -96,36 +98,6 @@ class Reranker:
         """The ranking score from the method's evidence and the K global similarities; by default the method's
         own score (it does not depend on the other candidates, so a slice of a deeper result stays valid)."""
         return res
-
-
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    ">0": (lambda v: v > 0, "above 0"),
-    ">=0": (lambda v: v >= 0, "0 or more"),
-    ">=1": (lambda v: v >= 1, "1 or more"),
-    "(0,1)": (lambda v: 0 < v < 1, "between 0 and 1"),
-}
-
-
-def checked_number(method: str, key: str, value: Any, default: Any, rule: str) -> int | float:
-    """A numeric re-ranker option as the type of its default, in its range; else one line naming the option.
-    Why: options arrive as text from --rerank-set and ROS parameters, and a bad one must fail at start-up, not as a
-    traceback on the first frame."""
-    ok, what = RANGES[rule]
-    want_int = isinstance(default, int) and not isinstance(default, bool)
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        v = float(value)
-        if want_int and not v.is_integer():
-            raise ValueError
-    except (TypeError, ValueError):
-        raise VprError(
-            f"re-ranker '{method}': option {key}={value!r} is not {'an integer' if want_int else 'a number'}; "
-            f"give {'an integer' if want_int else 'a number'} {what} (default {default})"
-        ) from None
-    if not ok(v):
-        raise VprError(f"re-ranker '{method}': option {key}={value!r} must be {what} (default {default})")
-    return int(v) if want_int else v
 
 
 def spread_units(x: torch.Tensor) -> torch.Tensor:

@@ -164,7 +164,7 @@ class DHERerank(Reranker):
         "threshold_cells": 3.0,  # reference: 48 px at 384 px / 24 cells
         "match_grid": None,  # (w, h) grid for MNN + inliers; None = the stored grid if <= 576 cells, else [20, 15]
     }
-    ranges = {"threshold_cells": ">0"}
+    ranges = {"threshold_cells": ">0", "head_grid": "pair>=1", "frame": "pair>=32"}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)

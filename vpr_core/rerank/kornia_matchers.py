@@ -57,7 +57,7 @@ class ImageMatcherRerank(Reranker):
         "threshold_px": 8.0,
         "min_conf": 0.2,
     }
-    ranges = {"threshold_px": ">0", "min_conf": "(0,1)"}
+    ranges = {"threshold_px": ">0", "min_conf": "(0,1)", "size": "pair>=8"}
 
     def _bind_map(self, vmap) -> None:
         folder = self.conf["images"] or vmap.info.get("source", "")

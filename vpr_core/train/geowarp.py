@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check_options
 from ..models import build_global_model
 from ..rerank.dhe import correlation
 from ..rerank.geowarp import GeoWarpHead, grid_volume, warp
 from ..runtime.extractor import Extractor
 from . import loop
-from .dhe import PairSource
+from .dhe import RULES, PairSource
 from .pairs import homographic_pair_with_targets
 
 #: Optimizers of the GeoWarp head (the reference uses SGD).
@@ -140,7 +141,7 @@ def train_geowarp(
     device: str = "cpu",
 ) -> Path:
     """Train GeoWarp's head; the checkpoint loads with ``--rerank geowarp --rerank-set weights=CKPT``."""
-    c = {**DEFAULTS, **(conf or {})}
+    c = check_options("vpr train geowarp", DEFAULTS, conf, {**RULES, "optim": set(OPTIMIZERS)})
     out = Path(out)
     model = build_global_model(c["model"], {"input_size": list(c["frame"]), "keep_aspect": False})
     ex = Extractor(model, device)
