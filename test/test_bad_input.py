@@ -7,6 +7,7 @@ command; the node's per-frame cases are in test_node.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import resource
@@ -528,3 +529,62 @@ def test_numbers_and_options_are_checked_where_they_enter(street, street_map, tm
     ):  # fmt: skip
         assert_one_line_error(vpr(*argv), *needles)
     assert not list(tmp_path.iterdir())
+
+
+def test_realistic_and_garbage_inputs_are_named_or_handled(street, street_map, tmp_path):
+    """Fixes with Inf altitude or a -1 covariance (some GPS drivers), impossible UTM in a name, a CSV with a column
+    twice, one file name in two subfolders, a report over the map, NaN statistics in a JSON report."""
+    import shutil
+
+    from vpr_core.errors import VprError
+    from vpr_core.eval.report import write_json
+    from vpr_core.io.bags import FixSample, GeoFrame, GeoFrames, write_run_bag
+    from vpr_core.io.geoset import load_geoset, parse_vpr_name, read_csv
+    from vpr_core.map.build import build_map
+
+    geo = load_geoset(street / "database")
+    t0 = 1_700_000_000 * 10**9
+    images = [(t0 + i * 10**9, p.read_bytes()) for i, p in enumerate(geo.paths[:3])]
+    fixes = [FixSample(t0 + i * 10**9, float(geo.lat[i]), float(geo.lon[i]), alt=math.inf, variance=-1.0)
+             for i in range(3)]  # fmt: skip
+    frames = [f for f in GeoFrames(write_run_bag(tmp_path / "run", images, fixes), "/camera/image", "/gps/fix")
+              if isinstance(f, GeoFrame)]  # fmt: skip
+    assert len(frames) == 3 and all(math.isnan(f.alt) for f in frames)  # kept; the altitude unknown, not Inf
+
+    for name in ("@691607.03@5334780.17@0@U@48.1@11.5@x@@@@@@@@.jpg", "@1e9@1e9@32@U@48.1@11.5@x@@@@@@@@.jpg"):
+        with pytest.raises(VprError, match="invalid UTM"):
+            parse_vpr_name(Path(name))
+    csv = tmp_path / "db.csv"
+    csv.write_text("image,lat,lon,lat\na.jpg,1,2,3\n")
+    with pytest.raises(VprError, match="column.s. lat appear more than once"):
+        read_csv(csv)
+    two = tmp_path / "two"
+    for sub in ("a", "b"):
+        (two / sub).mkdir(parents=True)
+        shutil.copy(geo.paths[0], two / sub)
+    with pytest.raises(VprError, match="share a file name"):
+        build_map(load_geoset(two), device="cpu")
+
+    before = street_map.read_bytes()
+    r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--json", street_map)
+    assert_one_line_error(r, "--json", "is the input given to --map")
+    assert street_map.read_bytes() == before
+    write_json({"covariance": {"coverage_2sigma": math.nan, "nees": math.inf}}, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == {"covariance": {"coverage_2sigma": None, "nees": None}}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder; the walk's error path is the same code")
+def test_an_unreadable_subfolder_is_named(street, tmp_path):
+    import shutil
+
+    from vpr_core.errors import VprError
+    from vpr_core.io.images import list_images
+
+    (tmp_path / "db" / "locked").mkdir(parents=True)
+    shutil.copy(next((street / "database").iterdir()), tmp_path / "db")
+    (tmp_path / "db" / "locked").chmod(0)
+    try:
+        with pytest.raises(VprError, match="locked: cannot read this folder"):
+            list_images(tmp_path / "db")
+    finally:
+        (tmp_path / "db" / "locked").chmod(0o755)

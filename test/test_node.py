@@ -305,6 +305,12 @@ def test_lifecycle_services_and_parameters(street_map, street, tmp_path):
         assert peer.wait_for(lambda: "map not found" in peer.last_diag().get("_message", ""), 10)
         assert peer.last_diag()["_level"] == 2
         assert peer.set_param("map_path", str(street_map)).successful  # fixable before configure
+        # the diagnostics period applies at once (it was accepted and ignored): 0.2 s gives ~7 messages in 1.5 s
+        assert peer.set_param("diagnostics_period", 0.2).successful
+        time.sleep(0.3)
+        n = len(peer.diags)
+        time.sleep(1.5)
+        assert len(peer.diags) - n >= 4, len(peer.diags) - n
         assert peer.lifecycle("configure") and peer.state() == "inactive"
         refused = peer.set_param("top_k", 5)
         assert not refused.successful and "take effect at configure" in refused.reason

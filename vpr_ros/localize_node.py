@@ -90,8 +90,8 @@ class VprLocalizer(LifecycleNode):
         self._busy = threading.Lock()  # held while a frame is processed; transitions wait for it
         # Diagnostics in every lifecycle state, on a steady clock (they keep coming when /clock stalls).
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUT_QOS)
-        period = float(self.get_parameter("diagnostics_period").value)
-        self.create_timer(period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.diag_timer = None
+        self._restart_diagnostics(float(self.get_parameter("diagnostics_period").value))
         self.create_service(Trigger, "~/relocalize", self._on_relocalize)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self._worker = threading.Thread(target=self._run_worker, name="vpr_worker", daemon=True)
@@ -220,16 +220,26 @@ class VprLocalizer(LifecycleNode):
             return resp
 
     # ---- parameters and services ---------------------------------------------------------
+    def _restart_diagnostics(self, period: float) -> None:
+        """/diagnostics every ``period`` s on a steady clock (they keep coming when /clock stalls)."""
+        if self.diag_timer is not None:
+            self.destroy_timer(self.diag_timer)
+        self.diag_timer = self.create_timer(
+            period, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Ranges are the descriptors' (rclpy refuses those); here: configure-time settings only while unconfigured."""
-        if self.health.state in ("unconfigured", "finalized"):
-            return SetParametersResult(successful=True)
+        """Ranges are the descriptors' (rclpy refuses those); here: configure-time settings only while unconfigured;
+        ``diagnostics_period`` applies at once in every state (never accepted and then ignored)."""
         frozen = [p.name for p in params if p.name not in RUNTIME]
-        if frozen:
+        if frozen and self.health.state not in ("unconfigured", "finalized"):
             return SetParametersResult(
                 successful=False,
                 reason=f"{', '.join(frozen)} take effect at configure; deactivate and clean up the node first",
             )
+        for p in params:
+            if p.name == "diagnostics_period":
+                self._restart_diagnostics(float(p.value))
         return SetParametersResult(successful=True)
 
     def _on_relocalize(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:

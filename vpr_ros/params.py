@@ -110,7 +110,12 @@ class NodeSettings:
         ros="map_images_dir",
     )
     diagnostics_period: float = knob(
-        1.0, "Seconds between /diagnostics messages.", type=float, range=(0.1, 60.0), ros="diagnostics_period"
+        1.0,
+        "Seconds between /diagnostics messages (applies at once, in every state).",
+        type=float,
+        range=(0.1, 60.0),
+        ros="diagnostics_period",
+        runtime=True,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..config import MAX_SIDE, RULES
 from ..errors import VprError
@@ -21,6 +22,7 @@ __all__ = [
     "image_side",
     "need_topics",
     "nonnegative_float",
+    "outputs_apart",
     "positive_float",
     "positive_int",
     "seed",
@@ -54,6 +56,15 @@ nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 fraction = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 seed = _number(int, RULES["seed"][0], RULES["seed"][1])
 image_side = _number(int, lambda v: 32 <= v <= MAX_SIDE, f"an integer in [32, {MAX_SIDE}]")
+
+
+def outputs_apart(inputs: dict[str, object], outputs: dict[str, object]) -> None:
+    """No output flag names a file or folder that an input flag reads: writing the report over the map would
+    destroy the map (atomically, so nothing else would warn)."""
+    read = {Path(str(p)).resolve(): flag for flag, p in inputs.items() if p}
+    for flag, p in outputs.items():
+        if p and Path(str(p)).resolve() in read:
+            raise VprError(f"{flag} {p} is the input given to {read[Path(str(p)).resolve()]}; write it elsewhere")
 
 
 def add_device_arg(sp: argparse.ArgumentParser) -> None:

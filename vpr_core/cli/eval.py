@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 from ..errors import MapError, VprError
-from .common import add_config_args, add_geo_args, config_from_args, geoset, need_topics, positive_float, seed
+from .common import (
+    add_config_args,
+    add_geo_args,
+    config_from_args,
+    geoset,
+    need_topics,
+    outputs_apart,
+    positive_float,
+    seed,
+)
 
 __all__ = ["EVAL_KNOBS", "add"]
 
@@ -37,6 +46,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..map.format import load_map
 
     config = config_from_args(args)
+    outputs_apart(
+        {"--map": args.map, "--queries": args.queries, "--csv": getattr(args, "csv", None), "--bag": args.bag},
+        {"--json": args.json, "--plot": args.plot, "--out-bag": args.out_bag},
+    )
     vmap = load_map(args.map)
     queries = None if args.bag else in_sequence(geoset(args, args.queries, vmap.frame), args.shuffle)
     if args.bag and args.shuffle is not None:

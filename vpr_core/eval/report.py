@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,20 @@ from ..io.files import atomic_write
 __all__ = ["print_report", "write_json"]
 
 
+def _plain(v: Any) -> Any:
+    """NaN and Inf (a statistic over no fixes) as null: the JSON standard has no NaN, and strict readers refuse it."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
 def write_json(report: dict[str, Any], path: str | Path) -> None:
-    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    text = json.dumps(_plain(report), indent=2, allow_nan=False) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def print_report(report: dict[str, Any]) -> None:

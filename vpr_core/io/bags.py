@@ -240,9 +240,9 @@ def read_fixes(reader, conns, bag: str | Path, max_fix_std: float, skips: Skips)
             reason = "NaN/invalid fix"
         elif int(msg.position_covariance_type) != 0:
             cov = np.asarray(msg.position_covariance, dtype=np.float64)[[0, 4]]
-            # a negative variance is how some drivers say "unknown" (as type 0 does): the fix is not gated by it
-            std = math.sqrt(max(cov)) if np.isfinite(cov).all() else math.inf
-            if (cov >= 0).all() and std > max_fix_std:
+            if (cov < 0).any():  # how some drivers say "unknown", as type 0 does: the fix is not gated by it
+                pass
+            elif not np.isfinite(cov).all() or math.sqrt(max(cov)) > max_fix_std:
                 reason = "fix covariance too large"
         rows.append((_stamp_ns(msg, t), lat, lon, alt, reason))
     if not rows:
@@ -354,6 +354,7 @@ class FixSample:
     alt: float = 0.0
     status: int = 0  # NavSatStatus: -1 NO_FIX, 0 FIX
     std: float = 0.5  # metres, horizontal; written as a diagonal KNOWN covariance
+    variance: float | None = None  # written on the whole diagonal instead, as given (some drivers write -1)
 
 
 def write_run_bag(
@@ -403,7 +404,8 @@ def write_run_bag(
                 )
                 msgs.append((logtime, ic, ts.serialize_cdr(m, IMAGE)))
         for f in fixes:
-            cov = np.diag([f.std**2, f.std**2, (2 * f.std) ** 2]).reshape(-1).astype(np.float64)
+            diag = [f.std**2, f.std**2, (2 * f.std) ** 2] if f.variance is None else [f.variance] * 3
+            cov = np.diag(diag).reshape(-1).astype(np.float64)
             m = T[NAVSATFIX](
                 header=msg_header(T, f.stamp, "gps"),
                 status=T["sensor_msgs/msg/NavSatStatus"](status=f.status, service=1),
