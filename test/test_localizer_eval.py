@@ -104,3 +104,42 @@ def test_auto_feedback_follows_the_measured_frames():
         a.observe(20.0)  # well under budget: one more every 10 frames
     assert a.top_k == 7
     assert AutoChoice("none", 0, 75.0, 10.0).observe(500.0) == 0
+
+
+def test_outputs_are_checked_before_publishing(street, street_map):
+    """The last gate before a navigation filter: an estimate with Inf/NaN numbers, a covariance that is not
+    positive definite or a confidence outside [0, 1] goes out as NO_FIX with finite numbers, confidence 0."""
+    import dataclasses
+    import math
+
+    from vpr_core.localize.outputs import (
+        STATUS_FIX,
+        STATUS_NO_FIX,
+        fix_fields,
+        output_fault,
+        pose_fields,
+        published_confidence,
+    )
+
+    loc = Localizer.from_file(street_map, device="cpu")
+    est = loc.localize(load_image(load_geoset(street / "queries").paths[0]))
+    est.confidence = 0.9
+    assert output_fault(est) is None and fix_fields(est, 0.5).status == STATUS_FIX
+    bad_cov = est.covariance.copy()
+    bad_cov[0, 0] = -1.0
+    inf_alt = dataclasses.replace(est, alt=math.inf, enu=(est.enu[0], est.enu[1], math.inf))
+    for bad in (
+        inf_alt,  # an Inf altitude: the fix stands, its altitude unknown
+        dataclasses.replace(est, covariance=bad_cov),
+        dataclasses.replace(est, covariance=est.covariance * math.nan),
+        dataclasses.replace(est, confidence=math.nan),
+        dataclasses.replace(est, lat=math.inf),
+    ):
+        ff, pf = fix_fields(bad, 0.5), pose_fields(bad)
+        assert all(math.isfinite(v) for v in [ff.latitude, ff.longitude, ff.altitude, *ff.covariance])
+        assert all(math.isfinite(v) for v in [*pf.position, *pf.covariance])
+        assert math.isfinite(published_confidence(bad))
+        if bad is inf_alt:
+            assert ff.status == STATUS_FIX and ff.altitude == 0.0 and pf.position[2] == 0.0
+        else:
+            assert ff.status == STATUS_NO_FIX and output_fault(bad) and published_confidence(bad) == 0.0
