@@ -176,7 +176,8 @@ def ordered_street(tmp_path_factory):
     The effect over generator seeds 0-5 and 11 (single -> hmm R@1, in-process ``evaluate``): 86->94, 82->90,
     88->94, 78->92, 82->94, 72->84 and 66->86 for seed 11, used here (tracked 72-90 %); the shuffled run equals
     the single frames in every case. Seeds 0, 1, 11 gave the same figures at 1 thread and with ATen's AVX2 kernels
-    (``ATEN_CPU_CAPABILITY=avx2``), seeds 4, 5, 11 with its scalar ones (``default``)."""
+    (``ATEN_CPU_CAPABILITY=avx2``), seeds 4, 5, 11 with its scalar ones (``default``). ``bench/bench_margins.py``
+    measures it again."""
     import cv2
 
     from vpr_core.demo import generate
