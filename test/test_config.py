@@ -80,7 +80,7 @@ def test_node_parameters_come_from_the_config():
             assert (lo, hi) == k.range, name
     from vpr_ros.params import RUNTIME
 
-    assert RUNTIME == {"min_confidence"}  # changeable at run time; the rest is read at configure
+    assert RUNTIME == {"min_confidence", "diagnostics_period"}  # changeable at run time; the rest is read at configure
     assert "auto" in PARAMETERS["reranker"][1].description and "One of:" in PARAMETERS["reranker"][1].description
 
 
