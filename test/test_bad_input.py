@@ -338,6 +338,9 @@ def test_every_format_is_size_checked_before_decoding(ext):
     assert decode_image(data, "cam").shape == (200, 300, 3)
     with pytest.raises(ImageError, match=r"^cam: 300x200 is 0 megapixels, above the 0.05 MP limit"):
         decode_image(data, "cam", limit_mp=0.05)
+    if ext == ".jpg":  # a phone's EXIF, ICC and MPF segments can put the frame header past 64 KiB: still read
+        app = b"\xff\xe1" + (40000).to_bytes(2, "big") + b"\x00" * 39998
+        assert decode_image(data[:2] + app * 2 + data[2:], "cam").shape == (200, 300, 3)
 
 
 def test_formats_without_a_readable_size_are_refused():

@@ -3,8 +3,8 @@
 Everything downstream takes ``uint8`` RGB arrays of shape (H, W, 3). Large inputs
 (12 MP phone photos) are downscaled right after decoding so that memory stays
 bounded. Encoded images above ``MAX_MEGAPIXELS`` are refused from their header,
-(every format decoded has its header read; formats whose size cannot be read are refused)
 before any decoding (a 20000x20000 PNG would otherwise take seconds and gigabytes).
+Every format decoded has its header read (``IMAGE_FORMATS``); any other is refused.
 """
 
 from __future__ import annotations
@@ -187,14 +187,14 @@ def decode_image(data: bytes, source: str = "image", limit_mp: float | None = No
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise ImageError(f"{source}: empty file; re-export or remove it")
-    head = bytes(data[:65536])
-    fmt = image_format(head)
+    blob = data if isinstance(data, bytes) else bytes(data)
+    fmt = image_format(blob)
     if fmt is None:
         raise ImageError(
             f"{source}: cannot decode image: its first bytes are none of {', '.join(IMAGE_FORMATS)} (corrupt, or a "
             "format whose size cannot be checked before decoding); re-export it as JPEG or PNG"
         )
-    size = encoded_size(bytes(data) if fmt == "TIFF" else head)  # a TIFF's directory may sit at its end
+    size = encoded_size(blob)  # whole: a JPEG's frame header may follow 64 KiB of EXIF, a TIFF's directory its data
     if size is None:
         raise ImageError(f"{source}: {fmt} header cannot be read (corrupt or truncated); re-export or remove it")
     limit = max_megapixels() if limit_mp is None else limit_mp
