@@ -467,15 +467,21 @@ db = load_geoset(sys.argv[2] + "/database")
 m = build_map(db, device="cpu")
 loc = Localizer(m, device="cpu")
 q = load_geoset(sys.argv[2] + "/queries", frame=db.frame)
-topk = [[x.index for x in loc.localize(load_image(p)).matches] for p in q.paths]
-out = {"vocab": m.model_state["vlad.centers"].tolist(), "desc": m.descriptors.tolist(), "topk": topk}
+est = [loc.localize(load_image(p)) for p in q.paths]
+topk = [[x.index for x in e.matches] for e in est]
+fixes = [[e.lat, e.lon, e.confidence, *e.covariance.reshape(-1).tolist()] for e in est]
+codes = m.local_codes.tolist() if m.local_codes is not None else None
+out = {"vocab": m.model_state["vlad.centers"].tolist(), "desc": m.descriptors.tolist(), "topk": topk,
+       "fixes": fixes, "codes": codes}
 print(json.dumps(out))
 """
 
 
 def test_map_builds_do_not_depend_on_the_thread_count(street):
+    """README's determinism table: on one machine, any thread count gives the same vocabulary and top-K, and the
+    same thread count gives bit-identical arrays and estimates."""
     runs = []
-    for n in (1, 2):
+    for n in (1, 2, 2):
         r = subprocess.run(
             [sys.executable, "-c", REPRO, str(n), str(street)], capture_output=True, text=True, timeout=600
         )
@@ -485,6 +491,7 @@ def test_map_builds_do_not_depend_on_the_thread_count(street):
     # threaded float noise only: the same directions (README: what is bit-identical and what within tolerance)
     assert_vectors_close(runs[0]["desc"], runs[1]["desc"], NET_RTOL)
     assert runs[0]["topk"] == runs[1]["topk"]  # which never changes retrieval
+    assert runs[1] == runs[2]  # the same thread count: every array and estimate bit for bit
 
 
 def test_numbers_and_options_are_checked_where_they_enter(street, street_map, tmp_path):
