@@ -522,6 +522,9 @@ def test_numbers_and_options_are_checked_where_they_enter(street, street_map, tm
             build_reranker(name, conf)
     with pytest.raises(VprError, match=re.escape("input_size=[40000, 40000] must be [width, height]")):
         build_global_model("xfeat-vlad", {"input_size": [40000, 40000]})
+    for seed in (-1, 2**64):  # the vocabulary's k-means seed
+        with pytest.raises(VprError, match=re.escape(f"seed={seed} is out of range; give a value in [0, 4294967295]")):
+            build_global_model("xfeat-vlad", {"seed": seed})
 
     e = ["eval", "--map", street_map, "--queries", street / "queries"]
     for argv, needles in (

@@ -266,7 +266,8 @@ def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = Non
             raise fail(f"is not {kind}; give a finite {kind[3 if want_int else 2 :]}") from None
         if isinstance(rule, tuple):
             if not rule[0] <= v <= rule[1]:
-                raise fail(f"is out of range; give a value in [{rule[0]:g}, {rule[1]:g}]")
+                lo, hi = (str(int(b)) if float(b).is_integer() else f"{b:g}" for b in rule)
+                raise fail(f"is out of range; give a value in [{lo}, {hi}]")
         elif rule is not None:
             ok, what = RULES[rule]
             if not ok(v):

@@ -40,6 +40,7 @@ CONF_RANGES: dict[str, tuple[float, float]] = {
     "fc_output_dim": (1, 65536),
     "blocks": (1, 64),
     "p": (0.1, 100.0),
+    "seed": (0, 2**32 - 1),
 }
 #: Options that are (width, height) pairs: network input in pixels, stored grid in cells.
 PAIRS = {"input_size": 32, "local_grid": 1}
