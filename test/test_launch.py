@@ -6,7 +6,9 @@ clone) the test skips with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +53,20 @@ def launch(installed: Path, domain: int, seconds: float, log: Path, **args: str)
         str(installed / "share/vpr_ros/launch/localize.launch.py"),
     ]
     cmd += [str(seconds)] + [f"{k}:={v}" for k, v in args.items()]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # a session of its own: stop() ends launch and every node it started (a SIGTERM to launch alone left the node
+    # running after the test, in its DDS domain, for the rest of the machine's life)
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the launch process group, as Ctrl-C would reach it; SIGKILL what is left after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_path):
@@ -87,8 +102,7 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
         assert "listening on /robot1/cam/image" in log.read_text()  # namespace and image_topic honoured
     finally:
         peer.close()
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
     assert "Traceback" not in log.read_text()
 
     bad = tmp_path / "bad.log"
@@ -96,8 +110,7 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
     deadline = time.time() + 60
     while time.time() < deadline and "process has died" not in bad.read_text():
         time.sleep(0.5)
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
     out = bad.read_text()
     lines = [ln for ln in out.splitlines() if "map not found" in ln]
     assert len(lines) == 1 and "cannot configure" in lines[0] and "exit code 1" in out and "Traceback" not in out, out
