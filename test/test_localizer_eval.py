@@ -118,7 +118,6 @@ def test_outputs_are_checked_before_publishing(street, street_map):
         fix_fields,
         output_fault,
         pose_fields,
-        published_confidence,
     )
 
     loc = Localizer.from_file(street_map, device="cpu")
@@ -138,8 +137,8 @@ def test_outputs_are_checked_before_publishing(street, street_map):
         ff, pf = fix_fields(bad, 0.5), pose_fields(bad)
         assert all(math.isfinite(v) for v in [ff.latitude, ff.longitude, ff.altitude, *ff.covariance])
         assert all(math.isfinite(v) for v in [*pf.position, *pf.covariance])
-        assert math.isfinite(published_confidence(bad))
+        assert math.isfinite(ff.confidence)
         if bad is inf_alt:
             assert ff.status == STATUS_FIX and ff.altitude == 0.0 and pf.position[2] == 0.0
         else:
-            assert ff.status == STATUS_NO_FIX and output_fault(bad) and published_confidence(bad) == 0.0
+            assert ff.status == STATUS_NO_FIX and ff.fault == output_fault(bad) and ff.confidence == 0.0

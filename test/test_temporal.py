@@ -138,7 +138,7 @@ def test_reset_forgets_the_track_and_the_beam_is_bounded():
 def test_registry_options_and_errors():
     xy, desc = route(40)
     assert TEMPORAL_FILTERS.get("hmm") is HmmFilter
-    with pytest.raises(VprError, match="unknown temporal option"):
+    with pytest.raises(VprError, match="temporal filter 'hmm': unknown option"):
         HmmFilter(xy, desc, {"max_sped": 3})
     with pytest.raises(VprError, match="unknown temporal filter 'kalman'"):
         TEMPORAL_FILTERS.get("kalman")

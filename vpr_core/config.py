@@ -27,6 +27,7 @@ __all__ = [
     "Surface",
     "add_arguments",
     "check_option",
+    "check_options",
     "from_surface",
     "knob",
     "knobs",
@@ -255,7 +256,7 @@ def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = Non
         return value
     if isinstance(default, int | float):
         want_int = isinstance(default, int)
-        kind = "an integer" if want_int else "a number"
+        kind, noun = ("an integer", "integer") if want_int else ("a number", "number")
         try:
             if isinstance(value, bool) or isinstance(value, list | dict | type(None)):  # text "5" is a number
                 raise ValueError
@@ -263,7 +264,7 @@ def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = Non
             if not math.isfinite(v) or (want_int and not v.is_integer()):
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
-            raise fail(f"is not {kind}; give a finite {kind[3 if want_int else 2 :]}") from None
+            raise fail(f"is not {kind}; give a finite {noun}") from None
         if isinstance(rule, tuple):
             if not rule[0] <= v <= rule[1]:
                 lo, hi = (str(int(b)) if float(b).is_integer() else f"{b:g}" for b in rule)

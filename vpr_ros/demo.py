@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_core.cli.common import positive_float
+from vpr_core.cli.common import positive_float, seed
 from vpr_core.demo import DEMO_THRESHOLD_M, FIX_TOPIC, IMAGE_TOPIC, prepare
 from vpr_core.io.bags import GeoFrame, GeoFrames
 
@@ -28,7 +28,7 @@ from .player import play
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("demo_out"))
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=seed, default=7)
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--rate", type=positive_float, default=1.0, help="playback speed (the query run is recorded at 5 Hz)"

@@ -45,8 +45,6 @@ from vpr_core.localize.outputs import (
     STATUS_FIX,
     fix_fields,
     fix_frame_id,
-    output_fault,
-    published_confidence,
     publishes_pose,
 )
 from vpr_core.localize.temporal import OdomTrack
@@ -371,16 +369,15 @@ class VprLocalizer(LifecycleNode):
         min_conf = float(self.get_parameter("min_confidence").value)
         s = self.settings
         ff = fix_fields(est, min_conf)
-        fault = output_fault(est)
-        if fault is not None:  # published as NO_FIX with finite numbers; said once per period, one severity here
-            text = f"estimate not published as a fix: {fault}"
+        if ff.fault is not None:  # published as NO_FIX with finite numbers; said once per period, one severity here
+            text = f"estimate not published as a fix: {ff.fault}"
             if self.problems.should_log(text):
                 self.get_logger().warning(text)
         fix_header = Header(stamp=header.stamp, frame_id=fix_frame_id(s.fix_frame_id, header.frame_id))
         self.pubs["fix"].publish(navsatfix(ff, fix_header))
         if publishes_pose(ff, s.publish_pose_when_lost):
             self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
-        self.pubs["confidence"].publish(Float32(data=published_confidence(est)))
+        self.pubs["confidence"].publish(Float32(data=ff.confidence))
         if "debug" in self.pubs:
             view = self.debug_view.render(rgb, est, min_conf, self.localizer.reranker.name)
             self.pubs["debug"].publish(rgb_to_image(view, header))

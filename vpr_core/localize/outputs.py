@@ -30,6 +30,8 @@ class FixFields:
     longitude: float
     altitude: float
     covariance: list[float]  # 9, row-major ENU m^2
+    confidence: float  # ~/confidence: the estimate's, 0 where it cannot be trusted (never NaN)
+    fault: str | None = None  # why the estimate is not published as a fix (``output_fault``)
 
 
 @dataclass
@@ -61,11 +63,6 @@ def output_fault(est: Estimate) -> str | None:
     return None
 
 
-def published_confidence(est: Estimate) -> float:
-    """``~/confidence``: the estimate's, 0 where it cannot be trusted (never NaN)."""
-    return 0.0 if output_fault(est) else float(est.confidence)
-
-
 def _finite_cov(cov: np.ndarray) -> list[float]:
     return [
         float(v)
@@ -79,13 +76,15 @@ def fix_fields(est: Estimate, min_confidence: float) -> FixFields:
     alt_known = math.isfinite(est.alt)
     if not alt_known:
         cov[2, 2] = max(np.nan_to_num(cov[2, 2], nan=0.0, posinf=0.0), UNOBSERVED_VAR)
-    ok = output_fault(est) is None and est.confidence >= min_confidence
+    fault = output_fault(est)
     return FixFields(
-        status=STATUS_FIX if ok else STATUS_NO_FIX,
+        status=STATUS_FIX if fault is None and est.confidence >= min_confidence else STATUS_NO_FIX,
         latitude=float(est.lat) if math.isfinite(est.lat) else 0.0,
         longitude=float(est.lon) if math.isfinite(est.lon) else 0.0,
         altitude=float(est.alt) if alt_known else 0.0,
         covariance=_finite_cov(cov),
+        confidence=0.0 if fault else float(est.confidence),
+        fault=fault,
     )
 
 

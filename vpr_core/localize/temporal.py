@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import check_option
-from ..errors import VprError
+from ..config import check_options
 from ..registry import Registry
 from .estimate import MapMoments
 
@@ -204,15 +203,7 @@ class HmmFilter:
     """Online Viterbi over (place, velocity) with a fixed beam; see the module docstring."""
 
     def __init__(self, xy: np.ndarray, descriptors: np.ndarray, conf: dict[str, Any] | None = None) -> None:
-        unknown = set(conf or {}) - set(TEMPORAL_DEFAULTS)
-        if unknown:
-            raise VprError(
-                f"unknown temporal option(s) {', '.join(sorted(unknown))}; known: {', '.join(TEMPORAL_DEFAULTS)}"
-            )
-        self.conf = {
-            k: check_option("temporal filter 'hmm'", k, v, TEMPORAL_DEFAULTS[k], TEMPORAL_RULES.get(k))
-            for k, v in {**TEMPORAL_DEFAULTS, **(conf or {})}.items()
-        }
+        self.conf = check_options("temporal filter 'hmm'", TEMPORAL_DEFAULTS, conf, TEMPORAL_RULES)
         self.xy = np.asarray(xy, dtype=np.float64)
         self.desc = descriptors  # (N, D), may be memory-mapped; only touched rows are read
         self.spacing = map_spacing(self.xy)

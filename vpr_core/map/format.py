@@ -363,7 +363,7 @@ def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray
                 f"{path}: array '{name}' does not match its checksum (the file was damaged after it was written); "
                 "restore the map from a copy or rebuild it"
             )
-        if name not in ("geo.alt",) and arr.dtype.kind == "f" and not _finite(arr):
+        if name != "geo.alt" and arr.dtype.kind == "f" and not _finite(arr):
             raise MapError(f"{path}: array '{name}' holds NaN or Inf; rebuild the map")
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_option
+from ..config import check_options
 from ..errors import VprError
 from ..registry import Registry
 
@@ -52,22 +52,8 @@ class GlobalModel(nn.Module):
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise VprError(
-                f"global model '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
-            )
-        conf = {
-            key: check_option(
-                f"global model '{self.name}'",
-                key,
-                value,
-                self.default_conf[key],
-                f"pair>={PAIRS[key]}" if key in PAIRS else CONF_RANGES.get(key),
-            )
-            for key, value in (conf or {}).items()
-        }
-        self.conf = {**copy.deepcopy(self.default_conf), **conf}
+        rules = {**CONF_RANGES, **{key: f"pair>={lo}" for key, lo in PAIRS.items()}}
+        self.conf = check_options(f"global model '{self.name}'", copy.deepcopy(self.default_conf), conf, rules)
         self.trained = True  # False when running on random weights; reported, never hidden
 
     # ---- geometry -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..config import check_option
+from ..config import check_options
 from ..errors import VprError
 from ..registry import Registry
 
@@ -42,15 +42,8 @@ class Reranker:
     ranges: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
-        unknown = set(conf or {}) - set(self.default_conf)
-        if unknown:
-            raise VprError(
-                f"re-ranker '{self.name}': unknown option(s) {sorted(unknown)}; known: {sorted(self.default_conf)}"
-            )
-        self.conf = {**copy.deepcopy(self.default_conf), **(conf or {})}
         rules = {"top_k": ">=1", **self.ranges}
-        for key, default in self.default_conf.items():
-            self.conf[key] = check_option(f"re-ranker '{self.name}'", key, self.conf[key], default, rules.get(key))
+        self.conf = check_options(f"re-ranker '{self.name}'", copy.deepcopy(self.default_conf), conf, rules)
         self.trained = True
         self.source = "n/a"  # where the weights came from, for reports and diagnostics
         self.device = torch.device("cpu")
