@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     {"errors", "registry", "geodesy", "_lazy", "config"},
     {"io"},
+    {"store"},
     {"models"},
     {"rerank"},
     {"runtime"},

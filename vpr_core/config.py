@@ -169,8 +169,9 @@ def _arg_type(k: Knob, flag: str) -> Callable[[str], Any]:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, fields: Sequence[str]) -> None:
-    """Add the CLI arguments of ``cls``'s ``fields`` (each must be shown on the CLI) to ``parser``."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, fields: Sequence[str], keep_unset: bool = False) -> None:
+    """Add the CLI arguments of ``cls``'s ``fields`` (each must be shown on the CLI) to ``parser``; with
+    ``keep_unset`` a flag not given leaves no attribute (a preset's value stands)."""
     by_field = {k.field: k for k in knobs(cls, "cli")}
     for name in fields:
         k = by_field[name]
@@ -178,9 +179,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, fields: Sequence[s
         assert s is not None
         help_ = k.help
         if k.type is dict:
-            parser.add_argument(s.name, action="append", metavar="KEY=VALUE", dest=k.field, help=help_)
+            extra = {"default": argparse.SUPPRESS} if keep_unset else {}
+            parser.add_argument(s.name, action="append", metavar="KEY=VALUE", dest=k.field, help=help_, **extra)
             continue
-        kw: dict[str, Any] = {"dest": k.field, "default": s.default}
+        kw: dict[str, Any] = {"dest": k.field, "default": argparse.SUPPRESS if keep_unset else s.default}
         if k.choices is not None and k.accepts is None:
             kw["choices"] = [c for c in k.choices() if c != ""]  # "" is the default's "not set", never typed
             kw["type"] = k.type

@@ -397,9 +397,7 @@ class VprLocalizer(LifecycleNode):
                 "map_origin_lla": ", ".join(f"{v:.7f}" for v in loc.map.origin_lla),
                 "model": loc.map.model,
                 "reranker": loc.reranker.name,
-                "reranker_top_k": str(loc.auto.top_k if loc.auto else loc.reranker.top_k)
-                if loc.reranker.needs_local
-                else "0",
+                "reranker_top_k": str(loc.rerank_depth),
                 "reranker_auto": loc.auto.summary() if loc.auto else "off",
                 "reranker_weights": loc.reranker.source,
                 "device": str(loc.extractor.device),

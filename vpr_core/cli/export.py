@@ -33,8 +33,8 @@ def resolve(module: str, args: argparse.Namespace):
     if vmap is not None:
         if head is None:
             head = map_head(vmap, str(args.map))[0]
-        if vmap.local_shape is not None:
-            channels, gh, gw = vmap.local_shape
+        if vmap.grids is not None:
+            channels, gh, gw = vmap.grids.shape
             grid = (int(gw), int(gh))
     if head is None:
         head = load_dhe_head(str(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"]))

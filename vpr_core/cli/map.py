@@ -8,50 +8,30 @@ import sys
 from pathlib import Path
 
 from ..errors import VprError
-from ..map.codec import GRID_CODECS
-from ..map.search import BUILD_INDEX
+from ..map.config import MapBuildConfig
 from .common import add_device_arg, add_geo_args, geoset, need_topics, nonnegative_float, positive_int, seed
 
 __all__ = ["add"]
 
 
-#: What ``vpr map build --local`` can store.
-LOCAL_KINDS = ("grid", "sparse", "both", "none")
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..config import parse_sets
-    from ..map.build import build_and_save, build_map_from_bag
+    from ..map.build import build_and_save, build_map_from_bag, ray_parts
+    from ..map.format import load_map, save_map
 
     out = Path(args.out)
     if out.is_dir():
         raise VprError(f"{out}: is a directory; --out takes a map file path such as maps/route.vprmap")
-    from ..map.format import load_map, save_map
-
     if args.like and args.append:
         raise VprError("give --like MAP or --append MAP, not both (--append already describes like its map)")
+    conf = MapBuildConfig.from_args(args)
     like = load_map(args.like or args.append) if (args.like or args.append) else None
-    kw = {
-        "model_name": args.model,
-        "model_conf": parse_sets(args.set),
-        "device": args.device,
-        "local": args.local in ("grid", "both") and not args.no_local,
-        "sparse": {"top_k": args.sparse_keypoints} if args.local in ("sparse", "both") else None,
-        "grid_codec": args.grid_codec,
-        "pq": {"m": args.pq_m} if args.pq_m else None,
-        "index": {"kind": args.index},
-        "like": like,
-        "ray": args.ray,
-        "ray_block": args.ray_block,
-        "ray_workers": args.ray_workers,
-    }
-    if kw["sparse"] is not None:
+    if conf.stores_sparse:
         from ..rerank.sparse import SPARSE_BUDGET_BYTES, sparse_bytes_per_image
 
-        size = sparse_bytes_per_image(args.sparse_keypoints)
+        size = sparse_bytes_per_image(conf.sparse_keypoints)
         if size > SPARSE_BUDGET_BYTES:
             print(
-                f"note: {args.sparse_keypoints} sparse keypoints take {size / 1000:.0f} KB per map image, above the "
+                f"note: {conf.sparse_keypoints} sparse keypoints take {size / 1000:.0f} KB per map image, above the "
                 f"{SPARSE_BUDGET_BYTES / 1000:.0f} KB budget (default 512: {sparse_bytes_per_image(512) / 1000:.1f} "
                 "KB); LighterGlue's attention grows with their square (1024 take 3.3x the matching time of 512)",
                 file=sys.stderr,
@@ -69,7 +49,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             min_spacing=args.min_spacing,
             max_fix_age=args.max_fix_age,
             max_fix_std=args.max_fix_std,
-            **kw,
+            conf=conf,
+            like=like,
         )
         print(
             f"bag {' '.join(args.bag)}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "
@@ -79,14 +60,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         from ..map.build import build_map
         from ..map.merge import merge_maps
 
-        new = build_map(
-            geoset(args, args.images), source=str(args.images or args.csv), work_dir=Path(f"{out}.parts"), **kw
-        )
-        m = merge_maps([like, new], [args.append, str(args.images or args.csv)])
-        save_map(m, out)
+        with ray_parts(out, conf) as parts:
+            new = build_map(
+                geoset(args, args.images), conf, source=str(args.images or args.csv), like=like, work_dir=parts
+            )
+            m = merge_maps([like, new], [args.append, str(args.images or args.csv)])
+            save_map(m, out)
         print(f"appended {len(new)} images to {args.append} ({len(like)} before)")
     else:
-        m = build_and_save(geoset(args, args.images), out, source=str(args.images or args.csv), **kw)
+        m = build_and_save(geoset(args, args.images), out, conf, source=str(args.images or args.csv), like=like)
     print(
         f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), "
         f"ENU origin lat {m.origin[0]:.7f} lon {m.origin[1]:.7f} h {m.origin[2]:.1f}"
@@ -170,49 +152,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--images-out", metavar="DIR", help="with --bag: where the kept frames are written (default MAP.images/)"
     )
     b.add_argument("--out", required=True, metavar="MAP", help="map file to write (safetensors; written atomically)")
-    b.add_argument("--model", default="xfeat-vlad", help="global model (see 'vpr models'; default xfeat-vlad)")
-    b.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="model option, e.g. --set weights=ResNet50_2048_cosplace.pth --set pca_dim=256",
-    )
-    b.add_argument(
-        "--local",
-        choices=LOCAL_KINDS,
-        default="grid",
-        help="local features stored for re-ranking: grid (dense XFeat grid: ransac, dhe, geowarp; default), sparse "
-        "(XFeat keypoints at 640 px, fp16: lighterglue; 66 KB/image at 512), both (dhe+lighterglue; grids at "
-        "--pq-m 32), or none",
-    )
-    b.add_argument(
-        "--sparse-keypoints",
-        type=positive_int,
-        default=512,
-        metavar="N",
-        help="with --local sparse/both: keypoints per image (default 512; 1024 is 4x slower to match)",
-    )
-    b.add_argument("--no-local", action="store_true", help="same as --local none (smaller map; no re-ranking)")
-    b.add_argument(
-        "--grid-codec",
-        choices=GRID_CODECS,
-        default="pq",
-        help="how the dense grids are stored: pq (product-quantised, 9.6 KB/image at --pq-m 8; default) or fp16 "
-        "(153.6 KB/image)",
-    )
-    b.add_argument(
-        "--pq-m",
-        type=positive_int,
-        metavar="M",
-        help="PQ bytes per grid cell (default 8; 32 with --local both, where the grids serve dhe+lighterglue)",
-    )
-    b.add_argument(
-        "--index",
-        choices=BUILD_INDEX,
-        default="auto",
-        help="search index stored in the map: auto (IVF-PQ shards from 50 000 images on, exact search below), "
-        "ivfpq (always) or flat (never)",
-    )
+    MapBuildConfig.add_arguments(b)
     b.add_argument(
         "--like",
         metavar="MAP",
@@ -225,22 +165,6 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="add the images to MAP (described with its model, grids in its codec, added to its stored index "
         "without retraining) and write the grown map to --out (may be MAP itself)",
     )
-    b.add_argument(
-        "--ray",
-        metavar="local|ADDRESS",
-        help="describe the images as Ray Data batch inference: 'local' starts Ray here, an address joins a cluster "
-        "(pip install .[ray]); resumable: rerun the same command after a failure",
-    )
-    b.add_argument(
-        "--ray-block", type=positive_int, metavar="N", help="with --ray: images per task and per resumable block (64)"
-    )
-    b.add_argument(
-        "--ray-workers",
-        type=positive_int,
-        metavar="N",
-        help="with --ray: describer actors (default: one per GPU, else one per CPU of the cluster)",
-    )
-    add_device_arg(b)
     b.set_defaults(func=cmd_build)
 
     a = mp.add_parser(

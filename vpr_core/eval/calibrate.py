@@ -1,6 +1,6 @@
 """``vpr calibrate``: fit the confidence of one re-ranker, and the scale of its covariance, on a labelled run.
 
-Both are stored in the map (``extra.calibration.<re-ranker>``, ``extra.covariance.<re-ranker>``): the
+Both are stored in the map (its ``Calibration`` part of that re-ranker, ``store.parts``): the
 confidence becomes P(top-1 within the threshold | evidence), and the covariance is scaled so that 95 % of the
 fixes published as STATUS_FIX lie inside their 95 % ellipse on this run.
 """
@@ -15,6 +15,7 @@ from ..localize.calibration import FEATURES, fit_logistic, predict, reliability
 from ..localize.config import LocalizerConfig
 from ..localize.localizer import Localizer
 from ..map.format import load_map, save_map
+from ..store.parts import Calibration
 from .plots import plot_reliability
 from .recall import CHI2_2D_95, covariance_consistency, evaluate
 
@@ -38,8 +39,7 @@ def calibrate(
         raise VprError("calibrate fits one re-ranker: pass --rerank dhe, ransac or none (not auto)")
     vmap = load_map(map_path)
     geo = load_geoset(queries, csv, vmap.frame)
-    vmap.extras.pop(f"calibration.{reranker}", None)  # evidence from the uncalibrated localizer
-    vmap.extras.pop(f"covariance.{reranker}", None)
+    vmap.calibrations.pop(reranker, None)  # evidence from the uncalibrated localizer
     loc = Localizer(vmap, config)
     _, est = evaluate(loc, geo, threshold)
     x = np.stack([e.evidence for e in est])
@@ -68,8 +68,7 @@ def calibrate(
         f"(NEES {cov_before['nees']:.2f}) -> scaled x{scale:.3g}: {cov_after['coverage_2sigma']:.1f}% "
         f"(NEES {cov_after['nees']:.2f}) (in-sample)"
     )
-    vmap.extras[f"calibration.{reranker}"] = coef
-    vmap.extras[f"covariance.{reranker}"] = np.array([scale])
+    vmap.calibrations[reranker] = Calibration(np.asarray(coef, np.float64), float(scale))
     vmap.info[f"calibration.{reranker}"] = {
         "queries": str(queries or csv),
         "threshold_m": threshold,

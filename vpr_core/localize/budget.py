@@ -20,20 +20,36 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import VprError
 from ..rerank import RERANKERS, build_reranker
+from ..rerank.base import Reranker
+from ..store.vmap import VprMap
 
-__all__ = ["AUTO", "PREFERENCE", "AutoChoice", "choose_reranker"]
+__all__ = ["AUTO", "AUTO_WEIGHTS_KIND", "AutoChoice", "auto_options", "candidates", "choose_reranker"]
 
 AUTO = "auto"
-#: Most accurate first (README "Re-rankers", R@1 at K=10 corridor / triplets / nordland: dhe+lighterglue on a
-#: --local both map 97.3 / 100 / 25.0, lighterglue 91.9 / 100 / 23.3, dhe 91.9 / 90 / 22.5 on the compact map;
-#: ransac leads only on nordland's 64x32 frames). Each is skipped where the map lacks its features.
-PREFERENCE = ("dhe+lighterglue", "lighterglue", "dhe", "ransac")
 MIN_K = 4  # fewer candidates than this is hardly a re-ranking
-#: Chosen only at their default K (10) where the map's grids offer dhe instead: lighterglue at K=5 (corridor
-#: 91.0) falls below dhe at any K (91.9-93.7); on a keypoints-only map it takes any K from MIN_K (none is the
-#: alternative there). dhe+lighterglue at K=5 (94.6) still beats dhe, so it takes any K from MIN_K.
-FULL_K_ONLY = ("lighterglue",)
+#: The weights given with ``reranker: auto`` are a DHE head: every candidate method that runs one gets them.
+AUTO_WEIGHTS_KIND = "dhe-head"
+
+
+def candidates() -> list[type[Reranker]]:
+    """The re-rankers auto may choose, most accurate first (each class declares its ``auto_rank``; README
+    "Re-rankers" gives the R@1 behind the order)."""
+    ranked = [RERANKERS.get(n) for n in RERANKERS.names() if RERANKERS.get(n).auto_rank is not None]
+    return sorted(ranked, key=lambda cls: cls.auto_rank)
+
+
+def auto_options(cls: type[Reranker], given: dict[str, Any]) -> dict[str, Any]:
+    """The options given with auto that apply to ``cls``: those it declares, and the weights when they are its
+    kind (a DHE head serves dhe and dhe+lighterglue, never LighterGlue's own weights)."""
+    return {
+        k: v
+        for k, v in given.items()
+        if k in cls.default_conf and (k != "weights" or cls.weights_kind == AUTO_WEIGHTS_KIND)
+    }
+
+
 HEADROOM = 0.75  # share of the frame period the pipeline may use; the rest is decoding, DDS, publishing, jitter
 # (measured on 2 cores with 640x480 frames: decode + transport ~12 % of a 100 ms period, start-up timing ~8 % low)
 
@@ -47,6 +63,7 @@ class AutoChoice:
     per_candidate_ms: dict[str, float] = field(default_factory=dict)
     max_k: int = 0  # the method's default K: the most the feedback may give it
     recent: list[float] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # the chosen method's options (K included)
 
     def observe(self, total_ms: float, every: int = 10) -> int:
         """Feedback on real frames (decoding and cold caches included): every ``every`` frames, one candidate fewer
@@ -84,9 +101,17 @@ def _median_ms(fn, repeat: int = 5) -> float:
 
 
 def choose_reranker(
-    target_rate: float, runner, extractor, index, local: torch.Tensor | None, vmap, options: dict[str, Any]
+    target_rate: float, runner, extractor, index, local: torch.Tensor | None, vmap: VprMap, given: dict[str, Any]
 ) -> AutoChoice:
-    """Time this device and pick (re-ranker, K) for ``target_rate`` frames per second."""
+    """Time this device and pick (re-ranker, K) for ``target_rate`` frames per second; ``given``: the options
+    configured with auto (``auto_options`` says which apply to each method)."""
+    known = {k for cls in candidates() for k in cls.default_conf}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise VprError(
+            f"reranker auto: option(s) {unknown} belong to none of the re-rankers it chooses from; known: "
+            f"{', '.join(sorted(known))}"
+        )
     w, h = extractor.model.input_size
     frame = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
     x = extractor.to_tensor([frame])
@@ -99,18 +124,17 @@ def choose_reranker(
     base_ms = _median_ms(base)
     budget = 1e3 / target_rate * HEADROOM
     choice = AutoChoice("none", 0, budget, base_ms)
-    has_sparse = "sparse.keypoints" in vmap.extras
-    if len(vmap) < 3 or (local is None and not has_sparse):
+    if len(vmap) < 3 or (local is None and vmap.sparse is None):
         return choice
     device = extractor.device
     n = min(len(vmap) - 1, 8)
     q = local[0].to(device, torch.float32) if local is not None else None  # map row 0 stands for the query
     grids = local[1 : 1 + n].to(device, torch.float32) if local is not None else None  # rows 1..n: candidates
-    for name in PREFERENCE:
-        cls = RERANKERS.get(name)
-        if (cls.needs_local and local is None) or (cls.needs_sparse and not has_sparse):
+    for cls in candidates():
+        if cls.missing(vmap) or ("grid" in cls.needs and local is None):
             continue
-        rr = build_reranker(name, options.get(name))
+        name = cls.name
+        rr = build_reranker(name, auto_options(cls, given))
         rr.bind(vmap, device, extractor.model.input_size)
         if not rr.trained:  # an untrained head re-ranks meaninglessly: never chosen automatically
             continue
@@ -129,8 +153,9 @@ def choose_reranker(
         choice.per_candidate_ms[name] = per
         k = int((budget - base_ms - fixed) // per)
         max_k = int(rr.default_conf["top_k"])
-        if k >= (max_k if name in FULL_K_ONLY and local is not None else MIN_K):
+        if k >= (max_k if cls.auto_full_k and local is not None else MIN_K):
             choice.max_k = max_k
             choice.reranker, choice.top_k = name, min(k, max_k)
+            choice.options = {"top_k": choice.top_k, **auto_options(cls, given)}
             return choice
     return choice

@@ -3,7 +3,7 @@
 Evidence per frame: inliers of the top-1 (after re-ranking), its inlier margin over
 the best candidate elsewhere, and the global spatial margin. ``vpr calibrate`` fits
 a logistic model of correctness on a labelled run and stores it in the map, one
-per re-ranker (``extra.calibration.<name>``). Without one, confidence is the
+per re-ranker (the map's ``Calibration`` part). Without one, confidence is the
 documented monotone fallback of :mod:`vpr_core.localize.estimate`.
 """
 

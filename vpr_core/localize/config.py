@@ -16,19 +16,12 @@ from ..errors import VprError
 from ..models import GLOBAL_MODELS
 from ..rerank import RERANKERS
 from ..runtime.backends import BACKENDS
-from ..runtime.extractor import DEVICES
+from ..runtime.extractor import DEVICES, cuda_index
 from .estimate import ESTIMATE_DEFAULTS
 from .retrieval import INDEX_KINDS, RETRIEVALS
 from .temporal import TEMPORAL_DEFAULTS, TEMPORAL_FILTERS
 
 __all__ = ["LocalizerConfig"]
-
-#: Re-rankers whose head loads from a weights file.
-WEIGHTED_RERANKERS = ("dhe", "geowarp", "dhe+lighterglue")
-
-
-def _cuda_index(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
 
 
 @dataclass
@@ -70,7 +63,7 @@ class LocalizerConfig:
         "auto (CUDA when present), cpu, cuda or cuda:N.",
         type=str,
         choices=lambda: DEVICES,
-        accepts=_cuda_index,
+        accepts=cuda_index,
         cli="--device",
         ros="device",
     )
@@ -127,8 +120,9 @@ class LocalizerConfig:
     )
     reranker_weights: str = knob(
         "",
-        "Weights file of the re-ranker's head (dhe, dhe+lighterglue, geowarp: homography_regression_*.torch); empty = "
-        "dhe: the map's adapted head, else the one shipped for XFeat maps. (CLI: --rerank-set weights=PATH.)",
+        "Weights file of the re-ranker (dhe, dhe+lighterglue and auto: a DHE head homography_regression_*.torch; "
+        "geowarp: its head; lighterglue, loftr, lightglue: the matcher); empty = dhe: the map's adapted head, else the "
+        "one shipped for XFeat maps. (CLI: --rerank-set weights=PATH.)",
         type=str,
         ros="reranker_weights",
     )
@@ -174,11 +168,11 @@ class LocalizerConfig:
     def validate(self, surface: str | None = None) -> LocalizerConfig:
         """Check every knob (one-line VprError naming it as ``surface`` shows it); returns self."""
         validate(self, surface)
-        if self.reranker_weights and self.reranker not in (*WEIGHTED_RERANKERS, "auto"):
+        if self.reranker_weights and self.reranker != "auto" and not RERANKERS.get(self.reranker).takes_weights():
             name = "parameter reranker_weights" if surface == "ros" else "reranker_weights"
+            weighted = [n for n in RERANKERS.names() if RERANKERS.get(n).takes_weights()]
             raise VprError(
-                f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker "
-                f"{' or '.join(WEIGHTED_RERANKERS)}"
+                f"{name} is set but reranker '{self.reranker}' takes no weights; use reranker {' or '.join(weighted)}"
             )
         bad = set(self.temporal_options) - set(TEMPORAL_DEFAULTS)
         if bad:

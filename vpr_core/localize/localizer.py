@@ -19,14 +19,17 @@ import torch
 from ..errors import MapError
 from ..io.images import to_rgb
 from ..map.codec import LocalGrids
-from ..map.format import VprMap, load_map
+from ..map.format import load_map
 from ..map.model import map_model
-from ..rerank import build_reranker
+from ..rerank import build_reranker, map_local_for
+from ..rerank.base import MAP_PART_NAMES
 from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
+from ..store.parts import Calibration
+from ..store.vmap import VprMap
 from .budget import AUTO, AutoChoice, choose_reranker
 from .calibration import FEATURES, evidence, predict
-from .config import WEIGHTED_RERANKERS, LocalizerConfig
+from .config import LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
 from .retrieval import make_index
 from .temporal import TEMPORAL_FILTERS, Motion
@@ -89,48 +92,37 @@ class Localizer:
         name, rconf = c.reranker, c.reranker_conf()
         self.auto: AutoChoice | None = None
         if name == AUTO:
-            grids = (
-                LocalGrids(vmap).gather(np.arange(min(len(vmap), 9)), "cpu") if vmap.local_shape is not None else None
-            )
-            self.auto = choose_reranker(
-                c.target_rate,
-                self.runner,
-                self.extractor,
-                self.index,
-                grids,
-                vmap,
-                {"dhe": rconf, "dhe+lighterglue": {k: v for k, v in rconf.items() if k == "weights"}},
-            )  # a configured DHE head serves both methods that run one
-            name = self.auto.reranker
-            rconf = {**rconf, "top_k": self.auto.top_k} if name != "none" and not c.reranker_top_k else rconf
-            if name != "dhe":  # the options given with auto are dhe's; others keep K (and the head they share)
-                keep = ("top_k", "weights") if name in WEIGHTED_RERANKERS else ("top_k",)
-                rconf = {k: v for k, v in rconf.items() if k in keep} if name != "none" else {}
+            grids = LocalGrids(vmap.grids).gather(np.arange(min(len(vmap), 9)), "cpu") if vmap.grids else None
+            self.auto = choose_reranker(c.target_rate, self.runner, self.extractor, self.index, grids, vmap, rconf)
+            name, rconf = self.auto.reranker, self.auto.options
         self.reranker = build_reranker(name, rconf)
-        if self.reranker.needs_local and vmap.local_shape is None:
+        missing = self.reranker.missing(vmap)
+        if missing:
             raise MapError(
-                f"re-ranker '{name}' needs the map's local features, but this map has none; rebuild it with "
-                + ("--local both" if self.reranker.needs_sparse else "--local grid (or without --no-local)")
+                f"re-ranker '{name}' needs the map's {' and '.join(MAP_PART_NAMES[p] for p in missing)}, but this map "
+                f"has none; rebuild it with --local {map_local_for([name])}"
             )
         if self.reranker.needs_local:
             gw, gh = self.extractor.model.local_grid
-            if tuple(vmap.local_shape[1:]) != (gh, gw):
+            _, mgh, mgw = vmap.grids.shape
+            if (mgh, mgw) != (gh, gw):
                 raise MapError(
-                    f"map local features hold a {vmap.local_shape[2]}x{vmap.local_shape[1]} grid but '{vmap.model}' "
+                    f"map local features hold a {mgw}x{mgh} grid but '{vmap.model}' "
                     f"gives {gw}x{gh} (option local_grid); rebuild the map with this model's settings"
                 )
         self.reranker.bind(vmap, device, self.extractor.model.input_size)
         # The map's grids (or their PQ codes) go where the re-ranker runs once, here; per frame only the K candidates
         # are gathered (and decoded) there.
-        self.local = LocalGrids(vmap, device) if self.reranker.needs_local else None
-        self.calibration = vmap.extras.get(f"calibration.{name}")
-        if self.calibration is not None and np.shape(self.calibration) != (len(FEATURES),):
+        self.local = LocalGrids(vmap.grids, device) if self.reranker.needs_local else None
+        cal = vmap.calibrations.get(name, Calibration())
+        if cal.coef is not None and np.shape(cal.coef) != (len(FEATURES),):
             raise MapError(
-                f"map calibration.{name} has shape {np.shape(self.calibration)}, not ({len(FEATURES)},) (one per "
+                f"map calibration.{name} has shape {np.shape(cal.coef)}, not ({len(FEATURES)},) (one per "
                 f"evidence feature); run 'vpr calibrate' again"
             )
+        self.calibration = cal.coef
         # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
-        self.covariance_scale = float(np.asarray(vmap.extras.get(f"covariance.{name}", [1.0])).reshape(-1)[0])
+        self.covariance_scale = cal.covariance_scale
         self.map_moments = MapMoments.of(vmap.xy)
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
         self.temporal = (
@@ -155,6 +147,13 @@ class Localizer:
             raise MapError(f"{path}: {e}") from None
 
     @property
+    def rerank_depth(self) -> int:
+        """Candidates re-ranked per frame now: auto's current K (its feedback moves it), else the method's K."""
+        if not self.reranker.needs:
+            return 0
+        return self.auto.top_k if self.auto is not None else self.reranker.top_k
+
+    @property
     def model(self):
         return self.extractor.model
 
@@ -176,8 +175,8 @@ class Localizer:
         rr = self.reranker
         desc, qloc = self.runner(x, local=rr.needs_local)
         t2 = time.perf_counter()
-        reranks = rr.needs_local or rr.needs_sparse
-        depth = rerank_k or (self.auto.top_k if self.auto is not None and reranks else rr.top_k)
+        reranks = bool(rr.needs)
+        depth = rerank_k or self.rerank_depth
         scores, ids = self.index.search(desc, max(k or self.top_k, depth if reranks else 0))
         scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0

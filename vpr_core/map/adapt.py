@@ -21,7 +21,7 @@ from ..errors import MapError, VprError
 from ..io.files import temp_sibling
 from ..io.geoset import load_geoset
 from ..io.images import list_images
-from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_extras, load_dhe_head, map_head
+from ..rerank.dhe import SHIPPED_HEADS, grid_for, head_to_part, load_dhe_head, map_head
 from ..train.dhe import RULES
 from .format import VprMap, load_map, save_map
 
@@ -70,10 +70,10 @@ def adapt_map(
             f"map adapt trains the DHE head on XFeat grids; this map uses '{vmap.model}' (supported: "
             f"{', '.join(sorted(SHIPPED_HEADS))})"
         )
-    if vmap.local_shape is None:
-        raise MapError(f"{map_path}: the map has no local features, so DHE cannot serve it; rebuild without --no-local")
+    if vmap.grids is None:
+        raise MapError(f"{map_path}: the map has no local features, so DHE cannot serve it; rebuild with --local grid")
     paths = map_images(vmap, images)
-    gh, gw = vmap.local_shape[1:]
+    _, gh, gw = vmap.grids.shape
     model_conf = vmap.model_conf
     train_conf = {
         **c,
@@ -94,7 +94,7 @@ def adapt_map(
         adapted = load_dhe_head(str(ckpt))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    vmap.extras.update(head_to_extras(adapted))
+    vmap.dhe_head = head_to_part(adapted)
     vmap.info["dhe_adapted"] = {
         "iterations": int(c["iterations"]),
         "images": len(paths),

@@ -3,16 +3,20 @@ file."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
 import math
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import VprError
@@ -20,13 +24,13 @@ from ..geodesy import LocalFrame, utm_name_fields
 from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
 from ..io.files import atomic_write, staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
-from .codec import GRID_CODECS, grid_pq_conf
+from ..store.parts import GridStore, Headings
+from .config import MapBuildConfig
 from .describe import describe_share, prepare_model
 from .format import IMAGES_MARKER, VprMap, save_map
 from .search import stored_index
 
 log = logging.getLogger(__name__)
-SPARSE_PER_IMAGE = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
 
 __all__ = [
     "build_and_save",
@@ -35,86 +39,70 @@ __all__ = [
     "describe_share",
     "extract_map_images",
     "prepare_model",
+    "ray_parts",
 ]
 
 
 def build_map(
     geo: GeoSet,
-    model_name: str = "xfeat-vlad",
-    model_conf: dict[str, Any] | None = None,
-    device: str = "auto",
+    conf: MapBuildConfig | None = None,
+    *,
     source: str = "",
-    local: bool = True,
-    sparse: dict[str, Any] | None = None,
-    grid_codec: str = "pq",
-    pq: dict[str, Any] | None = None,
     like: VprMap | None = None,
-    index: dict[str, Any] | None = None,
-    ray: str | None = None,
     work_dir: str | Path | None = None,
-    ray_block: int | None = None,
-    ray_workers: int | None = None,
+    **overrides: Any,
 ) -> VprMap:
-    """Describe every image of ``geo`` with the named model (or ``like``'s); learns the vocabulary first when needed.
+    """Describe every image of ``geo`` as ``conf`` (with ``overrides``, ``MapBuildConfig`` field names) says, with
+    ``like``'s model when given; learns the vocabulary first when the model needs one.
 
-    ``local`` stores each image's dense grid for re-ranking, PQ-coded by default (``grid_codec``, 9.6 KB/image;
-    'fp16': 153.6 KB): measured cheaper than recomputing candidates' features per query (bench/bench_rerank.py).
-    ``sparse`` (a conf, {} for the defaults) also stores XFeat sparse keypoints for the learned matchers
-    (``rerank.sparse``); beside them the grid codes default to ``PQ_M_WITH_SPARSE`` bytes per cell
-    (``grid_pq_conf``). Maps above ``index['min_images']`` get a trained IVF-PQ index (``map.search``).
-    ``ray`` ('local' or a cluster address) describes the images as Ray Data batch inference (``map.distributed``).
+    Dense grids are PQ-coded by default (9.6 KB/image; fp16: 153.6 KB): measured cheaper than recomputing
+    candidates' features per query (bench/bench_rerank.py). Sparse keypoints serve the learned matchers
+    (``rerank.sparse``). Maps above ``min_images`` get a trained IVF-PQ index (``map.search``). ``conf.ray``
+    ('local' or a cluster address) describes the images as Ray Data batch inference (``map.distributed``), keeping
+    resumable blocks in ``work_dir``.
     """
-    if grid_codec not in GRID_CODECS:
-        raise VprError(f"grid codec '{grid_codec}' unknown; choose one of {', '.join(GRID_CODECS)}")
-    if like is not None:
-        model_name = like.model
-    if ray and ray != "local":
+    c = (
+        dataclasses.replace(conf or MapBuildConfig(), **overrides).validate()
+        if overrides
+        else (conf or MapBuildConfig()).validate()
+    )
+    model_name = like.model if like is not None else c.model
+    if c.ray and c.ray != "local":
         from .distributed import reachable
 
-        reachable(ray)  # before the vocabulary pass, not after it
+        reachable(c.ray)  # before the vocabulary pass, not after it
     paths = list(geo.paths)
-    first: dict[str, Path] = {}
-    for p in paths:  # a map names its images by file name (debug view, map adapt, merge): one image per name
-        if p.name in first:
-            twice = f"{p} is listed twice" if first[p.name] == p else f"{first[p.name]} and {p} share a file name"
-            raise VprError(f"{twice}; a map names its images by file name: rename or drop one")
-        first[p.name] = p
-    pq = grid_pq_conf(pq, sparse is not None)  # the grids beside sparse keypoints serve dhe+lighterglue
-    ex, codec = prepare_model(paths, model_name, model_conf, device, grid_codec if local else None, pq, like)
+    _one_image_per_name(paths)
+    grid_codec = c.grid_codec if c.stores_grid else None
+    ex, codec = prepare_model(paths, model_name, c.model_options, c.device, grid_codec, c.pq_conf(), like)
     model = ex.model
-    if ray:
-        from .distributed import BLOCK, describe_on_ray
+    if c.ray:
+        from .distributed import describe_on_ray
 
-        desc, local_feats = describe_on_ray(ray, ex, codec, paths, local, work_dir, ray_workers, ray_block or BLOCK)
+        desc, grid_data = describe_on_ray(
+            c.ray, ex, codec, paths, c.stores_grid, work_dir, c.ray_workers or None, c.ray_block
+        )
     else:
-        desc, local_feats = describe_share(ex, paths, local, codec)
-    extras = {}
-    if sparse is not None:
+        desc, grid_data = describe_share(ex, paths, c.stores_grid, codec)
+    grids = GridStore(grid_data, codec) if grid_data is not None else None
+    sparse = None
+    if c.stores_sparse:
         from ..io.images import load_image
-        from ..rerank.sparse import sparse_extras
+        from ..rerank.sparse import extract_sparse
 
         with tqdm(total=len(paths), desc="sparse features", unit="img") as bar:
-            extras = sparse_extras((load_image(p) for p in paths), sparse, str(ex.device), bar)
-    grid_info = None
-    if local_feats is not None:
-        grid_info = {
-            "grid": list(model.local_grid),
-            "codec": "pq" if codec is not None else "fp16",
-            "bytes_per_image": int(local_feats[0].nbytes),
-        }
+            sparse = extract_sparse((load_image(p) for p in paths), c.sparse_conf(), str(ex.device), bar)
     info = {
         "source": source,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_images": len(paths),
         "trained_weights": bool(model.trained),
-        "local_features": grid_info,
-        "sparse_features": {
-            "keypoints": int(extras["sparse.conf"][0]),
-            "max_side": int(extras["sparse.conf"][1]),
-            "bytes_per_image": int(sum(v[0].nbytes for k, v in extras.items() if k in SPARSE_PER_IMAGE)),
-        }
-        if extras
-        else None,
+        "local_features": None
+        if grids is None
+        else {"grid": list(model.local_grid), "codec": grids.kind, "bytes_per_image": grids.bytes_per_image},
+        "sparse_features": None
+        if sparse is None
+        else {"keypoints": sparse.top_k, "max_side": sparse.max_side, "bytes_per_image": sparse.bytes_per_image},
     }
     if like is not None:
         info["like"] = like.info.get("source", "")
@@ -132,25 +120,42 @@ def build_map(
         fingerprint=model.fingerprint(),
         model_state=model.map_state(),
         info=info,
-        local=local_feats if codec is None else None,
-        local_codes=local_feats if codec is not None else None,
-        local_codebook=codec.codebook if codec is not None else None,
-        local_rotation=codec.rotation if codec is not None else None,
-        extras=extras,
+        grids=grids,
+        sparse=sparse,
+        headings=Headings.from_compass(np.array([g.heading for g in geo.images], np.float64)),
     )
-    m.index = stored_index(m.descriptors, index, like.index if like is not None else None)
+    m.index = stored_index(m.descriptors, {"kind": c.index}, like.index if like is not None else None)
     return m
 
 
-def build_and_save(geo: GeoSet, out: str | Path, **kw: Any) -> VprMap:
-    """Build and save; a Ray build keeps its resumable blocks in ``OUT.parts/`` until the map is written."""
-    parts = Path(str(out) + ".parts")
-    if kw.get("ray"):
-        kw.setdefault("work_dir", parts)
-    m = build_map(geo, **kw)
-    save_map(m, out)
-    if kw.get("ray"):
-        shutil.rmtree(kw["work_dir"], ignore_errors=True)
+def _one_image_per_name(paths: list[Path]) -> None:
+    """A map names its images by file name (debug view, map adapt, merge): one image per name."""
+    first: dict[str, Path] = {}
+    for p in paths:
+        if p.name in first:
+            twice = f"{p} is listed twice" if first[p.name] == p else f"{first[p.name]} and {p} share a file name"
+            raise VprError(f"{twice}; a map names its images by file name: rename or drop one")
+        first[p.name] = p
+
+
+@contextmanager
+def ray_parts(out: str | Path, conf: MapBuildConfig | None) -> Iterator[Path | None]:
+    """Where a Ray build keeps its resumable blocks (``OUT.parts/``) until the map is written; removed after."""
+    parts = Path(f"{out}.parts") if conf is not None and conf.ray else None
+    yield parts
+    if parts is not None:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def build_and_save(
+    geo: GeoSet, out: str | Path, conf: MapBuildConfig | None = None, *, source: str = "", like: VprMap | None = None,
+    **overrides: Any,
+) -> VprMap:  # fmt: skip
+    """Build (``build_map``) and save atomically."""
+    conf = dataclasses.replace(conf or MapBuildConfig(), **overrides)
+    with ray_parts(out, conf) as parts:
+        m = build_map(geo, conf, source=source, like=like, work_dir=parts)
+        save_map(m, out)
     return m
 
 
@@ -268,7 +273,9 @@ def build_map_from_bag(
     max_fix_age: float = 1.0,
     max_fix_std: float = 10.0,
     progress: bool = True,
-    **build_kw: Any,
+    conf: MapBuildConfig | None = None,
+    like: VprMap | None = None,
+    **overrides: Any,
 ):
     """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map
     adapt``."""
@@ -277,19 +284,23 @@ def build_map_from_bag(
     images, _, skips, seen = extract_map_images(
         bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress, map_path=out
     )
-    if build_kw.get("ray"):
-        build_kw.setdefault("work_dir", Path(f"{out}.parts"))
-    m = build_map(make_geoset(images), source=str(images_out), **build_kw)
+    conf = dataclasses.replace(conf or MapBuildConfig(), **overrides)
+    with ray_parts(out, conf) as parts:
+        m = build_map(make_geoset(images), conf, source=str(images_out), like=like, work_dir=parts)
+        _finish_bag_map(m, out, images_out, bag, image_topic, fix_topic, seen, len(images), skips)
+    return m, skips, seen
+
+
+def _finish_bag_map(m: VprMap, out: Path, images_out: Path, bag, image_topic: str, fix_topic: str, seen: int,
+                    kept: int, skips: Skips) -> None:  # fmt: skip
+    """Record the bag and claim the image folder (from here on never a leftover), then save the map."""
     m.info["images_id"] = mark_images_complete(images_out)  # from here on the folder is never a leftover
     m.info["bag"] = {
         "path": [str(b) for b in bag] if isinstance(bag, list | tuple) else str(bag),
         "image_topic": image_topic,
         "fix_topic": fix_topic,
         "frames": seen,
-        "kept": len(images),
+        "kept": kept,
         "skipped": dict(skips.counts),
     }
     save_map(m, out)
-    if build_kw.get("ray"):
-        shutil.rmtree(build_kw["work_dir"], ignore_errors=True)
-    return m, skips, seen

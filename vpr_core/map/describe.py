@@ -51,8 +51,8 @@ def prepare_model(
             model.fit(lambda: ex.tensor_batches(paths, desc="vocabulary"), len(paths))
     if grid_codec != "pq":
         return ex, None
-    if like is not None and like.grid_codec is not None:
-        return ex, like.grid_codec
+    if like is not None and like.grids is not None and like.grids.codec is not None:
+        return ex, like.grids.codec
     c = {**PQ_DEFAULTS, **(pq or {})}
     gw, gh = model.local_grid
     if len(paths) * gw * gh < PQ_MIN_CELLS:  # a handful of coarse grids: float16 costs less than a codebook

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,17 @@ from safetensors.numpy import save_file
 from ..errors import MapError
 from ..geodesy import LocalFrame
 from ..io.files import atomic_write
-from .codec import GridCodec
+from ..store.parts import Calibration, DheHead, GridStore, Headings, SparseKeypoints
+from ..store.vmap import VprMap
 
 __all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map", "verify_map"]
 
 FORMAT = "vpr_ros.map"
-#: 2: float16 descriptors, PQ-coded grids and a stored search index may appear; version 1 files still load.
-FORMAT_VERSION = 2
-READS = (1, 2)
+#: 2: float16 descriptors, PQ-coded grids and a stored search index may appear. 3: every optional part has its own
+#: array names (``grid.``, ``sparse.``, ``dhe_head.``, ``calibration.NAME.``, ``heading.``) instead of ``local.``
+#: and string-prefixed ``extra.`` arrays; versions 1 and 2 still load (``_upgrade_names``).
+FORMAT_VERSION = 3
+READS = (1, 2, 3)
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
     "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_,
@@ -48,67 +50,6 @@ def checksum(arr: np.ndarray) -> str:
     return hashlib.sha256(memoryview(a.reshape(-1).view(np.uint8))).hexdigest()[:32]
 
 
-@dataclass
-class VprMap:
-    descriptors: np.ndarray  # (N, D) float32 or float16 (as stored), L2-normalised; memory-mapped when loaded
-    lat: np.ndarray
-    lon: np.ndarray
-    alt: np.ndarray  # NaN where unknown
-    east: np.ndarray  # ENU metres in ``frame`` (the local tangent plane at ``origin``)
-    north: np.ndarray
-    origin: tuple[float, float, float]  # (lat, lon, h) of the ENU frame: the first image unless given
-    names: list[str]
-    model: str
-    model_conf: dict[str, Any]
-    fingerprint: str
-    model_state: dict[str, np.ndarray] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # provenance: source, created, counts
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. calibration tables
-    local: np.ndarray | None = None  # (N, C, gh, gw) float16 dense grids for re-ranking
-    local_codes: np.ndarray | None = None  # (N, gh, gw, m) uint8: the grids PQ-coded (map.codec)
-    local_codebook: np.ndarray | None = None  # (m, 256, C/m) float32
-    local_rotation: np.ndarray | None = None  # (C, C) float32 OPQ rotation (identity when absent)
-    index: dict[str, Any] | None = None  # a stored search index: its conf (kind, nprobe, ...) and "shards"
-
-    def __len__(self) -> int:
-        return len(self.descriptors)
-
-    @property
-    def grid_codec(self) -> GridCodec | None:
-        """The PQ codec of the stored grid codes (None for float16 grids or none)."""
-        if self.local_codes is None:
-            return None
-        book = np.asarray(self.local_codebook, np.float32)
-        c = book.shape[0] * book.shape[2]
-        rot = (
-            np.eye(c, dtype=np.float32) if self.local_rotation is None else np.asarray(self.local_rotation, np.float32)
-        )
-        return GridCodec(book, rot)
-
-    @property
-    def local_shape(self) -> tuple[int, int, int] | None:
-        """(C, gh, gw) of the stored dense grids, however they are stored; None without grids."""
-        if self.local is not None:
-            return tuple(int(v) for v in self.local.shape[1:])
-        if self.local_codes is not None:
-            m, _, ds = self.local_codebook.shape
-            return (int(m * ds), int(self.local_codes.shape[1]), int(self.local_codes.shape[2]))
-        return None
-
-    @property
-    def xy(self) -> np.ndarray:
-        return np.stack([self.east, self.north], axis=1)
-
-    @property
-    def frame(self) -> LocalFrame:
-        """The map's metric frame: ENU at ``origin`` (WGS-84); poses, distances and covariances are in it."""
-        return LocalFrame(*self.origin)
-
-    @property
-    def origin_lla(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in self.origin)
-
-
 def save_map(m: VprMap, path: str | Path) -> None:
     path = Path(path)
     n = len(m)
@@ -120,18 +61,24 @@ def save_map(m: VprMap, path: str | Path) -> None:
             raise ValueError(f"{k} has shape {arr.shape}, expected ({n},)")
         tensors[f"geo.{k}"] = arr
     tensors |= {f"model.{k}": np.ascontiguousarray(v) for k, v in m.model_state.items()}
-    tensors |= {f"extra.{k}": np.ascontiguousarray(v) for k, v in m.extras.items()}
-    if m.local is not None:
-        if len(m.local) != n or m.local.ndim != 4:
-            raise ValueError(f"local features have shape {m.local.shape}, expected ({n}, C, gh, gw)")
-        tensors["local.features"] = np.ascontiguousarray(m.local, dtype=np.float16)
-    if m.local_codes is not None:
-        if len(m.local_codes) != n or m.local_codes.ndim != 4 or m.local_codebook is None:
-            raise ValueError(f"local codes have shape {m.local_codes.shape}, expected ({n}, gh, gw, m) and a codebook")
-        tensors["local.codes"] = np.ascontiguousarray(m.local_codes, dtype=np.uint8)
-        tensors["local.codebook"] = np.ascontiguousarray(m.local_codebook, dtype=np.float32)
-        if m.local_rotation is not None:
-            tensors["local.rotation"] = np.ascontiguousarray(m.local_rotation, dtype=np.float32)
+    parts: dict[str, object] = {}
+    if m.grids is not None:
+        if len(m.grids) != n:
+            raise ValueError(f"grids hold {len(m.grids)} images, expected {n}")
+        tensors |= m.grids.to_tensors()
+    if m.sparse is not None:
+        if len(m.sparse) != n:
+            raise ValueError(f"sparse keypoints hold {len(m.sparse)} images, expected {n}")
+        tensors |= m.sparse.to_tensors()
+    if m.dhe_head is not None:
+        tensors |= m.dhe_head.to_tensors()
+    for name, cal in sorted(m.calibrations.items()):
+        tensors |= cal.to_tensors(name)
+    if m.headings is not None:
+        if m.headings.yaw.shape != (n,):
+            raise ValueError(f"headings have shape {m.headings.yaw.shape}, expected ({n},)")
+        tensors |= m.headings.to_tensors()
+        parts["headings"] = m.headings.conf
     index = None
     if m.index is not None:
         index = {k: v for k, v in m.index.items() if k != "shards"}
@@ -147,6 +94,7 @@ def save_map(m: VprMap, path: str | Path) -> None:
         "names": m.names,
         "info": m.info,
         "index": index,
+        "parts": parts,
         "checksums": {k: checksum(v) for k, v in tensors.items()},
     }
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"vpr_map": json.dumps(meta)}))
@@ -208,31 +156,40 @@ def file_parts(path: str | Path) -> dict[str, int]:
         if name == "__metadata__":
             continue
         lo, hi = spec["data_offsets"]
-        key = name.split(".")[0]
-        if name.startswith("extra."):
-            key = "sparse" if name.startswith("extra.sparse.") else "extras"
-        elif key == "model":
-            key = "model_state"
+        key = _upgrade_names([name])[name].split(".")[0]
+        key = {"model": "model_state", "heading": "headings"}.get(key, key)
         parts[key] = parts.get(key, 0) + int(hi) - int(lo)
     return parts
 
 
-def _check_local(path: Path, local: np.ndarray | None, n: int) -> np.ndarray | None:
-    if local is not None and (local.ndim != 4 or len(local) != n):
-        raise MapError(f"{path}: local features have shape {local.shape} for {n} images; rebuild the map")
-    return local
+#: Array names of format 1-2 files and what format 3 calls them (the calibration of a re-ranker NAME was
+#: ``extra.calibration.NAME`` and its covariance scale ``extra.covariance.NAME``).
+_OLD_PREFIXES = {
+    "local.features": "grid.features",
+    "local.codes": "grid.codes",
+    "local.codebook": "grid.codebook",
+    "local.rotation": "grid.rotation",
+    "extra.sparse.": "sparse.",
+    "extra.dhe_head.": "dhe_head.",
+}
 
 
-def _check_codes(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    codes, book = arrays.get("local.codes"), arrays.get("local.codebook")
-    if codes is None:
-        return None, None
-    if book is None or book.ndim != 3 or codes.ndim != 4 or len(codes) != n or codes.shape[3] != book.shape[0]:
-        raise MapError(f"{path}: local.codes/local.codebook disagree in shape; rebuild the map")
-    rot, c = arrays.get("local.rotation"), book.shape[0] * book.shape[2]
-    if rot is not None and rot.shape != (c, c):
-        raise MapError(f"{path}: local.rotation is {rot.shape}, not ({c}, {c}); rebuild the map")
-    return codes, book
+def _upgrade_names(names) -> dict[str, str]:
+    """Each array name of a map file -> its format-3 name (unchanged for format-3 names)."""
+    out = {}
+    for name in names:
+        new = name
+        for old, now in _OLD_PREFIXES.items():
+            if name.startswith(old):
+                new = now + name[len(old) :]
+                break
+        else:
+            if name.startswith("extra.calibration."):
+                new = f"calibration.{name[len('extra.calibration.') :]}.coef"
+            elif name.startswith("extra.covariance."):
+                new = f"calibration.{name[len('extra.covariance.') :]}.covariance_scale"
+        out[name] = new
+    return out
 
 
 def _index(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any] | None:
@@ -291,7 +248,18 @@ def load_map(path: str | Path) -> VprMap:
     origin = meta.get("origin") or [float(lat[0]), float(lon[0]), float(alt[0]) if np.isfinite(alt[0]) else 0.0]
     frame = LocalFrame(*map(float, origin))
     east, north, _ = frame.enu(lat, lon, alt)
-    codes, book = _check_codes(path, arrays, n)
+    if meta["version"] < 3:
+        arrays = {new: arrays[old] for old, new in _upgrade_names(arrays).items()}
+    known = ("descriptors", "geo.", "model.", "index.", "grid.", "sparse.", "dhe_head.", "calibration.", "heading.")
+    unknown = sorted(k for k in arrays if not k.startswith(known))
+    if unknown:
+        raise MapError(
+            f"{path}: map holds arrays this vpr_ros does not know ({', '.join(unknown[:3])}); update vpr_ros"
+        )
+    try:
+        parts = _parts(arrays, n, meta.get("parts") or {})
+    except MapError as e:
+        raise MapError(f"{path}: {e}") from None
     return VprMap(
         descriptors=desc,
         lat=lat,
@@ -305,14 +273,21 @@ def load_map(path: str | Path) -> VprMap:
         model_conf=dict(meta["model_conf"]),
         fingerprint=str(meta["fingerprint"]),
         model_state={k[6:]: np.array(v) for k, v in arrays.items() if k.startswith("model.")},
-        extras={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
-        local=_check_local(path, arrays.get("local.features"), n),
-        local_codes=codes,
-        local_codebook=None if book is None else np.array(book),
-        local_rotation=np.array(arrays["local.rotation"]) if "local.rotation" in arrays and book is not None else None,
+        **parts,
         index=_index(path, meta, arrays),
         info=dict(meta.get("info") or {}),
     )
+
+
+def _parts(arrays: dict[str, np.ndarray], n: int, confs: dict[str, Any]) -> dict[str, Any]:
+    """The map's optional parts, one constructor each (a one-line MapError names what is wrong)."""
+    return {
+        "grids": GridStore.from_tensors(arrays, n),
+        "sparse": SparseKeypoints.from_tensors(arrays, n),
+        "dhe_head": DheHead.from_tensors(arrays),
+        "calibrations": Calibration.from_tensors(arrays),
+        "headings": Headings.from_tensors(arrays, n, confs.get("headings")),
+    }
 
 
 def _is_number(v: object) -> bool:
@@ -332,27 +307,14 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
         and abs(origin[0]) <= 90 and abs(origin[1]) <= 180 and abs(origin[2]) <= 1e5
     ):  # fmt: skip
         raise MapError(f"{path}: map metadata field 'origin' must be [lat, lon, h] in range; rebuild the map")
-    for key in ("info", "index", "checksums"):
+    for key in ("info", "index", "checksums", "parts"):
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             raise MapError(f"{path}: map metadata field '{key}' is not an object; rebuild the map")
 
 
 def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], max_bytes: float) -> None:
-    """Arrays up to ``max_bytes`` each: stored checksum and finite values; the calibration and covariance tables
-    of each re-ranker whatever their size (a NaN or negative one would publish a wrong covariance)."""
-    for name, arr in arrays.items():
-        if name.startswith("extra.calibration.") and not (arr.ndim == 1 and arr.size > 0 and _finite(arr)):
-            raise MapError(
-                f"{path}: {name[6:]} is not a vector of finite coefficients (shape {arr.shape}); "
-                f"run 'vpr calibrate' again or rebuild the map"
-            )
-        if name.startswith("extra.covariance.") and not (
-            arr.shape == (1,) and _finite(arr) and 1e-6 <= float(arr[0]) <= 1e6
-        ):
-            raise MapError(
-                f"{path}: {name[6:]} must be one positive covariance scale (shape {arr.shape}); "
-                "run 'vpr calibrate' again or rebuild the map"
-            )
+    """Arrays up to ``max_bytes`` each: stored checksum and finite values (the parts check their own shapes and
+    ranges when they are built from the arrays)."""
     sums = meta.get("checksums") or {}
     for name, arr in arrays.items():
         if arr.nbytes > max_bytes:
@@ -429,10 +391,10 @@ def map_info(m: VprMap, path: str | Path | None = None) -> dict[str, Any]:
         },
         "model_conf": m.model_conf,
         "model_state": {k: list(v.shape) for k, v in m.model_state.items()},
-        "extras": sorted(m.extras),
-        "local_grid": None
-        if m.local_shape is None
-        else {"shape": list(m.local_shape), "codec": "pq" if m.local_codes is not None else "fp16"},
+        "parts": m.parts(),
+        "local_grid": None if m.grids is None else {"shape": list(m.grids.shape), "codec": m.grids.kind},
+        "sparse": None if m.sparse is None else m.sparse.conf,
+        "headings": None if m.headings is None else m.headings.conf,
         "index": None if m.index is None else {k: v for k, v in m.index.items() if k != "shards"},
         **m.info,
     }

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import MapError
+from ..store.parts import GridStore, Headings, SparseKeypoints
 from .codec import decode_pq, encode_pq
 from .format import VprMap
 from .search import append_index, stored_index
@@ -26,7 +27,6 @@ from .search import append_index, stored_index
 __all__ = ["merge_maps", "same_model"]
 
 log = logging.getLogger(__name__)
-SPARSE = "sparse."
 
 
 def same_model(a: VprMap, b: VprMap) -> str | None:
@@ -48,27 +48,22 @@ def same_model(a: VprMap, b: VprMap) -> str | None:
     return None
 
 
-def _grids(first: VprMap, m: VprMap) -> np.ndarray | None:
-    """``m``'s grids in ``first``'s codec, or None when either has none."""
-    if first.local_shape is None or m.local_shape is None or m.local_shape != first.local_shape:
+def _grids(first: GridStore | None, g: GridStore | None) -> np.ndarray | None:
+    """``g``'s grid data in ``first``'s codec, or None when either has none or their grids differ in shape."""
+    if first is None or g is None or g.shape != first.shape:
         return None
-    if first.local_codes is not None:
-        codec = first.grid_codec
-        if m.local_codes is not None and codec.same(m.grid_codec):
-            return np.asarray(m.local_codes)
-        grids = m.local if m.local is not None else _decode(m)
-        return np.concatenate([encode_pq(grids[i : i + 256], codec) for i in range(0, len(m), 256)])
-    return np.asarray(m.local) if m.local is not None else _decode(m).astype(np.float16)
+    if first.codec is not None:
+        if first.codec.same(g.codec):
+            return np.asarray(g.data)
+        grids = np.asarray(g.data) if g.codec is None else _decode(g)
+        return np.concatenate([encode_pq(grids[i : i + 256], first.codec) for i in range(0, len(g), 256)])
+    return np.asarray(g.data) if g.codec is None else _decode(g).astype(np.float16)
 
 
-def _decode(m: VprMap) -> np.ndarray:
-    codec = m.grid_codec
-    book, rot = torch.from_numpy(codec.codebook), torch.from_numpy(codec.rotation)
+def _decode(g: GridStore) -> np.ndarray:
+    book, rot = torch.from_numpy(g.codec.codebook), torch.from_numpy(g.codec.rotation)
     return np.concatenate(
-        [
-            decode_pq(torch.from_numpy(np.array(m.local_codes[i : i + 256])), book, rot).numpy()
-            for i in range(0, len(m), 256)
-        ]
+        [decode_pq(torch.from_numpy(np.array(g.data[i : i + 256])), book, rot).numpy() for i in range(0, len(g), 256)]
     )
 
 
@@ -89,6 +84,15 @@ def _index(maps: list[VprMap], desc: np.ndarray) -> dict[str, Any] | None:
     return out
 
 
+def _headings(maps: list[VprMap]) -> Headings | None:
+    """Headings of every image (NaN where a map has none); the first map's source when they all agree."""
+    if all(m.headings is None for m in maps):
+        return None
+    yaw = np.concatenate([m.headings.yaw if m.headings else np.full(len(m), np.nan) for m in maps])
+    sources = {m.headings.source for m in maps if m.headings}
+    return Headings(yaw, sources.pop() if len(sources) == 1 else "geotags")
+
+
 def merge_maps(maps: list[VprMap], sources: list[str] | None = None) -> VprMap:
     """One map holding every image of ``maps`` in order (ids of the first map unchanged); refused, with the reason,
     unless one model describes them all."""
@@ -104,31 +108,19 @@ def merge_maps(maps: list[VprMap], sources: list[str] | None = None) -> VprMap:
     east, north, _ = first.frame.enu(lat, lon, alt)
     f16 = all(np.asarray(m.descriptors).dtype == np.float16 for m in maps)
     desc = np.concatenate([np.asarray(m.descriptors, np.float16 if f16 else np.float32) for m in maps])
-    grids = [_grids(first, m) for m in maps]
-    if any(g is None for g in grids) and first.local_shape is not None:
+    grids = [_grids(first.grids, m.grids) for m in maps]
+    if any(g is None for g in grids) and first.grids is not None:
         log.warning("not every map has the same kind of grids: the merged map has none (no re-ranking by grids)")
-    grids = None if any(g is None for g in grids) else np.concatenate(grids)
-    extras = {k: v for k, v in first.extras.items() if not k.startswith(SPARSE)}
-    sparse_keys = sorted(k for k in first.extras if k.startswith(SPARSE))
-    same_sparse = sparse_keys and all(
-        sorted(k for k in m.extras if k.startswith(SPARSE)) == sparse_keys
-        and np.array_equal(m.extras[f"{SPARSE}conf"], first.extras[f"{SPARSE}conf"])
-        for m in maps
-    )
-    if same_sparse:
-        for k in sparse_keys:
-            extras[k] = (
-                np.asarray(first.extras[k])
-                if k == f"{SPARSE}conf"
-                else np.concatenate([np.asarray(m.extras[k]) for m in maps])
-            )
+    merged_grids = None if any(g is None for g in grids) else GridStore(np.concatenate(grids), first.grids.codec)
+    sparse = SparseKeypoints.concat([m.sparse for m in maps]) if all(m.sparse is not None for m in maps) else None
+    if sparse is None and first.sparse is not None:
+        log.warning("not every map has sparse keypoints extracted alike: the merged map has none")
     info = {
         **first.info,
         "num_images": len(desc),
         "merged": [{"source": n, "images": len(m), "created": m.info.get("created")} for n, m in zip(names, maps)],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    pq = first.local_codes is not None
     return VprMap(
         descriptors=desc,
         lat=lat,
@@ -143,10 +135,10 @@ def merge_maps(maps: list[VprMap], sources: list[str] | None = None) -> VprMap:
         fingerprint=first.fingerprint,
         model_state={k: np.asarray(v) for k, v in first.model_state.items()},
         info=info,
-        extras=extras,
-        local=None if pq else grids,
-        local_codes=grids if pq else None,
-        local_codebook=first.local_codebook if pq and grids is not None else None,
-        local_rotation=first.local_rotation if pq and grids is not None else None,
+        grids=merged_grids,
+        sparse=sparse,
+        dhe_head=first.dhe_head,
+        calibrations=dict(first.calibrations),
+        headings=_headings(maps),
         index=_index(maps, desc),
     )

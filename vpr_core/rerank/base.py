@@ -17,6 +17,7 @@ import torch
 from ..config import check_options
 from ..errors import VprError
 from ..registry import Registry
+from ..store.vmap import VprMap
 
 
 @dataclass
@@ -31,12 +32,28 @@ class RerankResult:
         return RerankResult(self.scores[:k], self.inliers[:k], {n: v[:k] for n, v in self.parts.items()})
 
 
+#: What a re-ranker may need of a map: its dense grids, its sparse keypoints, or its image files on disk.
+MAP_NEEDS = ("grid", "sparse", "images")
+MAP_PART_NAMES = {"grid": "local features (dense grids)", "sparse": "sparse keypoints", "images": "image folder"}
+
+
 class Reranker:
+    """A re-ranking method; its capabilities are declared here, on the class, and read from nowhere else."""
+
     name: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {"top_k": 10}
-    needs_local: ClassVar[bool] = True  # scores the dense grids the map stores (score())
-    needs_sparse: ClassVar[bool] = False  # matches sparse keypoints: the query image and map rows (rerank_image())
+    #: What it reads of the map (``MAP_NEEDS``). Only "grid": it scores the grids (``score()``); otherwise it takes
+    #: the query image and map rows (``rerank_image()``).
+    needs: ClassVar[frozenset[str]] = frozenset({"grid"})
     counts_inliers: ClassVar[bool] = True  # False: scores carry no inlier count (GeoWarp)
+    #: What its ``weights`` option loads ("" = it takes none); methods sharing a kind share a head (a DHE head serves
+    #: dhe and dhe+lighterglue).
+    weights_kind: ClassVar[str] = ""
+    #: ``reranker: auto``'s preference, most accurate first (0); None = never chosen automatically.
+    auto_rank: ClassVar[int | None] = None
+    #: auto takes it only at its default K where the map's grids offer a grid re-ranker instead (with fewer
+    #: candidates it falls below dhe); on a map without grids any K from ``budget.MIN_K`` will do.
+    auto_full_k: ClassVar[bool] = False
     #: options' rules (``config.check_option``: a RULES name, "pair>=N", a set of names); every option is checked
     #: against the type of its ``default_conf`` value at construction
     ranges: ClassVar[dict[str, Any]] = {}
@@ -48,6 +65,26 @@ class Reranker:
         self.source = "n/a"  # where the weights came from, for reports and diagnostics
         self.device = torch.device("cpu")
         self._frame: tuple[int, int] | None = None
+
+    @classmethod
+    def takes_weights(cls) -> bool:
+        return bool(cls.weights_kind)
+
+    @classmethod
+    def missing(cls, vmap: VprMap) -> list[str]:
+        """The stored parts it needs that ``vmap`` lacks (the image folder is checked at ``bind``)."""
+        have = {"grid": vmap.grids is not None, "sparse": vmap.sparse is not None, "images": True}
+        return [n for n in MAP_NEEDS if n in cls.needs and not have[n]]
+
+    @property
+    def needs_local(self) -> bool:
+        """Scores the map's dense grids: the localizer gathers the K candidates' grids for it."""
+        return "grid" in self.needs
+
+    @property
+    def scores_image(self) -> bool:
+        """Takes the query image and map rows (learned matchers) rather than grids alone."""
+        return bool(self.needs - {"grid"})
 
     @property
     def top_k(self) -> int:
@@ -63,7 +100,7 @@ class Reranker:
             raise VprError(f"re-ranker '{self.name}' has no frame: set conf['frame'] or bind() it to a map first")
         return self._frame
 
-    def bind(self, vmap, device: torch.device | str = "cpu", frame: tuple[int, int] | None = None) -> Reranker:
+    def bind(self, vmap: VprMap, device: torch.device | str = "cpu", frame: tuple[int, int] | None = None) -> Reranker:
         """Serve ``vmap`` on ``device``, with ``frame`` (the global model's input size) as the nominal frame; once,
         at start-up."""
         self.device = torch.device(device)
@@ -71,20 +108,20 @@ class Reranker:
         self._bind_map(vmap)
         return self
 
-    def _bind_map(self, vmap) -> None:
+    def _bind_map(self, vmap: VprMap) -> None:
         """Take map-specific state (e.g. an adapted head) and move weights to ``self.device``; default: none."""
 
     def score(self, q: torch.Tensor, cands: torch.Tensor) -> RerankResult:
         raise NotImplementedError
 
     def rerank_image(self, rgb, ids) -> RerankResult:
-        """Re-rankers with ``needs_sparse``: score map rows ``ids`` for the query image ``rgb`` (uint8 RGB)."""
+        """Re-rankers with ``scores_image``: score map rows ``ids`` for the query image ``rgb`` (uint8 RGB)."""
         raise NotImplementedError
 
     def rerank(self, rgb, qloc: torch.Tensor | None, ids, cands: torch.Tensor | None, sims) -> RerankResult:
         """The localizer's one call per frame: the query image ``rgb``, its grid ``qloc`` and the candidates' grids
         ``cands`` (with ``needs_local``), map rows ``ids`` and their global similarities ``sims`` (K,)."""
-        res = self.rerank_image(rgb, ids) if self.needs_sparse else self.score(qloc, cands)
+        res = self.rerank_image(rgb, ids) if self.scores_image else self.score(qloc, cands)
         return self.fuse(res, sims)
 
     def fuse(self, res: RerankResult, sims) -> RerankResult:
@@ -109,4 +146,4 @@ class NoRerank(Reranker):
     """Keep faiss's order: the global-descriptor similarity is the score."""
 
     name = "none"
-    needs_local = False
+    needs = frozenset()

@@ -84,6 +84,7 @@ class GeoWarpRerank(Reranker):
     """GeoWarp's warp-and-compare score, batched over candidates."""
 
     name = "geowarp"
+    weights_kind = "geowarp-head"
     default_conf: dict[str, Any] = {"top_k": 5, "weights": None, "grid": 15}
     ranges = {"grid": ">=1"}
     counts_inliers = False

@@ -47,8 +47,7 @@ def _load(net: torch.nn.Module, sd: dict, path: str, what: str) -> None:
 class ImageMatcherRerank(Reranker):
     """Shared by the kornia matchers: candidate images from disk, one batched match, homography inliers."""
 
-    needs_local = False
-    needs_sparse = True  # scored from the query image and map rows (rerank_image)
+    needs = frozenset({"images"})  # candidates read from the map's image folder
     default_conf: dict[str, Any] = {
         "top_k": 10,
         "weights": "",
@@ -95,6 +94,7 @@ class LoFTRRerank(ImageMatcherRerank):
     """LoFTR (Sun et al., CVPR 2021), outdoor configuration, through kornia."""
 
     name = "loftr"
+    weights_kind = "loftr"
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
@@ -135,6 +135,7 @@ class LightGlueDiskRerank(ImageMatcherRerank):
     """DISK keypoints (Tyszkiewicz et al., NeurIPS 2020) + LightGlue (Lindenberger et al., ICCV 2023), kornia."""
 
     name = "lightglue"
+    weights_kind = "lightglue"
     default_conf = {**ImageMatcherRerank.default_conf, "extractor_weights": "", "keypoints": 1024, "min_conf": 0.1}
     ranges = {**ImageMatcherRerank.ranges, "keypoints": ">=1"}
 

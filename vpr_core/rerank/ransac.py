@@ -42,6 +42,7 @@ class RansacRerank(Reranker):
     """Inlier count of a RANSAC homography on mutual nearest neighbours of the stored grid features."""
 
     name = "ransac"
+    auto_rank = 3  # leads only on nordland's 64x32 frames
     default_conf: dict[str, Any] = {
         "top_k": 10,
         "threshold_px": 16.0,  # in the nominal frame, as the reference floor (cv2, 16 px at 320x240)

@@ -19,14 +19,15 @@ import torch
 from ..errors import MapError
 from ..io.files import tensor_view
 from ..models.xfeat import XFeatNet, detect, load_xfeat
+from ..store.parts import SparseKeypoints
 
 __all__ = [
     "SPARSE_BUDGET_BYTES",
     "SPARSE_DEFAULTS",
     "SparseExtractor",
     "SparseStore",
+    "extract_sparse",
     "sparse_bytes_per_image",
-    "sparse_extras",
 ]
 
 SPARSE_DEFAULTS: dict[str, Any] = {"top_k": 512, "max_side": 640}
@@ -36,9 +37,6 @@ SPARSE_BUDGET_BYTES = 80_000  # per map image: the budget sparse features were d
 def sparse_bytes_per_image(top_k: int) -> int:
     """Bytes a map image's sparse features take: float16 keypoints (2) and descriptors (64), the count, the size."""
     return int(top_k) * (2 + 64) * 2 + 4 + 8
-
-
-KEYS = ("sparse.keypoints", "sparse.descriptors", "sparse.count", "sparse.size")
 
 
 class SparseExtractor:
@@ -66,8 +64,8 @@ class SparseExtractor:
         return kp[0], desc[0], valid[0], (ww, hh)
 
 
-def sparse_extras(images, conf: dict[str, Any] | None = None, device: str = "cpu", progress=None) -> dict:
-    """The map's ``extras`` for sparse features of ``images`` (an iterable of RGB uint8 arrays)."""
+def extract_sparse(images, conf: dict[str, Any] | None = None, device: str = "cpu", progress=None) -> SparseKeypoints:
+    """The map part of sparse features of ``images`` (an iterable of RGB uint8 arrays)."""
     c = {**SPARSE_DEFAULTS, **(conf or {})}
     ex = SparseExtractor(c["top_k"], c["max_side"], device)
     kps, descs, counts, sizes = [], [], [], []
@@ -79,33 +77,30 @@ def sparse_extras(images, conf: dict[str, Any] | None = None, device: str = "cpu
         sizes.append(size)
         if progress is not None:
             progress.update(1)
-    return {
-        "sparse.keypoints": np.stack(kps),
-        "sparse.descriptors": np.stack(descs),
-        "sparse.count": np.asarray(counts, np.int32),
-        "sparse.size": np.asarray(sizes, np.int32),
-        "sparse.conf": np.asarray([c["top_k"], c["max_side"]], np.int32),
-    }
+    return SparseKeypoints(
+        np.stack(kps),
+        np.stack(descs),
+        np.asarray(counts, np.int32),
+        np.asarray(sizes, np.int32),
+        int(c["top_k"]),
+        int(c["max_side"]),
+    )
 
 
 class SparseStore:
     """A map's sparse features as tensors on the re-ranker's device; ``gather`` takes the K candidates."""
 
-    def __init__(self, vmap, device: torch.device) -> None:
-        missing = [k for k in KEYS if k not in vmap.extras]
-        if missing:
+    def __init__(self, sparse: SparseKeypoints | None, device: torch.device) -> None:
+        if sparse is None:
             raise MapError(
                 "this map stores no sparse features for a learned matcher; rebuild it with "
                 "'vpr map build ... --local sparse' (or --local both to keep the dense grid too)"
             )
-        e = vmap.extras
-        self.keypoints = tensor_view(e["sparse.keypoints"]).to(device)  # (N, M, 2) fp16; on the CPU the map itself
-        self.descriptors = tensor_view(e["sparse.descriptors"]).to(device)  # (N, M, 64) fp16
-        self.count = torch.from_numpy(np.asarray(e["sparse.count"], np.int64)).to(device)
-        self.size = torch.from_numpy(np.asarray(e["sparse.size"], np.int64)).to(device)
-        self.top_k, self.max_side = (int(v) for v in np.asarray(e.get("sparse.conf", [512, 640])).reshape(-1)[:2])
-        if self.keypoints.ndim != 3 or self.descriptors.shape[:2] != self.keypoints.shape[:2]:
-            raise MapError("map sparse features are malformed; rebuild the map with --local sparse")
+        self.keypoints = tensor_view(sparse.keypoints).to(device)  # (N, M, 2) fp16; on the CPU the map itself
+        self.descriptors = tensor_view(sparse.descriptors).to(device)  # (N, M, 64) fp16
+        self.count = torch.from_numpy(np.asarray(sparse.count, np.int64)).to(device)
+        self.size = torch.from_numpy(np.asarray(sparse.size, np.int64)).to(device)
+        self.top_k, self.max_side = sparse.top_k, sparse.max_side
 
     def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """keypoints (K, M, 2) float, unit descriptors (K, M, 64) float, valid (K, M), sizes (K, 2)."""

@@ -21,6 +21,11 @@ __all__ = ["DEVICES", "Extractor", "describe_images", "resolve_device"]
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def cuda_index(value: object) -> bool:
+    """A device name beside ``DEVICES``: ``cuda:N``."""
+    return isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """auto -> cuda when available, else cpu; an explicit 'cuda' without CUDA is an error."""
     if device == "auto":
