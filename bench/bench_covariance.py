@@ -26,7 +26,7 @@ from vpr_core.eval.recall import evaluate
 from vpr_core.io.geoset import load_geoset
 from vpr_core.localize.localizer import Localizer
 from vpr_core.map.build import build_and_save
-from vpr_core.rerank import needs_sparse
+from vpr_core.rerank import map_local_for
 
 SETS = {"corridor": 2.5, "triplets": 25.0, "nordland": 25.0}
 
@@ -49,9 +49,9 @@ def main() -> int:
             base = args.root / name / "images" / "test"
             db = load_geoset(base / "database")
             q = load_geoset(base / "queries", frame=db.frame)
-            sparse = {} if needs_sparse(args.rerankers) else None  # learned matchers: a --local both map
+            local = map_local_for(args.rerankers)  # learned matchers: a --local both map
             vmap = build_and_save(
-                db, Path(tmp) / f"{name}.vprmap", device=args.device, source=str(base / "database"), sparse=sparse
+                db, Path(tmp) / f"{name}.vprmap", device=args.device, source=str(base / "database"), local=local
             )
             for rr in args.rerankers:
                 rep, _ = evaluate(

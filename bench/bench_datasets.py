@@ -50,9 +50,7 @@ def main() -> int:
         q = load_geoset(base / "queries", frame=db.frame)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            vmap = build_and_save(
-                db, Path(tmp) / "m.vprmap", model_name=args.model, model_conf=conf, device=args.device
-            )
+            vmap = build_and_save(db, Path(tmp) / "m.vprmap", model=args.model, model_options=conf, device=args.device)
             build_s = time.perf_counter() - t
         rep, _ = evaluate(Localizer(vmap, device=args.device), q, SETS.get(name, 25.0), progress=False)
         lat = rep["latency_ms"]["total"]

@@ -33,13 +33,14 @@ from vpr_core.localize.localizer import Localizer
 from vpr_core.map.build import build_and_save
 from vpr_core.map.codec import PQ_DEFAULTS, LocalGrids, encode_pq, train_pq
 from vpr_core.map.format import file_parts, load_map, save_map
+from vpr_core.store.parts import GridStore
 
 SETS = {"corridor": 2.5, "triplets": 25.0}
 
 
 def gather_ms(path: Path, k: int, reps: int = 200) -> float:
     """Per-frame cost of fetching (and, for PQ, decoding) K candidates' grids on the CPU."""
-    grids = LocalGrids(load_map(path))
+    grids = LocalGrids(load_map(path).grids)
     n = len(grids)
     ids = [np.arange(i, i + k) % n for i in range(reps)]
     for i in ids[:5]:
@@ -59,8 +60,7 @@ def recode(full: Path, grids: np.ndarray, m: int, seed: int, out: Path) -> Path:
     """``full`` (float16 grids) with its grids PQ-coded at ``m`` bytes per cell by a codebook of ``seed``."""
     cm = load_map(full)
     codec = train_pq(grids, m, PQ_DEFAULTS["train_cells"], seed)
-    cm.local_codes, cm.local = encode_pq(grids, codec), None
-    cm.local_codebook, cm.local_rotation = codec.codebook, codec.rotation
+    cm.grids = GridStore(encode_pq(grids, codec), codec)
     save_map(cm, out)
     return out
 
@@ -74,8 +74,8 @@ def both(args) -> None:
             base = args.root / name / "images" / "test"
             db, queries = load_geoset(base / "database"), load_geoset(base / "queries")
             full = Path(tmp) / f"{name}-both-fp16.vprmap"
-            build_and_save(db, full, device="cpu", grid_codec="fp16", sparse={}, source=str(base / "database"))
-            grids = np.asarray(load_map(full).local)
+            build_and_save(db, full, device="cpu", grid_codec="fp16", local="both", source=str(base / "database"))
+            grids = np.asarray(load_map(full).grids.data)
             variants = [("fp16", None, full)] + [
                 (f"pq{m}", seed, recode(full, grids, m, seed, Path(tmp) / f"{name}-pq{m}-{seed}.vprmap"))
                 for m in args.pq_ms
@@ -145,12 +145,11 @@ def main() -> None:
             m.descriptors = np.asarray(m.descriptors, np.float32)
             save_map(m, full)  # the uncompressed map: float32 descriptors, float16 grids
             variants = [("full", None, full)]
-            grids = np.asarray(load_map(full).local)
+            grids = np.asarray(load_map(full).grids.data)
             for seed in args.seeds:
                 cm = load_map(full)
                 codec = train_pq(grids, PQ_DEFAULTS["m"], PQ_DEFAULTS["train_cells"], seed)
-                cm.local_codes, cm.local = encode_pq(grids, codec), None
-                cm.local_codebook, cm.local_rotation = codec.codebook, codec.rotation
+                cm.grids = GridStore(encode_pq(grids, codec), codec)
                 cm.descriptors = np.asarray(cm.descriptors, np.float16)
                 out = Path(tmp) / f"{name}-pq{seed}.vprmap"
                 save_map(cm, out)

@@ -40,8 +40,8 @@ def street(seed: int) -> dict[str, tuple[float, float]]:
     q = load_geoset(root / "queries", frame=db.frame)
     maps = {
         "grid": build_map(db, device="cpu"),
-        "sparse": build_map(db, device="cpu", local=False, sparse={"top_k": 256}),
-        "thumbnail": build_map(db, model_name="thumbnail", device="cpu"),
+        "sparse": build_map(db, device="cpu", local="sparse", sparse_keypoints=256),
+        "thumbnail": build_map(db, model="thumbnail", device="cpu"),
     }
     out = {}
     for name in METHODS:

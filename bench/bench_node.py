@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vpr_core.demo import generate
 from vpr_core.io.geoset import in_sequence, load_geoset
 from vpr_core.map.build import build_and_save
-from vpr_core.rerank import needs_sparse
+from vpr_core.rerank import map_local_for
 from vpr_ros.harness import NodeProcess, Peer, new_domain
 
 
@@ -52,7 +52,7 @@ def main() -> int:
         load_geoset(db_run.folder),
         map_path,
         device=args.device,
-        **({"sparse": {}} if needs_sparse([args.reranker]) else {}),
+        local=map_local_for([args.reranker]),
     )
     frames = [cv2.resize(im, (w, h)) for im in q_run.images]
     node, peer = start(args, tmp, map_path)
@@ -136,7 +136,7 @@ def accuracy(args: argparse.Namespace, w: int, h: int) -> int:
         load_geoset(base / "database"),
         map_path,
         device=args.device,
-        **({"sparse": {}} if needs_sparse([args.reranker]) else {}),
+        local=map_local_for([args.reranker]),
     )
     vmap = load_map(map_path)
     q = in_sequence(load_geoset(base / "queries", frame=vmap.frame))  # as recorded: the temporal filter sees order

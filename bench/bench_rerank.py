@@ -78,7 +78,7 @@ def storage_cost(args, vmap, q, loc) -> dict:
     dense grids (ransac, dhe, geowarp) and the sparse keypoints (lighterglue) stored in the map, against an
     extraction pass over the K candidate images at query time (read from disk and extracted, as a node without
     them in the map would have to)."""
-    from vpr_core.rerank.sparse import SparseExtractor, sparse_extras
+    from vpr_core.rerank.sparse import SparseExtractor, extract_sparse
 
     k = args.storage_k
     root = args.root / "corridor" / "images" / "test"
@@ -98,11 +98,11 @@ def storage_cost(args, vmap, q, loc) -> dict:
         f"({per_img * 10000 / 2**30:.2f} GiB per 10k images), lookup ~0 ms; "
         f"recomputed: {out['dense_recompute_ms']:.0f} ms per query for K={k}"
     )
-    vmap.extras.update(sparse_extras([load_image(p) for p in db.paths], {}, args.device))
+    vmap.sparse = extract_sparse([load_image(p) for p in db.paths], {}, args.device)
     rr = Localizer(vmap, device=args.device, reranker="lighterglue").reranker
     ex = SparseExtractor(rr.store.top_k, rr.store.max_side, args.device)
     n_kp = rr.store.top_k
-    out["sparse_kib"] = sum(vmap.extras[f"sparse.{key}"][0].nbytes for key in ("keypoints", "descriptors")) / 1024
+    out["sparse_kib"] = (vmap.sparse.keypoints[0].nbytes + vmap.sparse.descriptors[0].nbytes) / 1024
     out["match_ms"] = timed(lambda: rr.rerank_image(query, ids))[0]
     out["sparse_recompute_ms"] = timed(lambda: [ex(load_image(p)) for p in paths])[0]
     print(
@@ -142,7 +142,9 @@ def sweep(args) -> int:
         root = args.root / name / "images" / "test"
         db = load_geoset(root / "database")
         q = load_geoset(root / "queries", frame=db.frame)
-        vmap = build_map(db, device=args.device, source=str(root / "database"), sparse={}, grid_codec=args.grid_codec)
+        vmap = build_map(
+            db, device=args.device, source=str(root / "database"), local="both", grid_codec=args.grid_codec
+        )
         sel = np.arange(len(q.paths))
         if args.max_queries and len(sel) > args.max_queries:
             sel = np.linspace(0, len(sel) - 1, args.max_queries).astype(int)
@@ -289,10 +291,11 @@ def ablation(args) -> int:
     """LighterGlue's choices on the same global top-K: keypoint budget x working size x score (R@1 at K), and on an
     ordered set the inliers against the map offset (database->database and query->database) to show what the
     inlier count can and cannot separate."""
+    import dataclasses
     import json
 
     from vpr_core.rerank.lighterglue import verify, with_prior
-    from vpr_core.rerank.sparse import sparse_extras
+    from vpr_core.rerank.sparse import extract_sparse
 
     k = args.ablation_k
     out: dict = {"k": k, "sets": {}}
@@ -303,7 +306,7 @@ def ablation(args) -> int:
         root = args.root / name / "images" / "test"
         db = load_geoset(root / "database")
         q = load_geoset(root / "queries", frame=db.frame)
-        vmap = build_map(db, device=args.device, source=str(root / "database"), local=False)
+        vmap = build_map(db, device=args.device, source=str(root / "database"), local="none")
         sel = np.arange(len(q.paths))
         if args.max_queries and len(sel) > args.max_queries:
             sel = np.linspace(0, len(sel) - 1, args.max_queries).astype(int)
@@ -314,11 +317,14 @@ def ablation(args) -> int:
         db_imgs = [load_image(p) for p in db.paths]
         rows = out["sets"][name] = {}
         for n_kp, q_kp, side, codec in ABLATION_CONFIGS:
-            if (n_kp, side) != tuple(np.asarray(vmap.extras.get("sparse.conf", [0, 0]))[:2]):
-                vmap.extras.update(sparse_extras(db_imgs, {"top_k": n_kp, "max_side": side}, args.device))
-                fp16 = vmap.extras["sparse.descriptors"]
-            vmap.extras["sparse.descriptors"] = (
-                (np.round(fp16.astype(np.float32) * 127) / 127).astype(np.float16) if codec == "int8" else fp16
+            if vmap.sparse is None or (n_kp, side) != (vmap.sparse.top_k, vmap.sparse.max_side):
+                extracted = extract_sparse(db_imgs, {"top_k": n_kp, "max_side": side}, args.device)
+            fp16 = extracted.descriptors
+            vmap.sparse = dataclasses.replace(
+                extracted,
+                descriptors=(np.round(fp16.astype(np.float32) * 127) / 127).astype(np.float16)
+                if codec == "int8"
+                else fp16,
             )
             opts = {"prior": 0, "keypoints": q_kp}
             rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options=opts).reranker
@@ -354,7 +360,7 @@ def ablation(args) -> int:
                 pw = out["sets"][name]["prior_weight"] = {str(w): float(100 * np.mean(v)) for w, v in weighed.items()}
                 print(f"{name:9s} R@1 against the prior's weight: " + " ".join(f"{w}:{v:.1f}" for w, v in pw.items()))
         if name == "corridor":  # ordered, 1 m apart: the inlier count against the offset along the map
-            vmap.extras.update(sparse_extras(db_imgs, {}, args.device))
+            vmap.sparse = extract_sparse(db_imgs, {}, args.device)
             rr = Localizer(vmap, device=args.device, reranker="lighterglue", reranker_options={"prior": 0}).reranker
             prof = {}
             for kind, src in (("database->database", db_imgs), ("query->database", [load_image(p) for p in q.paths])):
@@ -501,7 +507,7 @@ def main() -> int:
     ex = loc.extractor
     _, qloc = ex.describe_local(ex.to_tensor([load_image(q.paths[0])]))
     _, ids = loc.index.search(ex(ex.to_tensor([load_image(q.paths[0])])), args.k)
-    cands = LocalGrids(vmap, dev).gather(ids[0], dev)  # as the localizer does: decoded from the map's codes
+    cands = LocalGrids(vmap.grids, dev).gather(ids[0], dev)  # as the localizer does: decoded from the map's codes
     qd = qloc[0].to(dev)
     lat = {}
     for m, conf in methods.items():

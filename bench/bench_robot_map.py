@@ -75,7 +75,7 @@ def main() -> None:
         desc /= np.linalg.norm(desc, axis=1, keepdims=True)
         m.descriptors = desc.astype(np.float16)
         del desc
-        m.local_codes = np.asarray(m.local_codes)[src]
+        m.grids = m.grids.take(src)
         ang = np.arange(n) * 2.0 / 5000.0  # a 5 km loop of places 2 m apart, the street first
         east = np.where(np.arange(n) < base, m.east[src], 800 * np.cos(ang) + 1000)
         north = np.where(np.arange(n) < base, m.north[src], 800 * np.sin(ang) + 1000)

@@ -49,7 +49,7 @@ def run_set(root: Path, name: str, model: str, tmp: Path, device: str) -> tuple[
     base = root / name / "images" / "test"
     db = load_geoset(base / "database")
     q = in_sequence(load_geoset(base / "queries", frame=db.frame), shuffle)
-    vmap = build_and_save(db, tmp / f"{name}-{model}.vprmap", model_name=model, device=device, source=str(base))
+    vmap = build_and_save(db, tmp / f"{name}-{model}.vprmap", model=model, device=device, source=str(base))
     row = {"set": name, "model": model, "queries": len(q.paths), "shuffled": shuffle is not None}
     out = {}
     for temporal in ("none", "hmm"):

@@ -134,7 +134,7 @@ def main() -> int:
     # The re-rankers at K = 10 on a --local both map (grids at 8 bytes/cell: a 32-byte codebook only costs build
     # time): the learned matchers' batched transformers are what a GPU should make cheap; auto's choice at 10 Hz.
     both_path = tmp / "both.vprmap"
-    build_and_save(load_geoset(db.folder), both_path, device=device, sparse={}, pq={"m": 8})
+    build_and_save(load_geoset(db.folder), both_path, device=device, local="both", pq_m=8)
     for method in ("ransac", "dhe", "lighterglue", "dhe+lighterglue"):
         loc = Localizer.from_file(both_path, device=device, reranker=method, reranker_top_k=10)
         loc.localize(frames[0])  # warm-up (kernels, allocator)

@@ -375,7 +375,7 @@ def test_map_integrity_is_checked_on_load(street_map, tmp_path):
     with pytest.raises(MapError, match="out-of-range"):
         load_map(tmp_path / "range.vprmap")
     m = load_map(street_map)
-    m.local_codes = np.ascontiguousarray(m.local_codes[:, ::2, ::2])  # a grid the model does not produce
+    m.grids.data = np.ascontiguousarray(m.grids.data[:, ::2, ::2])  # a grid the model does not produce
     save_map(m, tmp_path / "grid.vprmap")
     with pytest.raises(MapError, match="local features hold a 20x15 grid"):
         Localizer.from_file(tmp_path / "grid.vprmap", device="cpu", reranker="ransac")
@@ -417,7 +417,7 @@ def test_map_content_is_validated_on_load(street_map, tmp_path):
     def array(name, fn):
         return lambda t: t.__setitem__(name, fn(t[name]))
 
-    name = "extra.covariance.ransac"
+    name = "calibration.ransac.covariance_scale"
     for i, (meta, arrays, needle) in enumerate([
         (setter("info", [1, 2]), None, "field 'info' is not an object"),
         (setter("info", "text"), None, "field 'info' is not an object"),
@@ -426,11 +426,11 @@ def test_map_content_is_validated_on_load(street_map, tmp_path):
         (None, array("geo.alt", lambda a: np.full_like(a, np.inf)), "geo.alt"),
         (None, array("model.vlad.centers", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 5, np.nan, a)),
          "'model.vlad.centers' holds NaN"),
-        (None, array("local.codebook", lambda a: a * np.nan), "'local.codebook' holds NaN"),
-        (None, lambda t: t.__setitem__(name, np.array([np.nan])), "covariance.ransac must be one positive"),
-        (None, lambda t: t.__setitem__(name, np.array([-1.0])), "covariance.ransac must be one positive"),
-        (None, lambda t: t.__setitem__(name, np.zeros((0,))), "covariance.ransac must be one positive"),
-        (None, lambda t: t.__setitem__("extra.calibration.ransac", np.array([np.nan] * 4)), "finite coefficients"),
+        (None, array("grid.codebook", lambda a: a * np.nan), "'grid.codebook' holds NaN"),
+        (None, lambda t: t.__setitem__(name, np.array([np.nan])), "ransac.covariance_scale must be one positive"),
+        (None, lambda t: t.__setitem__(name, np.array([-1.0])), "ransac.covariance_scale must be one positive"),
+        (None, lambda t: t.__setitem__(name, np.zeros((0,))), "ransac.covariance_scale must be one positive"),
+        (None, lambda t: t.__setitem__("calibration.ransac.coef", np.array([np.nan] * 4)), "finite coefficients"),
         (None, array("descriptors", lambda a: -a), "'descriptors' does not match its checksum"),
     ]):  # fmt: skip
         bad = crafted(street_map, tmp_path / f"bad{i}.vprmap", meta, arrays, resum="checksum" not in needle)
@@ -438,7 +438,7 @@ def test_map_content_is_validated_on_load(street_map, tmp_path):
             load_map(bad)
     # info null: an empty provenance, loads; a calibration of the wrong length is refused by the localizer
     assert load_map(crafted(street_map, tmp_path / "null.vprmap", setter("info", None))).info == {}
-    short = crafted(street_map, tmp_path / "short.vprmap", None, lambda t: t.__setitem__("extra.calibration.ransac",
+    short = crafted(street_map, tmp_path / "short.vprmap", None, lambda t: t.__setitem__("calibration.ransac.coef",
                                                                                           np.ones(3)))  # fmt: skip
     with pytest.raises(MapError, match=r"calibration.ransac has shape \(3,\), not \(4,\)"):
         Localizer.from_file(short, device="cpu", reranker="ransac")
@@ -470,7 +470,7 @@ q = load_geoset(sys.argv[2] + "/queries", frame=db.frame)
 est = [loc.localize(load_image(p)) for p in q.paths]
 topk = [[x.index for x in e.matches] for e in est]
 fixes = [[e.lat, e.lon, e.confidence, *e.covariance.reshape(-1).tolist()] for e in est]
-codes = m.local_codes.tolist() if m.local_codes is not None else None
+codes = m.grids.data.tolist() if m.grids is not None else None
 out = {"vocab": m.model_state["vlad.centers"].tolist(), "desc": m.descriptors.tolist(), "topk": topk,
        "fixes": fixes, "codes": codes}
 print(json.dumps(out))

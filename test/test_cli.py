@@ -169,7 +169,7 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
     from vpr_core.map.format import load_map
 
     m = load_map(out)
-    assert m.extras["calibration.none"].shape == (4,)
+    assert m.calibrations["none"].coef.shape == (4,)
     rep2 = tmp_path / "r2.json"
     vpr("eval", "--map", out, "--queries", street / "queries", "--threshold", 1.5, "--json", rep2, "-q")
     conf = json.loads(rep2.read_text())["mean_confidence"]

@@ -49,11 +49,11 @@ def test_pq_grids_are_16x_smaller_memory_mapped_and_localize_alike(street, stree
     fp16 = tmp_path / "fp16.vprmap"
     build_and_save(load_geoset(street / "database"), fp16, device="cpu", grid_codec="fp16")
     pq, full = load_map(street_map), load_map(fp16)
-    assert isinstance(pq.descriptors, np.memmap) and isinstance(pq.local_codes, np.memmap)  # paged, not read
-    assert pq.local is None and pq.local_codes.dtype == np.uint8 and pq.local_shape == full.local_shape
-    assert pq.local_codes[0].nbytes * 16 == full.local[0].nbytes
-    decoded = LocalGrids(pq).gather(np.arange(len(pq)), "cpu")
-    cos = (decoded * torch.from_numpy(np.asarray(full.local, np.float32))).sum(1)
+    assert isinstance(pq.descriptors, np.memmap) and isinstance(pq.grids.data, np.memmap)  # paged, not read
+    assert pq.grids.kind == "pq" and pq.grids.data.dtype == np.uint8 and pq.grids.shape == full.grids.shape
+    assert pq.grids.data[0].nbytes * 16 == full.grids.data[0].nbytes
+    decoded = LocalGrids(pq.grids).gather(np.arange(len(pq)), "cpu")
+    cos = (decoded * torch.from_numpy(np.asarray(full.grids.data, np.float32))).sum(1)
     assert cos.mean() > 0.95, float(cos.mean())
     assert_vectors_close(pq.descriptors, full.descriptors, NET_RTOL)
     a, b = hits(street_map, street / "queries"), hits(fp16, street / "queries")
@@ -65,7 +65,7 @@ def test_pq_grids_are_16x_smaller_memory_mapped_and_localize_alike(street, stree
     parts = size["per_image_by_part"]
     assert size["file"] == street_map.stat().st_size
     assert abs(sum(parts.values()) - size["per_image"]) < 1
-    assert parts["descriptors"] == 4096 and parts["local"] < 9600 + (65536 + 64 * 64 * 4) / len(pq) + 1
+    assert parts["descriptors"] == 4096 and parts["grid"] < 9600 + (65536 + 64 * 64 * 4) / len(pq) + 1
 
 
 def test_stored_index_finds_the_exact_top1_across_shards_and_appends_without_retraining():
@@ -110,7 +110,7 @@ def test_localizer_uses_the_stored_index(street, tmp_path):
     from vpr_core.map.search import StoredIndex
 
     out = tmp_path / "ivf.vprmap"
-    build_and_save(load_geoset(street / "database"), out, device="cpu", index={"kind": "ivfpq"})
+    build_and_save(load_geoset(street / "database"), out, device="cpu", index="ivfpq")
     loc = Localizer.from_file(out, device="cpu", reranker="none", temporal="none")
     assert isinstance(loc.index, StoredIndex)
     exact = Localizer.from_file(out, device="cpu", reranker="none", temporal="none", index="flat")
@@ -144,19 +144,19 @@ def test_merge_like_and_append(street, tmp_path):
     assert r.returncode == 0, r.stderr
     ma, mb = load_map(a), load_map(b)
     assert np.array_equal(ma.model_state["vlad.centers"], mb.model_state["vlad.centers"])
-    assert ma.grid_codec.same(mb.grid_codec) and mb.index is not None  # A's codec and index training reused
+    assert ma.grids.codec.same(mb.grids.codec) and mb.index is not None  # A's codec and index training reused
     r = vpr("map", "merge", a, b, "--out", c)
     assert r.returncode == 0, r.stderr
     mc = load_map(c)
     assert len(mc) == len(db) and mc.names == ma.names + mb.names and mc.origin == ma.origin
-    assert len(mc.index["shards"]) == 2 and np.array_equal(mc.local_codes[14:], mb.local_codes)
+    assert len(mc.index["shards"]) == 2 and np.array_equal(mc.grids.data[14:], mb.grids.data)
 
     # appending run 2 to run 1 gives the merged map, without describing run 1 again
     grown = tmp_path / "grown.vprmap"
     r = vpr("map", "build", "--images", b_dir, "--append", a, "--out", grown, "--device", "cpu")
     assert r.returncode == 0 and "appended 10 images" in r.stdout, r.stderr
     mg = load_map(grown)
-    assert mg.names == mc.names and np.array_equal(mg.local_codes, mc.local_codes)
+    assert mg.names == mc.names and np.array_equal(mg.grids.data, mc.grids.data)
     assert_vectors_close(mg.descriptors, mc.descriptors, NET_RTOL)
     assert hits(grown, street / "queries") == hits(c, street / "queries")
 
@@ -196,7 +196,7 @@ def test_ray_build_on_two_workers_matches_and_resumes_after_a_kill(street, stree
     ray_map, single = load_map(out), load_map(street_map)
     assert ray_map.names == single.names and ray_map.fingerprint == single.fingerprint
     assert_vectors_close(ray_map.descriptors, single.descriptors, NET_RTOL)
-    assert (np.asarray(ray_map.local_codes) == np.asarray(single.local_codes)).mean() > 0.99
+    assert (np.asarray(ray_map.grids.data) == np.asarray(single.grids.data)).mean() > 0.99
     assert hits(out, street / "queries") == hits(street_map, street / "queries")
 
 

@@ -69,12 +69,12 @@ def test_pca_whitening_map(street, tmp_path):
     from vpr_core.map.format import load_map
 
     db = load_geoset(street / "database")
-    m = build_and_save(db, tmp_path / "pca.vprmap", model_conf={"pca_dim": 16}, device="cpu")
+    m = build_and_save(db, tmp_path / "pca.vprmap", model_options={"pca_dim": 16}, device="cpu")
     assert m.descriptors.shape == (24, 16) and set(m.model_state) == {"vlad.centers", "pca.mean", "pca.proj"}
     loc = Localizer(load_map(tmp_path / "pca.vprmap"), device="cpu")
     assert loc.localize(load_image(db.paths[7])).matches[0].index == 7
     with pytest.raises(VprError, match="lower pca_dim"):
-        build_and_save(db, tmp_path / "too_big.vprmap", model_conf={"pca_dim": 64}, device="cpu")
+        build_and_save(db, tmp_path / "too_big.vprmap", model_options={"pca_dim": 64}, device="cpu")
     assert not (tmp_path / "too_big.vprmap").exists()
 
 

@@ -129,7 +129,7 @@ def test_cosplace_map_round_trip(street, tmp_path):
     conf = {"backbone": "ResNet18", "fc_output_dim": 64, "weights": str(ckpt), "input_size": [160, 120]}
     db = load_geoset(street / "database")
     out = tmp_path / "cos.vprmap"
-    built = build_and_save(db, out, model_name="cosplace", model_conf=conf, device="cpu")
+    built = build_and_save(db, out, model="cosplace", model_options=conf, device="cpu")
     m = load_map(out)
     assert m.model == "cosplace" and m.fingerprint == built.fingerprint
     assert np.array_equal(m.descriptors, built.descriptors) and m.descriptors.shape == (24, 64)
@@ -164,7 +164,7 @@ def test_thumbnail_model_is_lighting_invariant_and_localizes(street, tmp_path):
     with pytest.raises(VprError, match="not a multiple of patch"):
         build_global_model("thumbnail", {"input_size": [60, 32]})
     db = load_geoset(street / "database")
-    vmap = build_and_save(db, tmp_path / "t.vprmap", model_name="thumbnail", device="cpu")
+    vmap = build_and_save(db, tmp_path / "t.vprmap", model="thumbnail", device="cpu")
     rep, _ = evaluate(
         Localizer(vmap, device="cpu"), load_geoset(street / "queries", frame=db.frame), 5.0, progress=False
     )

@@ -107,7 +107,7 @@ def test_per_frame_outputs_stay_tensors_and_search_takes_them(street_map):
         assert np.array_equal(i_t, i_n) and np.allclose(s_t, s_n, rtol=0, atol=reduction_atol(db.shape[1]))
     assert isinstance(loc.local.stored, torch.Tensor)  # the map's grid codes, converted once at start-up
     grids = loc.local.gather(np.array([2, 0]), "cpu")  # decoded per frame: unit cells of the model's grid shape
-    assert grids.shape == (2, *loc.map.local_shape) and torch.allclose(
+    assert grids.shape == (2, *loc.map.grids.shape) and torch.allclose(
         grids.norm(dim=1), torch.ones(1), rtol=0, atol=reduction_atol(grids.shape[1])
     )
 

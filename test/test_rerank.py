@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, assert_vectors_close, reduction_atol
 
 from vpr_core.errors import VprError
 from vpr_core.models import build_global_model
-from vpr_core.rerank import RERANKERS, build_reranker, needs_sparse
+from vpr_core.rerank import RERANKERS, build_reranker, map_local_for
 from vpr_core.rerank.dhe import DHEHead, correlation, load_dhe_head
 from vpr_core.rerank.geometry import count_inliers, dlt, grid_keypoints, mutual_nn
 from vpr_core.rerank.geowarp import GeoWarpHead, GeoWarpRerank
@@ -199,8 +199,8 @@ def test_inlier_count_of_known_warp_is_exact():
 def test_rerankers_are_registered_and_batched():
     assert {"none", "ransac", "dhe", "geowarp"} <= set(RERANKERS.names())
     # which maps a benchmark must build: sparse keypoints for the learned matchers only (auto picks from the map)
-    assert needs_sparse(["none", "lighterglue"]) and needs_sparse(["dhe+lighterglue"])
-    assert not needs_sparse(["auto", "none", "ransac", "dhe", "geowarp"])
+    assert map_local_for(["none", "lighterglue"]) == map_local_for(["dhe+lighterglue"]) == "both"
+    assert map_local_for(["auto", "none", "ransac", "dhe", "geowarp"]) == "grid"
     q, cands = shifted_pair(k=6)
     for name in ("dhe", "geowarp"):
         rr = build_reranker(name, {"frame": [320, 240]} if name == "dhe" else None)
@@ -240,8 +240,8 @@ def test_rerank_without_local_features(street, tmp_path):
     from vpr_core.localize.localizer import Localizer
     from vpr_core.map.build import build_and_save
 
-    m = build_and_save(load_geoset(street / "database"), tmp_path / "nolocal.vprmap", device="cpu", local=False)
-    assert m.local is None
+    m = build_and_save(load_geoset(street / "database"), tmp_path / "nolocal.vprmap", device="cpu", local="none")
+    assert m.grids is None
     with pytest.raises(MapError, match="needs the map's local features"):
         Localizer(m, device="cpu", reranker="ransac")
 
@@ -288,7 +288,7 @@ def sparse_map(street, tmp_path_factory):
     from vpr_core.map.build import build_and_save
 
     out = tmp_path_factory.mktemp("sparse") / "street_sparse.vprmap"
-    build_and_save(load_geoset(street / "database"), out, device="cpu", local=False, sparse={"top_k": 256})
+    build_and_save(load_geoset(street / "database"), out, device="cpu", local="sparse", sparse_keypoints=256)
     return out
 
 
@@ -301,7 +301,7 @@ def test_lighterglue_reranks_with_the_released_weights(street, sparse_map):
     from vpr_core.rerank.sparse import SPARSE_BUDGET_BYTES, sparse_bytes_per_image
 
     m = load_map(sparse_map)
-    assert m.local is None and m.extras["sparse.descriptors"].dtype == np.float16
+    assert m.grids is None and m.sparse.descriptors.dtype == np.float16
     assert m.info["sparse_features"]["bytes_per_image"] == 256 * (128 + 4) + 12 == sparse_bytes_per_image(256)
     assert sparse_bytes_per_image(512) <= SPARSE_BUDGET_BYTES < sparse_bytes_per_image(1024)  # the default fits
     loc = Localizer(m, device="cpu", reranker="lighterglue")
@@ -355,20 +355,21 @@ def both_map(street, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("both") / "street_both.vprmap"
     # grids at the compact code: training a 32-byte codebook would cost this fixture a minute
-    build_and_save(load_geoset(street / "database"), out, device="cpu", sparse={"top_k": 256}, pq={"m": 8})
+    build_and_save(load_geoset(street / "database"), out, device="cpu", local="both", sparse_keypoints=256, pq_m=8)
     return out
 
 
 def test_grids_beside_sparse_keypoints_are_coded_finer(street_map):
     """A ``--local both`` build codes its grids at PQ_M_WITH_SPARSE bytes per cell (they serve dhe+lighterglue), a
     grid-only build at the compact default (as the stored street map shows); an explicit m wins."""
-    from vpr_core.map.codec import PQ_DEFAULTS, PQ_M_WITH_SPARSE, grid_pq_conf
+    from vpr_core.map.codec import PQ_DEFAULTS, PQ_M_WITH_SPARSE
+    from vpr_core.map.config import MapBuildConfig
     from vpr_core.map.format import load_map
 
-    assert grid_pq_conf(None, sparse=True)["m"] == PQ_M_WITH_SPARSE == 32
-    assert grid_pq_conf({"m": 16, "seed": 3}, sparse=True) == {**PQ_DEFAULTS, "m": 16, "seed": 3}
-    assert grid_pq_conf(None, sparse=False)["m"] == PQ_DEFAULTS["m"] == 8
-    assert load_map(street_map).local_codes.shape[-1] == 8
+    assert MapBuildConfig(local="both").pq_conf()["m"] == PQ_M_WITH_SPARSE == 32
+    assert MapBuildConfig(local="both", pq_m=16).pq_conf() == {**PQ_DEFAULTS, "m": 16}
+    assert MapBuildConfig().pq_conf()["m"] == PQ_DEFAULTS["m"] == 8
+    assert load_map(street_map).grids.data.shape[-1] == 8
 
 
 def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, sparse_map):
@@ -407,7 +408,7 @@ def test_dhe_lighterglue_adds_the_two_on_one_map(street, both_map, street_map, s
     # the same arithmetic on the same K candidates in one process: equal up to the float64 sum
     assert np.allclose([x.rerank_score for x in top], want.numpy(), rtol=0, atol=1e-9)
 
-    with pytest.raises(MapError, match="--local sparse"):
+    with pytest.raises(MapError, match="needs the map's sparse keypoints.*--local both"):
         Localizer.from_file(street_map, device="cpu", reranker="dhe+lighterglue")
     with pytest.raises(MapError, match="--local both"):
         Localizer.from_file(sparse_map, device="cpu", reranker="dhe+lighterglue")
@@ -448,7 +449,7 @@ def test_lighterglue_needs_sparse_features_and_real_weights(street, street_map, 
         Localizer.from_file(street_map, device="cpu", reranker="lighterglue")
     assert str(err.value).startswith(f"{street_map}: ")  # the file that cannot serve it is named
     r = vpr("eval", "--map", street_map, "--queries", street / "queries", "--rerank", "lighterglue", ok=False)
-    assert assert_one_line_error(r, "this map stores no sparse").startswith(f"error: {street_map}: ")
+    assert assert_one_line_error(r, "needs the map's sparse keypoints").startswith(f"error: {street_map}: ")
     bad = tmp_path / "lg.pt"
     torch.save({"transformers.0.self_attn.Wqkv.weight": torch.zeros(3, 3)}, bad)
     with pytest.raises(VprError, match="not a LighterGlue checkpoint"):

@@ -288,9 +288,9 @@ def test_map_adapt_stores_a_head_the_reranker_uses(street, street_map, tmp_path)
     assert m.info["dhe_adapted"] == {"iterations": 3, "images": 24, "init": "shipped"}
     shipped = torch.load(WEIGHTS_DIR / SHIPPED_HEADS["xfeat-vlad"], weights_only=True)
     assert not np.allclose(
-        m.extras["dhe_head.linear.weight"], shipped["linear.weight"].float().numpy()
+        m.dhe_head.state["linear.weight"], shipped["linear.weight"].float().numpy()
     )  # it was trained
-    assert "dhe_head.pe" not in load_map(street_map).extras  # --out leaves the source map alone
+    assert load_map(street_map).dhe_head is None  # --out leaves the source map alone
     loc = Localizer(m, device="cpu", reranker="dhe")
     assert loc.reranker.source == "map-adapted"
     report, _ = evaluate(loc, load_geoset(street / "queries", frame=m.frame), 5.0, progress=False)

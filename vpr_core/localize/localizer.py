@@ -21,8 +21,8 @@ from ..io.images import to_rgb
 from ..map.codec import LocalGrids
 from ..map.format import load_map
 from ..map.model import map_model
-from ..rerank import build_reranker, map_local_for
-from ..rerank.base import MAP_PART_NAMES
+from ..rerank import build_reranker
+from ..rerank.base import MAP_PART_NAMES, rebuild_hint
 from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
 from ..store.parts import Calibration
@@ -100,7 +100,7 @@ class Localizer:
         if missing:
             raise MapError(
                 f"re-ranker '{name}' needs the map's {' and '.join(MAP_PART_NAMES[p] for p in missing)}, but this map "
-                f"has none; rebuild it with --local {map_local_for([name])}"
+                f"has none; rebuild it with {rebuild_hint(self.reranker.needs)}"
             )
         if self.reranker.needs_local:
             gw, gh = self.extractor.model.local_grid

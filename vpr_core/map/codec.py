@@ -29,7 +29,6 @@ __all__ = [
     "LocalGrids",
     "decode_pq",
     "encode_pq",
-    "grid_pq_conf",
     "train_pq",
 ]
 
@@ -41,15 +40,6 @@ PQ_DEFAULTS: dict[str, Any] = {"m": 8, "train_cells": 131072, "sample_images": 2
 #: back DHE's precision for ``dhe+lighterglue`` (corridor R@1 at K=10, mean over 4 codebooks: m=8 92.6,
 #: m=32 95.7, float16 93.7; bench/bench_maps.py --both) for 38.4 KB instead of 9.6 KB per image.
 PQ_M_WITH_SPARSE = 32
-
-
-def grid_pq_conf(pq: dict[str, Any] | None, sparse: bool) -> dict[str, Any]:
-    """The PQ options of a build: ``pq`` as given, its code size defaulting to ``PQ_M_WITH_SPARSE`` beside sparse
-    keypoints and to ``PQ_DEFAULTS['m']`` otherwise."""
-    c = {**PQ_DEFAULTS, **(pq or {})}
-    if not (pq or {}).get("m"):
-        c["m"] = PQ_M_WITH_SPARSE if sparse else PQ_DEFAULTS["m"]
-    return c
 
 
 #: Fewer cells than this in the whole map: a codebook (64 KB) would cost more than it saves; float16 is kept.

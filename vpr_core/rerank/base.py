@@ -37,6 +37,15 @@ MAP_NEEDS = ("grid", "sparse", "images")
 MAP_PART_NAMES = {"grid": "local features (dense grids)", "sparse": "sparse keypoints", "images": "image folder"}
 
 
+def rebuild_hint(needs: frozenset[str]) -> str:
+    """The ``vpr map build`` flag that stores what a re-ranker ``needs``."""
+    if {"grid", "sparse"} <= needs:
+        return "--local both"
+    if "sparse" in needs:
+        return "--local sparse (or --local both to keep the dense grids too)"
+    return "--local grid"
+
+
 class Reranker:
     """A re-ranking method; its capabilities are declared here, on the class, and read from nowhere else."""
 
