@@ -45,7 +45,20 @@ from ..config import check_options
 from ..registry import Registry
 from .estimate import MapMoments
 
-__all__ = ["TEMPORAL_FILTERS", "TEMPORAL_DEFAULTS", "HmmFilter", "Motion", "OdomTrack", "PlaceGrid", "TemporalOutput"]
+__all__ = [
+    "TEMPORAL_FILTERS",
+    "TEMPORAL_DEFAULTS",
+    "Beam",
+    "HmmFilter",
+    "Motion",
+    "Observation",
+    "OdomTrack",
+    "PlaceGrid",
+    "QueryMemory",
+    "TemporalOutput",
+    "evidence_at",
+    "observe",
+]
 
 TEMPORAL_FILTERS: Registry = Registry("temporal filter")
 #: Children of a moving path per frame: the same velocity; one step faster, slower, left, right; a 90-degree turn
@@ -142,8 +155,101 @@ class TemporalOutput:
     north: float
     cov_xy: np.ndarray  # (2, 2) m^2
     confidence: float
-    tracking: bool  # a path with a velocity leads; False = the caller keeps its single-frame estimate
     speed: float  # m/s of the leading path
+
+
+@dataclass
+class Beam:
+    """Hypotheses, one row each: a path's position (ENU m), velocity (m/s), score (relative: the best is 0),
+    whether it has a velocity yet, its nearest map place (-1: off the map) and its age in frames."""
+
+    pos: np.ndarray  # (H, 2)
+    vel: np.ndarray  # (H, 2)
+    score: np.ndarray  # (H,)
+    moving: np.ndarray  # (H,) bool
+    place: np.ndarray  # (H,) int64
+    age: np.ndarray  # (H,) int64
+
+    @classmethod
+    def empty(cls) -> Beam:
+        return cls(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), np.zeros(0, bool), np.zeros(0, np.int64),
+                   np.zeros(0, np.int64))  # fmt: skip
+
+    @classmethod
+    def of(cls, pos: np.ndarray, vel: np.ndarray, score: np.ndarray, moving: bool, age: int | np.ndarray) -> Beam:
+        """New hypotheses before they are placed on the map."""
+        n = len(pos)
+        return cls(pos, vel, score, np.full(n, moving), np.full(n, -1, np.int64),
+                   np.broadcast_to(age, n).astype(np.int64))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    @classmethod
+    def concat(cls, beams: list[Beam]) -> Beam:
+        return cls(*(np.concatenate([getattr(b, f) for b in beams]) for f in _BEAM_FIELDS))
+
+    def take(self, rows: np.ndarray) -> Beam:
+        return Beam(*(getattr(self, f)[rows] for f in _BEAM_FIELDS))
+
+
+_BEAM_FIELDS = ("pos", "vel", "score", "moving", "place", "age")
+
+
+@dataclass
+class QueryMemory:
+    """What the filter remembers of past queries (the condition, kept across ``reset``): the running mean of the
+    normalised queries and of their mean-place score, the previous query and its contrast-enhanced form."""
+
+    qmean: np.ndarray | None = None
+    bmean: float = 0.0
+    prev_q: np.ndarray | None = None
+    prev_qe: np.ndarray | None = None
+
+
+@dataclass
+class Observation:
+    """One frame's evidence model: the contrast-enhanced query ``qe`` and offset ``be`` (evidence at a place is
+    ``desc[place] @ qe - be``, times ``weight``), and how much it looks like the previous frame (``coherence``)."""
+
+    qe: np.ndarray
+    be: float
+    weight: float
+    coherence: float
+
+
+def observe(
+    q: np.ndarray, sample: torch.Tensor, mean_desc: np.ndarray, memory: QueryMemory, conf: dict[str, Any]
+) -> tuple[Observation, QueryMemory]:
+    """A query's observation model and the updated memory (pure: ``memory`` is not changed)."""
+    q = np.asarray(q, np.float32).reshape(-1)
+    sigma = float(torch.mv(sample, torch.from_numpy(q)).std(correction=0)) + 1e-6
+    qn, b = q / sigma, float(mean_desc @ q) / sigma
+    qe, be = (qn - memory.qmean, b - memory.bmean) if memory.qmean is not None else (qn, b)
+    # does this frame look like the previous one? (a robot standing still sees the same scene)
+    coherence = float(q @ memory.prev_q - mean_desc @ q) / sigma if memory.prev_q is not None else 0.0
+    # a near-duplicate of the previous frame adds little new evidence: discount by its redundancy
+    weight = 1.0
+    if memory.prev_qe is not None:
+        r = float(qe @ memory.prev_qe) / (float(np.linalg.norm(qe) * np.linalg.norm(memory.prev_qe)) + 1e-12)
+        weight = 1.0 - max(r, 0.0) ** float(conf["redundancy_power"])
+    a = float(conf["mean_decay"])
+    if memory.qmean is None:
+        qmean, bmean = qn.copy(), b
+    else:
+        qmean, bmean = a * memory.qmean + (1.0 - a) * qn, a * memory.bmean + (1.0 - a) * b
+    return Observation(qe, be, weight, coherence), QueryMemory(qmean, bmean, q, qe)
+
+
+def evidence_at(places: np.ndarray, desc: np.ndarray, obs: Observation, off_map: float) -> np.ndarray:
+    """Evidence of hypotheses standing on map ``places`` (-1: off the map); reads only those rows of ``desc``."""
+    out = np.full(len(places), off_map)
+    on = places >= 0
+    if on.any():
+        u, inv = np.unique(places[on], return_inverse=True)
+        rows = torch.from_numpy(np.asarray(desc[u], np.float32))
+        out[on] = (torch.mv(rows, torch.from_numpy(obs.qe)).numpy() - obs.be)[inv]
+    return out * obs.weight
 
 
 class PlaceGrid:
@@ -198,6 +304,11 @@ def map_spacing(xy: np.ndarray, sample: int = 4096) -> float:
     return float(max(np.median(nn), 0.1)) if len(nn) else 1.0
 
 
+def child_penalties(conf: dict[str, Any]) -> np.ndarray:
+    """Cost of each of a moving path's CHILDREN: keep going; a velocity step (4); a corner (4)."""
+    return np.array([0.0] + [conf["change_penalty"]] * 4 + [conf["turn_penalty"]] * 4)
+
+
 @TEMPORAL_FILTERS.register("hmm")
 class HmmFilter:
     """Online Viterbi over (place, velocity) with a fixed beam; see the module docstring."""
@@ -219,58 +330,15 @@ class HmmFilter:
         for lo in range(0, n, 16384):  # summed in float64 without a float64 copy of the rows (a large map is paged)
             self.mean_desc += np.asarray(descriptors[lo : lo + 16384]).sum(0, dtype=np.float64)
         self.mean_desc = (self.mean_desc / max(n, 1)).astype(np.float32)
+
+        self.memory = QueryMemory()
         self.reset()
 
     def reset(self) -> None:
-        """Forget every path (``~/relocalize``, a new run); the query mean is kept: it describes the condition."""
-        self.pos = np.zeros((0, 2))
-        self.vel = np.zeros((0, 2))
-        self.score = np.zeros(0)
-        self.moving = np.zeros(0, bool)  # has a velocity (a path of >= 2 frames)
-        self.place = np.zeros(0, np.int64)
-        self.age = np.zeros(0, np.int64)  # frames since the path was born
+        """Forget every path (``~/relocalize``, a new run); the query memory is kept: it describes the condition."""
+        self.beam = Beam.empty()
         self.stamp: float | None = None
         self.order_logodds = 0.0  # log-odds that the frames come in order (start: undecided)
-        if not hasattr(self, "qmean"):
-            self.qmean: np.ndarray | None = None
-            self.prev_q: np.ndarray | None = None
-            self.prev_qe: np.ndarray | None = None
-            self.bmean = 0.0
-
-    # -- observation -------------------------------------------------------------------------------------------
-    def _evidence_fn(self, q: np.ndarray):
-        q = np.asarray(q, np.float32).reshape(-1)
-        sigma = float(torch.mv(self.sample, torch.from_numpy(q)).std(correction=0)) + 1e-6
-        qn, b = q / sigma, float(self.mean_desc @ q) / sigma
-        qe, be = (qn - self.qmean, b - self.bmean) if self.qmean is not None else (qn, b)
-        # does this frame look like the previous one? (a robot standing still sees the same scene)
-        self.coherence = float(q @ self.prev_q - self.mean_desc @ q) / sigma if self.prev_q is not None else 0.0
-        self.prev_q = q
-        # a near-duplicate of the previous frame adds little new evidence: discount by its redundancy
-        self.weight = 1.0
-        if self.prev_qe is not None:
-            r = float(qe @ self.prev_qe) / (float(np.linalg.norm(qe) * np.linalg.norm(self.prev_qe)) + 1e-12)
-            self.weight = 1.0 - max(r, 0.0) ** float(self.conf["redundancy_power"])
-        self.prev_qe = qe
-        a = float(self.conf["mean_decay"])
-        if self.qmean is None:
-            self.qmean, self.bmean = qn.copy(), b
-        else:
-            self.qmean = a * self.qmean + (1.0 - a) * qn
-            self.bmean = a * self.bmean + (1.0 - a) * b
-
-        w = self.weight
-
-        def evidence(places: np.ndarray) -> np.ndarray:
-            out = np.full(len(places), float(self.conf["off_map_evidence"]))
-            on = places >= 0
-            if on.any():
-                u, inv = np.unique(places[on], return_inverse=True)
-                rows = torch.from_numpy(np.asarray(self.desc[u], np.float32))
-                out[on] = (torch.mv(rows, torch.from_numpy(qe)).numpy() - be)[inv]
-            return out * w
-
-        return evidence
 
     # -- one frame -----------------------------------------------------------------------------------------------
     def step(
@@ -279,127 +347,120 @@ class HmmFilter:
         """Advance by one frame: ``query`` its global descriptor, ``ids`` its retrieved places (best first),
         ``stamp`` seconds, ``motion`` odometry since the previous frame. None: no path yet (use the single frame)."""
         c = self.conf
-        evidence = self._evidence_fn(query)
+        obs, self.memory = observe(query, self.sample, self.mean_desc, self.memory, c)
         ids = np.asarray(ids, np.int64)[: int(c["candidates"])]
         ids = ids[ids >= 0]
         dt = 1.0 if self.stamp is None else stamp - self.stamp
         if not dt > 0:  # repeated or reordered stamps: treat as simultaneous
             dt = 1e-3
         self.stamp = stamp
-        lam = float(c["forget"])
-        best_prev = float(self.score.max()) if len(self.score) else 0.0
-        jump = float(c["jump_penalty"])
-        parts = []  # (pos, vel, score_before_evidence, moving, age)
-
-        # teleports: any retrieved candidate, from the best path less the jump penalty
-        if len(ids):
-            parts.append((self.xy[ids], np.zeros((len(ids), 2)), np.full(len(ids), lam * best_prev - jump), False, 0))
-        reach = float(c["max_speed"]) * dt
-        dv = self.step_m / dt
-        # births: a path that arrived without velocity at the last frame pairs with this frame's candidates
-        fresh = ~self.moving
-        if fresh.any() and len(ids):
-            d = self.xy[ids][None, :, :] - self.pos[fresh][:, None, :]  # (F, K, 2)
-            dist = np.linalg.norm(d, axis=-1)
-            ok = dist <= reach
-            if motion is not None:
-                ok &= np.abs(dist - motion.distance) <= c["odom_speed_tol"] * motion.distance + self.step_m
-            fi, kj = np.nonzero(ok)
-            if len(fi):
-                parts.append((self.xy[ids[kj]], d[fi, kj] / dt, lam * self.score[fresh][fi], True, 1))
-        # moving paths: constant velocity, or one step faster/slower/left/right or a corner, at a cost
-        mov = self.moving
-        n_before_moving = sum(len(p[0]) for p in parts)
-        if mov.any():
-            v = self.vel[mov]
-            if motion is not None:
-                cy, sy = math.cos(motion.dyaw), math.sin(motion.dyaw)
-                v = np.stack([cy * v[:, 0] - sy * v[:, 1], sy * v[:, 0] + cy * v[:, 1]], 1)
-                norm = np.linalg.norm(v, axis=1, keepdims=True)
-                v = np.where(norm > 1e-9, v / np.maximum(norm, 1e-9) * (motion.distance / dt), v)
-            speed = np.hypot(v[:, 0], v[:, 1])[:, None]
-            along = np.where(speed > 1e-9, v / np.maximum(speed, 1e-9), np.array([[1.0, 0.0]]))
-            across = np.stack([-along[:, 1], along[:, 0]], 1)
-            turned = np.stack([-v[:, 1], v[:, 0]], 1)  # the same speed, 90 degrees left (a corner of the map)
-            p = self.pos[mov]
-            # children (CHILDREN, M, 2): keep going; one velocity step; a corner at the start or half-way through
-            vc = np.stack([v, v + dv * along, v - dv * along, v + dv * across, v - dv * across, turned, -turned])
-            vc = np.concatenate([vc, vc[5:]])  # the two turns again, taken half-way
-            pc = p[None] + vc * dt
-            pc[7:] = p[None] + (v[None] + vc[7:]) * (dt / 2)
-            if motion is None:  # no faster than the prior allows
-                fast = np.hypot(vc[..., 0], vc[..., 1]) > float(c["max_speed"])
-                pc = np.where(fast[..., None], (p + v * dt)[None], pc)
-                vc = np.where(fast[..., None], v[None], vc)
-            pen = np.array([0.0] + [c["change_penalty"]] * 4 + [c["turn_penalty"]] * 4)
-            parts.append(
-                (
-                    pc.reshape(-1, 2),
-                    vc.reshape(-1, 2),
-                    (lam * self.score[mov][None] - pen[:, None]).reshape(-1),
-                    True,
-                    np.tile(self.age[mov] + 1, CHILDREN),
-                )
-            )
-
-        pos = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2))
-        if not len(pos):
+        old = self.beam
+        parts = [self._teleports(ids), self._births(ids, dt, motion)]
+        n_before_moving = sum(len(p) for p in parts)
+        parts.append(self._moves(dt, motion))
+        beam = Beam.concat(parts)
+        if not len(beam):
             return None
-        vel = np.concatenate([p[1] for p in parts])
-        prior = np.concatenate([p[2] for p in parts])
-        moving = np.concatenate([np.full(len(p[0]), p[3]) for p in parts])
-        age = np.concatenate([np.broadcast_to(p[4], len(p[0])) for p in parts]).astype(np.int64)
-        place = self.grid.lookup(pos)
-        ev = evidence(place)
-        score = prior + ev
-        if self.coherence < float(c["coherent_z"]):  # the scene changed: a path that stands still pays for it
-            still = moving & (np.linalg.norm(vel, axis=1) * dt < float(c["still_spacings"]) * self.spacing)
-            score[still] -= float(c["change_penalty"])
-        self._regime(ev, len(ids), n_before_moving, int(mov.sum()))
-        # one hypothesis per (place, velocity step, moving): the best
-        qv = np.clip(np.round(vel / dv), -500, 500).astype(np.int64) + 512
+        beam.place = self.grid.lookup(beam.pos)
+        ev = evidence_at(beam.place, self.desc, obs, float(c["off_map_evidence"]))
+        beam.score = beam.score + ev
+        if obs.coherence < float(c["coherent_z"]):  # the scene changed: a path that stands still pays for it
+            still = beam.moving & (np.linalg.norm(beam.vel, axis=1) * dt < float(c["still_spacings"]) * self.spacing)
+            beam.score[still] -= float(c["change_penalty"])
+        self._regime(old, ev, len(ids), n_before_moving, int(old.moving.sum()))
+        self.beam = self._prune(beam, dt)
+        return self._output(ids)
+
+    def _teleports(self, ids: np.ndarray) -> Beam:
+        """Any retrieved candidate, from the best path less the jump penalty."""
+        best_prev = float(self.beam.score.max()) if len(self.beam) else 0.0
+        score = np.full(len(ids), float(self.conf["forget"]) * best_prev - float(self.conf["jump_penalty"]))
+        return Beam.of(self.xy[ids], np.zeros((len(ids), 2)), score, False, 0)
+
+    def _births(self, ids: np.ndarray, dt: float, motion: Motion | None) -> Beam:
+        """A path that arrived without velocity at the last frame pairs with this frame's candidates."""
+        b, c = self.beam, self.conf
+        fresh = ~b.moving
+        if not (fresh.any() and len(ids)):
+            return Beam.empty()
+        d = self.xy[ids][None, :, :] - b.pos[fresh][:, None, :]  # (F, K, 2)
+        dist = np.linalg.norm(d, axis=-1)
+        ok = dist <= float(c["max_speed"]) * dt
+        if motion is not None:
+            ok &= np.abs(dist - motion.distance) <= c["odom_speed_tol"] * motion.distance + self.step_m
+        fi, kj = np.nonzero(ok)
+        return Beam.of(self.xy[ids[kj]], d[fi, kj] / dt, float(c["forget"]) * b.score[fresh][fi], True, 1)
+
+    def _moves(self, dt: float, motion: Motion | None) -> Beam:
+        """Moving paths: constant velocity, or one step faster/slower/left/right or a corner, at a cost."""
+        b, c = self.beam, self.conf
+        mov = b.moving
+        if not mov.any():
+            return Beam.empty()
+        dv = self.step_m / dt
+        v = b.vel[mov]
+        if motion is not None:
+            cy, sy = math.cos(motion.dyaw), math.sin(motion.dyaw)
+            v = np.stack([cy * v[:, 0] - sy * v[:, 1], sy * v[:, 0] + cy * v[:, 1]], 1)
+            norm = np.linalg.norm(v, axis=1, keepdims=True)
+            v = np.where(norm > 1e-9, v / np.maximum(norm, 1e-9) * (motion.distance / dt), v)
+        speed = np.hypot(v[:, 0], v[:, 1])[:, None]
+        along = np.where(speed > 1e-9, v / np.maximum(speed, 1e-9), np.array([[1.0, 0.0]]))
+        across = np.stack([-along[:, 1], along[:, 0]], 1)
+        turned = np.stack([-v[:, 1], v[:, 0]], 1)  # the same speed, 90 degrees left (a corner of the map)
+        p = b.pos[mov]
+        # children (CHILDREN, M, 2): keep going; one velocity step; a corner at the start or half-way through
+        vc = np.stack([v, v + dv * along, v - dv * along, v + dv * across, v - dv * across, turned, -turned])
+        vc = np.concatenate([vc, vc[5:]])  # the two turns again, taken half-way
+        pc = p[None] + vc * dt
+        pc[7:] = p[None] + (v[None] + vc[7:]) * (dt / 2)
+        if motion is None:  # no faster than the prior allows
+            fast = np.hypot(vc[..., 0], vc[..., 1]) > float(c["max_speed"])
+            pc = np.where(fast[..., None], (p + v * dt)[None], pc)
+            vc = np.where(fast[..., None], v[None], vc)
+        score = (float(c["forget"]) * b.score[mov][None] - child_penalties(c)[:, None]).reshape(-1)
+        return Beam.of(pc.reshape(-1, 2), vc.reshape(-1, 2), score, True, np.tile(b.age[mov] + 1, CHILDREN))
+
+    def _prune(self, beam: Beam, dt: float) -> Beam:
+        """One hypothesis per (place cell, velocity step, moving): the best; then the best ``hypotheses`` of them,
+        sorted, scores relative to the best; paths close to a place take its position (they follow the map)."""
+        c = self.conf
+        qv = np.clip(np.round(beam.vel / (self.step_m / dt)), -500, 500).astype(np.int64) + 512
         # a quarter-spacing cell: paths keep their sub-spacing position, so any speed is represented
-        qp = np.floor(pos / self.step_m).astype(np.int64)
+        qp = np.floor(beam.pos / self.step_m).astype(np.int64)
         cell = (qp[:, 0] % 1_048_573) * 1_048_573 + (qp[:, 1] % 1_048_573)  # < 2^40; a rare collision only merges
-        key = ((cell << 20) + qv[:, 0] * 1024 + qv[:, 1]) * 2 + moving
-        order = np.lexsort((-score, key))  # by key, the best first within each
+        key = ((cell << 20) + qv[:, 0] * 1024 + qv[:, 1]) * 2 + beam.moving
+        order = np.lexsort((-beam.score, key))  # by key, the best first within each
         first = np.ones(len(order), bool)
         first[1:] = key[order[1:]] != key[order[:-1]]
         keep = order[first]
         h = int(c["hypotheses"])
         if len(keep) > h:
-            keep = keep[np.argpartition(-score[keep], h - 1)[:h]]
-        keep = keep[np.argsort(-score[keep], kind="stable")]
-        self.pos, self.vel, self.moving, self.place, self.age = (
-            pos[keep],
-            vel[keep],
-            moving[keep],
-            place[keep],
-            age[keep],
-        )
-        self.score = score[keep] - score[keep[0]]  # relative: the best path scores 0
-        self.last_evidence = ev[keep]
-        if c["snap_within"] > 0:  # paths close to a place take its position (they follow the map's geometry)
-            on = self.place >= 0
-            on[on] = np.linalg.norm(self.pos[on] - self.xy[self.place[on]], axis=1) <= c["snap_within"] * self.spacing
-            self.pos[on] = self.xy[self.place[on]]
-        return self._output(ids)
+            keep = keep[np.argpartition(-beam.score[keep], h - 1)[:h]]
+        keep = keep[np.argsort(-beam.score[keep], kind="stable")]
+        out = beam.take(keep)
+        out.score = out.score - out.score[0]  # relative: the best path scores 0
+        if c["snap_within"] > 0:
+            on = out.place >= 0
+            on[on] = np.linalg.norm(out.pos[on] - self.xy[out.place[on]], axis=1) <= c["snap_within"] * self.spacing
+            out.pos[on] = self.xy[out.place[on]]
+        return out
 
-    def _regime(self, ev: np.ndarray, n_cand: int, m0: int, n_mov: int) -> None:
+    def _regime(self, old: Beam, ev: np.ndarray, n_cand: int, m0: int, n_mov: int) -> None:
         """Are the frames in order? Compare how well the beam's motion predictions explain this frame with how well
         an order-free model does (the frame at any place: retrieved candidates, the rest at the null evidence, which
         is about N(0, 1) so E[exp(e)] = e^0.5), and accumulate the log-ratio with the paths' forgetting."""
         n = len(self.xy)
-        if not len(self.score) or n_cand == 0:
+        if not len(old) or n_cand == 0:
             return
         ecand = ev[:n_cand]
         p_free = (np.exp(ecand).sum() + max(n - n_cand, 0) * math.exp(0.5)) / max(n, n_cand)
-        w = np.exp(self.score - self.score.max())
+        w = np.exp(old.score - old.score.max())
         w /= w.sum()
-        wm = w[self.moving]
-        p_ord = float(w[~self.moving].sum()) * p_free
+        wm = w[old.moving]
+        p_ord = float(w[~old.moving].sum()) * p_free
         if n_mov:
-            t = np.exp(-np.array([0.0] + [self.conf["change_penalty"]] * 4 + [self.conf["turn_penalty"]] * 4))
+            t = np.exp(-child_penalties(self.conf))
             t /= t.sum()
             e = ev[m0 : m0 + CHILDREN * n_mov].reshape(CHILDREN, n_mov)
             p_ord += float((wm * (t[:, None] * np.exp(np.minimum(e, 30.0))).sum(0)).sum())
@@ -407,17 +468,18 @@ class HmmFilter:
         self.order_logodds = float(np.clip(float(self.conf["forget"]) * self.order_logodds + lr, -20.0, 40.0))
 
     def _output(self, ids: np.ndarray) -> TemporalOutput | None:
+        b = self.beam
         i0 = 0  # the beam is sorted: the mode first
-        if not self.moving[i0] or self.place[i0] < 0 or self.age[i0] < int(self.conf["min_age"]):
+        if not b.moving[i0] or b.place[i0] < 0 or b.age[i0] < int(self.conf["min_age"]):
             return None
         if self.order_logodds <= float(
             self.conf["order_threshold"]
         ):  # the input does not look ordered: the single frame knows as much
             return None
-        w = np.exp(float(self.conf["beta"]) * self.score)
+        w = np.exp(float(self.conf["beta"]) * b.score)
         w /= w.sum()
-        p0 = self.pos[i0]
-        d = self.pos - p0
+        p0 = b.pos[i0]
+        d = b.pos - p0
         near = np.linalg.norm(d, axis=1) <= 2.5 * self.spacing
         conf = float(np.clip(w[near].sum(), 0.0, 1.0))
         wn = w[near] / max(w[near].sum(), 1e-12)
@@ -427,7 +489,7 @@ class HmmFilter:
         agree = np.linalg.norm(self.xy[ids] - p0, axis=1) <= 2.5 * self.spacing
         if agree.any():
             p0 = self.xy[ids[np.argmax(agree)]].copy()
-        d = self.pos - p0
+        d = b.pos - p0
         local = (wn[:, None, None] * d[near][:, :, None] * d[near][:, None, :]).sum(0)
         local += (self.spacing / 2.0) ** 2 * np.eye(2)
         far = ~near
@@ -441,11 +503,10 @@ class HmmFilter:
         cov = 0.5 * (cov + cov.T) + 1e-9 * np.eye(2)
         place = int(self.grid.lookup(p0[None])[0])
         return TemporalOutput(
-            place if place >= 0 else int(self.place[i0]),
+            place if place >= 0 else int(b.place[i0]),
             float(p0[0]),
             float(p0[1]),
             cov,
             conf,
-            True,
-            float(np.linalg.norm(self.vel[i0])),
+            float(np.linalg.norm(b.vel[i0])),
         )
