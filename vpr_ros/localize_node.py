@@ -26,7 +26,6 @@ import rclpy
 import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from lifecycle_msgs.srv import ChangeState
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -53,6 +52,7 @@ from vpr_core.online.health import Health, ProblemLog
 from vpr_core.online.latest import LatestFrame
 
 from .conversions import compressed_to_rgb, image_to_rgb, navsatfix, rgb_to_image, to_pose
+from .lifecycle import current_state, guard_change_state
 from .params import IMAGE_QOS, PARAMETERS, RUNTIME, declare, read
 
 __all__ = ["PARAMETERS", "VprLocalizer", "main"]
@@ -68,8 +68,8 @@ class VprLocalizer(LifecycleNode):
         super().__init__("vpr_localizer", **kwargs)
         declare(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        guard_change_state(self, self._refused)
         self.health = Health()
-        self.health.state = "unconfigured"
         self.problems = ProblemLog(every_s=5.0)
         self.frames: LatestFrame[Image | CompressedImage] = LatestFrame()
         self.localizer: Localizer | None = None
@@ -135,7 +135,6 @@ class VprLocalizer(LifecycleNode):
         }
         if s.publish_debug_image:
             self.pubs["debug"] = self.create_lifecycle_publisher(Image, "~/debug_image", OUT_QOS)
-        self.health.state = "inactive"
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -162,7 +161,6 @@ class VprLocalizer(LifecycleNode):
         self.prev_stamp = None
         if s.odom_topic and not want_odom:
             self.get_logger().warning(f"odom_topic {s.odom_topic} is ignored: temporal is none")
-        self.health.state = "active"
         self.get_logger().info(
             f"listening on {topic} ({s.input}, qos {s.image_qos}); temporal {self.config.temporal}"
             + (f" with odometry {self.resolve_topic_name(s.odom_topic)}" if self.odom_sub is not None else "")
@@ -171,19 +169,16 @@ class VprLocalizer(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_input()
-        self.health.state = "inactive"
         self.get_logger().info("deactivated: not subscribed, nothing published")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
-        self.health.state = "unconfigured"
         return SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         self.frames.close()
-        self.health.state = "finalized"
         return SUCCESS
 
     def _stop_input(self) -> None:
@@ -205,17 +200,16 @@ class VprLocalizer(LifecycleNode):
             self.localizer = self.debug_view = None
         gc.collect()
 
-    def _LifecycleNodeMixin__on_change_state(self, req: ChangeState.Request, resp: ChangeState.Response):
-        """rclpy's handler, guarded: an unknown or impossible transition is refused, never a crash of the executor."""
-        try:
-            return super()._LifecycleNodeMixin__on_change_state(req, resp)
-        except (RCLError, RuntimeError) as e:
-            self.get_logger().warning(
-                f"~/change_state refused: transition {req.transition.id} '{req.transition.label}' is not valid in "
-                f"state {self.health.state} ({str(e).splitlines()[0]})"
-            )
-            resp.success = False
-            return resp
+    def _refused(self, req, why: str) -> None:
+        self.get_logger().warning(
+            f"~/change_state refused: transition {req.transition.id} '{req.transition.label}' is not valid in "
+            f"state {self.state} ({why})"
+        )
+
+    @property
+    def state(self) -> str:
+        """The lifecycle state, as rclpy's state machine has it (the one copy)."""
+        return current_state(self)
 
     # ---- parameters and services ---------------------------------------------------------
     def _restart_diagnostics(self, period: float) -> None:
@@ -230,7 +224,7 @@ class VprLocalizer(LifecycleNode):
         """Ranges are the descriptors' (rclpy refuses those); here: configure-time settings only while unconfigured;
         ``diagnostics_period`` applies at once in every state (never accepted and then ignored)."""
         frozen = [p.name for p in params if p.name not in RUNTIME]
-        if frozen and self.health.state not in ("unconfigured", "finalized"):
+        if frozen and self.state not in ("unconfigured", "finalized"):
             return SetParametersResult(
                 successful=False,
                 reason=f"{', '.join(frozen)} take effect at configure; deactivate and clean up the node first",
@@ -241,8 +235,8 @@ class VprLocalizer(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _on_relocalize(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        if self.health.state != "active":
-            resp.success, resp.message = False, f"node is {self.health.state}; activate it first"
+        if self.state != "active":
+            resp.success, resp.message = False, f"node is {self.state}; activate it first"
             return resp
         self.relocalize_next = True
         resp.success = True
@@ -253,8 +247,8 @@ class VprLocalizer(LifecycleNode):
         return resp
 
     def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
-        if self.health.state != "active":
-            resp.success, resp.message = False, f"node is {self.health.state}; activate it first"
+        if self.state != "active":
+            resp.success, resp.message = False, f"node is {self.state}; activate it first"
             return resp
         self.enabled = bool(req.data)
         self.health.paused = not self.enabled
@@ -299,7 +293,7 @@ class VprLocalizer(LifecycleNode):
                 item = self.frames.take(timeout=0.2)
                 if item is not None:
                     with self._busy:
-                        if self.localizer is not None and self.enabled and self.health.state == "active":
+                        if self.localizer is not None and self.enabled and self.state == "active":
                             self._process(*item)
         except BaseException as e:  # never a zombie: a dead worker takes the process down (respawn restarts it)
             self.worker_error = f"{type(e).__name__}: {e}"
@@ -387,8 +381,9 @@ class VprLocalizer(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         topic = getattr(self, "topic", str(self.get_parameter("image_topic").value))
-        level, message = self.health.verdict(now, topic)
-        kv = self.health.values(now) | {"config_error": self.health.config_error}
+        state = self.state
+        level, message = self.health.verdict(now, topic, state)
+        kv = self.health.values(now, state) | {"config_error": self.health.config_error}
         loc = self.localizer
         if loc is not None:
             kv |= {

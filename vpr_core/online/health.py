@@ -55,7 +55,6 @@ class Health:
         self.no_fix = 0
         self.qos_incompatible = 0
         self.paused = False
-        self.state = "active"  # lifecycle state of the node that reports
         self.config_error = ""  # why the last configure failed
         self.last_error = ""
         self._rx: deque[float] = deque(maxlen=2000)
@@ -106,7 +105,7 @@ class Health:
             out[key] = (float(np.percentile(vals, 50)), float(np.percentile(vals, 95)))
         return out
 
-    def values(self, now: float) -> dict[str, str]:
+    def values(self, now: float, state: str = "active") -> dict[str, str]:
         """Counters, rates and latency as the key/values of a diagnostic status."""
         with self._lock:
             rx, tx = list(self._rx), list(self._tx)
@@ -121,7 +120,7 @@ class Health:
             "fixes_below_min_confidence": str(self.no_fix),
             "qos_incompatible_events": str(self.qos_incompatible),
             "paused": str(self.paused).lower(),
-            "lifecycle_state": self.state,
+            "lifecycle_state": state,
             "last_error": self.last_error,
         }
         for stage, (p50, p95) in self.latency().items():
@@ -129,14 +128,14 @@ class Health:
             kv[f"latency_{stage}_ms_p95"] = f"{p95:.1f}"
         return kv
 
-    def verdict(self, now: float, source: str) -> tuple[int, str]:
+    def verdict(self, now: float, source: str, state: str = "active") -> tuple[int, str]:
         """(level, message): ERROR when no frame can arrive, WARN when none does or some fail, else OK."""
         with self._lock:
             rx = list(self._rx)
-        if self.state != "active":
-            if self.state == "unconfigured" and self.config_error:
+        if state != "active":
+            if state == "unconfigured" and self.config_error:
                 return ERROR, f"unconfigured: {self.config_error}"
-            return WARN, f"{self.state}: not localizing"
+            return WARN, f"{state}: not localizing"
         if self.qos_incompatible:
             return ERROR, "incompatible image QoS: no frames arrive"
         if self.paused:
