@@ -17,10 +17,12 @@ demo: $(STAMP)
 test: lint
 	$(PY) -m pytest -q test
 
-# Formatting and lint over the whole repo (ruff version pinned in setup.py and pyproject.toml); part of `make test`.
+# Formatting, lint and complexity over the whole repo, types over vpr_core and vpr_ros (versions pinned in setup.py);
+# part of `make test`.
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/bench_datasets.py ../shared/datasets

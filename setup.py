@@ -41,6 +41,7 @@ setup(
         "test": [
             "pytest>=7",
             "ruff==0.17.6",
+            "mypy==2.4.1",  # `make test` type-checks vpr_core and vpr_ros (pyproject.toml [tool.mypy])
             "colcon-core",
             "colcon-ros",
             "ros-ament-package",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -92,8 +93,13 @@ def knob(
             surfaces[key] = Surface(name, value, why)
     meta = {"knob": (help, type, choices, range, surfaces, runtime, accepts, registry)}
     if isinstance(default, dict | list):
-        return dataclasses.field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+        return dataclasses.field(default_factory=functools.partial(_fresh_copy, default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _fresh_copy(value: Any) -> Any:
+    """A new copy of a JSON-like default per instance (a shared dict default would leak between configs)."""
+    return json.loads(json.dumps(value))
 
 
 def knobs(cls: type, surface: str | None = None) -> list[Knob]:
@@ -235,7 +241,7 @@ def _pair_problem(value: Any, lo: int, key: str) -> str:
     return "" if ok else f"must be [width, height], integers >= {lo} (at most {MAX_SIDE}), e.g. [320,240]"
 
 
-def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = None) -> Any:
+def check_option(owner: str, key: str, value: Any, default: Any, rule: Any = None) -> Any:  # noqa: C901 (one branch per option kind, each a one-line error)
     """Option ``key`` of ``owner`` (e.g. "re-ranker 'dhe'") as the type of its ``default``, within ``rule``: a
     name of ``RULES``, an inclusive ``(lo, hi)``, ``"pair>=N"`` for [width, height], or a set of allowed strings.
     Returns the value as that type; else one VprError naming the option, the value and the fix. Why one function:

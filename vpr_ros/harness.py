@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -111,14 +112,17 @@ class Peer:
             NavSatFix, f"/{node_name}/fix", lambda m: self.fixes.append((time.monotonic(), m)), out
         )
         self.node.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose", self.poses.append, out)
-        self.node.create_subscription(Float32, f"/{node_name}/confidence", lambda m: self.conf.append(m.data), out)
+        self.node.create_subscription(Float32, f"/{node_name}/confidence", self._on_confidence, out)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, out)
         self.extra: dict[str, list] = {}
-        self._clients: dict[str, object] = {}
+        self._clients: dict[str, Any] = {}
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _on_confidence(self, msg: Float32) -> None:
+        self.conf.append(msg.data)
 
     def _spin(self) -> None:
         while self.ctx.ok():

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy._rclpy_pybind11 import RCLError
@@ -29,7 +30,8 @@ def _service(node: LifecycleNode, srv_type: type) -> Service:
 
 def current_state(node: LifecycleNode) -> str:
     """'unconfigured', 'inactive', 'active', 'finalized' or a transition state ('configuring', ...)."""
-    return _service(node, GetState).callback(GetState.Request(), GetState.Response()).current_state.label
+    resp: Any = _service(node, GetState).callback(GetState.Request(), GetState.Response())
+    return str(resp.current_state.label)
 
 
 def guard_change_state(node: LifecycleNode, refused: Callable[[ChangeState.Request, str], None]) -> None:

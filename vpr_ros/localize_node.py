@@ -20,6 +20,7 @@ import gc
 import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -39,6 +40,7 @@ from std_msgs.msg import Float32, Header
 from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import ImageError, VprError
+from vpr_core.localize.config import LocalizerConfig
 from vpr_core.localize.localizer import Estimate, Localizer
 from vpr_core.localize.outputs import (
     STATUS_FIX,
@@ -53,7 +55,7 @@ from vpr_core.online.latest import LatestFrame
 
 from .conversions import compressed_to_rgb, image_to_rgb, navsatfix, rgb_to_image, to_pose
 from .lifecycle import current_state, guard_change_state
-from .params import IMAGE_QOS, PARAMETERS, RUNTIME, declare, read
+from .params import IMAGE_QOS, PARAMETERS, RUNTIME, NodeSettings, declare, read
 
 __all__ = ["PARAMETERS", "VprLocalizer", "main"]
 
@@ -73,7 +75,8 @@ class VprLocalizer(LifecycleNode):
         self.problems = ProblemLog(every_s=5.0)
         self.frames: LatestFrame[Image | CompressedImage] = LatestFrame()
         self.localizer: Localizer | None = None
-        self.settings = self.config = None
+        self.settings: NodeSettings | None = None
+        self.config: LocalizerConfig | None = None
         self.debug_view: DebugView | None = None
         self.sub = self.odom_sub = None
         self.odom: OdomTrack | None = None
@@ -81,7 +84,7 @@ class VprLocalizer(LifecycleNode):
         self.prev_stamp: float | None = None  # stamp of the previous frame (the temporal filter's dt and odometry)
         self.last_source = "none"
         self.last_motion = "none"
-        self.pubs: dict[str, object] = {}
+        self.pubs: dict[str, Any] = {}
         self.enabled = True
         self.relocalize_next = False
         self.worker_error: str | None = None

@@ -34,7 +34,7 @@ def message_class(msgtype: str):
         return None
 
 
-def play(
+def play(  # noqa: C901 (one pass over a bag with every playback option)
     bag: str | Path,
     topics: list[str] | None = None,
     rate: float = 1.0,

@@ -64,6 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             new = build_map(
                 geoset(args, args.images), conf, source=str(args.images or args.csv), like=like, work_dir=parts
             )
+            assert like is not None  # --append loaded it
             m = merge_maps([like, new], [args.append, str(args.images or args.csv)])
             save_map(m, out)
         print(f"appended {len(new)} images to {args.append} ({len(like)} before)")

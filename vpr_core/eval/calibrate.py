@@ -42,7 +42,7 @@ def calibrate(
     vmap.calibrations.pop(reranker, None)  # evidence from the uncalibrated localizer
     loc = Localizer(vmap, config)
     _, est = evaluate(loc, geo, threshold)
-    x = np.stack([e.evidence for e in est])
+    x = np.stack([np.asarray(e.evidence) for e in est])
     err = np.array([np.hypot(e.east - t[0], e.north - t[1]) for e, t in zip(est, geo.xy)])
     y = (err <= threshold).astype(np.float64)
     if y.min() == y.max():

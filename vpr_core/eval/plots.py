@@ -74,10 +74,18 @@ def plot_trajectory(
     gt = true_xy
     err = np.linalg.norm(est - gt, axis=1)
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    ax.scatter(*map_xy.T, s=5, c="lightgray", label="map images")
+    ax.scatter(map_xy[:, 0], map_xy[:, 1], s=5, c="lightgray", label="map images")
     ax.plot(*gt.T, "-", color="black", lw=1.2, label="ground truth (bag fixes)")
     sc = ax.scatter(
-        *est.T, s=16, c=np.minimum(err, 4 * thr), cmap="RdYlGn_r", vmin=0, vmax=4 * thr, label="estimates", zorder=3
+        est[:, 0],
+        est[:, 1],
+        s=16,
+        c=np.minimum(err, 4 * thr),
+        cmap="RdYlGn_r",
+        vmin=0,
+        vmax=4 * thr,
+        label="estimates",
+        zorder=3,
     )
     fig.colorbar(sc, ax=ax, label="error [m]")
     ax.set_aspect("equal", adjustable="datalim")

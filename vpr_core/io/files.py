@@ -66,7 +66,7 @@ def _alive(pid: int) -> bool:
 def clean_stale(path: Path) -> list[Path]:
     """Delete temporaries of ``path`` (files or folders) left by writers that no longer run; returns them."""
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^/]*$")
-    removed = []
+    removed: list[Path] = []
     try:
         siblings = list(path.parent.iterdir())
     except OSError:

@@ -36,8 +36,8 @@ AUTO_WEIGHTS_KIND = "dhe-head"
 def candidates() -> list[type[Reranker]]:
     """The re-rankers auto may choose, most accurate first (each class declares its ``auto_rank``; README
     "Re-rankers" gives the R@1 behind the order)."""
-    ranked = [RERANKERS.get(n) for n in RERANKERS.names() if RERANKERS.get(n).auto_rank is not None]
-    return sorted(ranked, key=lambda cls: cls.auto_rank)
+    ranks = {n: RERANKERS.get(n).auto_rank for n in RERANKERS.names()}
+    return [RERANKERS.get(n) for n, r in sorted(ranks.items(), key=lambda kv: kv[1] or 0) if r is not None]
 
 
 def auto_options(cls: type[Reranker], given: dict[str, Any]) -> dict[str, Any]:

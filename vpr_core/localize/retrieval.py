@@ -68,7 +68,7 @@ class Index:
                     raise VprError(f"ivfpq: descriptor dim {d} is not divisible by pq_m={pq_m}")
                 index = faiss.IndexIVFPQ(quant, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
             index.train(x)
-            index.nprobe = min(nprobe, nlist)
+            faiss.extract_index_ivf(index).nprobe = min(nprobe, nlist)
         index.add(x)
         self.on_gpu = False
         if gpu != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:

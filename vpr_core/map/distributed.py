@@ -10,6 +10,7 @@ the folder must be on storage every node mounts. The map is the one the single-p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -172,7 +173,7 @@ def describe_on_ray(
             for row in ds.iter_rows():
                 b = int(row["block"])
                 tgt = work / f"block_{b:06d}.npz"
-                atomic_write(tgt, lambda tmp, r=row: _save_block(tmp, r))
+                atomic_write(tgt, functools.partial(_save_block, row=row))
                 bar.update(len(row["desc"]))
     descs, grids = [], []
     for b in range(n_blocks):

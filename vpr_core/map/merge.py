@@ -112,7 +112,8 @@ def merge_maps(maps: list[VprMap], sources: list[str] | None = None) -> VprMap:
     if any(g is None for g in grids) and first.grids is not None:
         log.warning("not every map has the same kind of grids: the merged map has none (no re-ranking by grids)")
     merged_grids = None if any(g is None for g in grids) else GridStore(np.concatenate(grids), first.grids.codec)
-    sparse = SparseKeypoints.concat([m.sparse for m in maps]) if all(m.sparse is not None for m in maps) else None
+    kept = [m.sparse for m in maps if m.sparse is not None]
+    sparse = SparseKeypoints.concat(kept) if len(kept) == len(maps) else None
     if sparse is None and first.sparse is not None:
         log.warning("not every map has sparse keypoints extracted alike: the merged map has none")
     info = {

@@ -88,7 +88,7 @@ def resnet_trunk(depth: int, last_layer: int = 4) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*mods), c
 
 
-VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 def vgg16_features(drop_last: int = 2) -> tuple[nn.Sequential, int]:

@@ -106,7 +106,7 @@ class DheCCT(GlobalModel):
     """DHE's CCT-14 (first 8 blocks) at 384x384: 24x24x384 local grid, GeM global (384-d)."""
 
     name = "dhe-cct"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "weights": None,  # features_extractor_*.torch; None = random (labelled untrained)
         "input_size": [384, 384],
         "keep_aspect": False,  # the positional embedding fixes the token grid

@@ -33,7 +33,7 @@ def make_trunk(backbone: str) -> tuple[nn.Sequential, int]:
 @GLOBAL_MODELS.register("cosplace")
 class CosPlace(GlobalModel):
     name = "cosplace"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "backbone": "ResNet50",
         "fc_output_dim": 2048,
         "weights": None,  # path to {backbone}_{dim}_cosplace.pth; None = random (labelled untrained)

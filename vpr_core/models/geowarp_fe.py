@@ -65,7 +65,7 @@ class GeoWarpFE(GlobalModel):
     """GeoWarp baseline trunk + GeM/NetVLAD; 15x15 local grid for the GeoWarp re-ranker."""
 
     name = "geowarp"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "arch": "resnet50",  # resnet50 | vgg16 | alexnet
         "pooling": "gem",  # gem | netvlad
         "weights": None,  # {arch}_{pool}.pth; None = random (labelled untrained)

@@ -26,7 +26,7 @@ class Thumbnail(GlobalModel):
     """SeqSLAM-style 64x32 patch-normalised grey thumbnail; no weights, no vocabulary."""
 
     name = "thumbnail"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "input_size": [64, 32],
         "keep_aspect": False,  # every thumbnail has the same cells
         "patch": 8,

@@ -39,7 +39,7 @@ class _XFeatGlobal(GlobalModel):
 @GLOBAL_MODELS.register("xfeat-vlad")
 class XFeatVLAD(_XFeatGlobal):
     name = "xfeat-vlad"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "input_size": [320, 240],  # pixel budget; see keep_aspect
         "keep_aspect": True,
         "clusters": 32,
@@ -63,7 +63,7 @@ class XFeatVLAD(_XFeatGlobal):
 
     @property
     def dim(self) -> int:
-        return self.pca.proj.shape[0] if self.pca is not None else self.vlad.out_dim
+        return int(self.pca.proj.shape[0]) if self.pca is not None else int(self.vlad.out_dim)
 
     @property
     def needs_fit(self) -> bool:
@@ -144,7 +144,7 @@ class XFeatGeM(_XFeatGlobal):
     """GeM over XFeat's dense features: 64-d, needs no vocabulary; cheap but weak."""
 
     name = "xfeat-gem"
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "input_size": [320, 240],
         "keep_aspect": True,
         "p": 3.0,

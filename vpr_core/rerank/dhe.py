@@ -154,7 +154,7 @@ class DHERerank(Reranker):
     name = "dhe"
     weights_kind = "dhe-head"
     auto_rank = 2  # 91.9 / 90 / 22.5 on the compact map
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "top_k": 32,
         # homography_regression_*.torch; None = the map's adapted head, else the one shipped for its model,
         # else an untrained head

@@ -31,7 +31,7 @@ class DHELighterGlueRerank(Reranker):
     needs = frozenset({"grid", "sparse"})
     weights_kind = "dhe-head"  # the DHE head; LighterGlue's weights are lighterglue_weights
     auto_rank = 0  # corridor / triplets / nordland R@1 at K=10 on a --local both map: 97.3 / 100 / 25.0
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "top_k": 10,
         "weight": 1.0,  # LighterGlue's log-support against one spread of DHE's score
         "weights": None,  # the DHE head (homography_regression_*.torch); None = the map's, as for dhe

@@ -85,7 +85,7 @@ class GeoWarpRerank(Reranker):
 
     name = "geowarp"
     weights_kind = "geowarp-head"
-    default_conf: dict[str, Any] = {"top_k": 5, "weights": None, "grid": 15}
+    default_conf = {"top_k": 5, "weights": None, "grid": 15}
     ranges = {"grid": ">=1"}
     counts_inliers = False
 

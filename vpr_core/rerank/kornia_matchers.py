@@ -19,6 +19,7 @@ import torch
 
 from ..errors import VprError
 from ..io.images import load_image
+from ..store.vmap import VprMap
 from .base import RERANKERS, Reranker, RerankResult
 from .lighterglue import read_state, verify
 
@@ -48,7 +49,7 @@ class ImageMatcherRerank(Reranker):
     """Shared by the kornia matchers: candidate images from disk, one batched match, homography inliers."""
 
     needs = frozenset({"images"})  # candidates read from the map's image folder
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "top_k": 10,
         "weights": "",
         "images": "",  # folder of the map's images; empty = the folder the map was built from
@@ -58,7 +59,9 @@ class ImageMatcherRerank(Reranker):
     }
     ranges = {"threshold_px": ">0", "min_conf": "(0,1)", "size": "pair>=8"}
 
-    def _bind_map(self, vmap) -> None:
+    net: torch.nn.Module
+
+    def _bind_map(self, vmap: VprMap) -> None:
         folder = self.conf["images"] or vmap.info.get("source", "")
         self.folder = Path(folder) if folder else None
         if self.folder is None or not self.folder.is_dir():

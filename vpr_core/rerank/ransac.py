@@ -6,8 +6,6 @@ OpenCV's USAC otherwise; ``bench/bench_rerank.py`` measures both.
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 import torch
@@ -43,7 +41,7 @@ class RansacRerank(Reranker):
 
     name = "ransac"
     auto_rank = 3  # leads only on nordland's 64x32 frames
-    default_conf: dict[str, Any] = {
+    default_conf = {
         "top_k": 10,
         "threshold_px": 16.0,  # in the nominal frame, as the reference floor (cv2, 16 px at 320x240)
         "frame": None,  # None = the global model's input size

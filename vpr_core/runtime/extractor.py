@@ -26,6 +26,10 @@ def cuda_index(value: object) -> bool:
     return isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
 
 
+def _load_all(paths: list[Path]) -> list[np.ndarray]:
+    return [load_image(p) for p in paths]
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """auto -> cuda when available, else cpu; an explicit 'cuda' without CUDA is an error."""
     if device == "auto":
@@ -108,12 +112,12 @@ class Extractor:
         """Decode files on a small thread pool while the model runs; yields device tensors."""
         chunks = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(lambda c=c: [load_image(p) for p in c]) for c in chunks[:2]]
+            futures = [pool.submit(_load_all, c) for c in chunks[:2]]
             bar = tqdm(total=len(paths), desc=desc, unit="img", disable=desc is None, leave=False)
             for i in range(len(chunks)):
                 images = futures[i].result()
                 if i + 2 < len(chunks):
-                    futures.append(pool.submit(lambda c=chunks[i + 2]: [load_image(p) for p in c]))
+                    futures.append(pool.submit(_load_all, chunks[i + 2]))
                 bar.update(len(images))
                 yield from self.to_tensors(images)
             bar.close()

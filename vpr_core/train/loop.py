@@ -11,6 +11,7 @@ kill at any moment leaves a loadable set; resume checks the files agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,6 +29,10 @@ from ..errors import VprError
 from ..io.files import atomic_write
 
 StepFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _save_state(module: torch.nn.Module, path: Path) -> None:
+    torch.save(module.state_dict(), path)
 
 
 def code_version() -> str:
@@ -72,7 +77,7 @@ def save_checkpoint(
     )
     for name, mod in modules.items():
         files[name] = out if name == "main" else side_path(out, name)
-        atomic_write(files[name], lambda t, m=mod: torch.save(m.state_dict(), t))
+        atomic_write(files[name], functools.partial(_save_state, mod))
     hashes = {name: {"file": f.name, "sha256": file_sha256(f)} for name, f in files.items()}
     meta = {**record, "iteration": iteration, "files": hashes}
     atomic_write(side_path(out, "json"), lambda t: t.write_text(json.dumps(meta, indent=2)))
