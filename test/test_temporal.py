@@ -129,8 +129,9 @@ def test_reset_forgets_the_track_and_the_beam_is_bounded():
     xy, desc = route()
     f = HmmFilter(xy, desc, {"hypotheses": 64})
     res = run(f, xy, desc, np.arange(0, 150, 3))
-    assert res[-1][0] is not None and len(f.score) <= 64
+    assert res[-1][0] is not None and len(f.beam) <= 64
     f.reset()
+    assert len(f.beam) == 0 and f.memory.qmean is not None  # paths forgotten; the condition (query mean) kept
     q = frame(desc, 10, 0.5, np.random.default_rng(6))
     assert f.step(q, retrieve(desc, q), 100.0) is None
 
