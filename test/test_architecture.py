@@ -185,3 +185,18 @@ def test_every_module_imports_and_public_names_resolve():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
+
+
+def test_user_docs_are_short_linked_and_free_of_issue_numbers():
+    """The README is read in ten minutes (at most 300 lines); detail lives in docs/*.md; every relative link
+    resolves; user-facing text never speaks of issue numbers."""
+    import re
+
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300
+    pages = [readme, *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"(?<![\w/&])#\d+\b", text), f"{page.name}: an issue number"
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"

@@ -85,7 +85,7 @@ def test_resume_is_exact(street, tmp_path):
     b = torch.load(part, weights_only=True)
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), k  # bit for bit: same machine, same thread count (README)
+        assert torch.equal(a[k], b[k]), k  # bit for bit: same machine, same thread count (docs/reliability.md)
     assert json.loads((tmp_path / "part.torch.json").read_text())["iteration"] == 10
     from vpr_core.errors import VprError
 
