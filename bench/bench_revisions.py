@@ -84,7 +84,7 @@ def main() -> int:
     try:
         for name in args.sets:
             thr, model, cases = CASES[name]
-            base = args.root / name / "images" / "test"
+            base = args.root.resolve() / name / "images" / "test"
             spec = {"model": model, "thr": thr, "cases": cases}
             results[name] = {
                 args.rev: run(old, base, {**spec, "new": False}, args.threads),
