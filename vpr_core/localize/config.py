@@ -16,7 +16,7 @@ from ..errors import VprError
 from ..models import GLOBAL_MODELS
 from ..rerank import RERANKERS
 from ..runtime.backends import BACKENDS
-from ..runtime.extractor import DEVICES, cuda_index
+from ..runtime.extractor import device_knob
 from .estimate import ESTIMATE_DEFAULTS
 from .retrieval import INDEX_KINDS, RETRIEVALS
 from .temporal import TEMPORAL_DEFAULTS, TEMPORAL_FILTERS
@@ -58,15 +58,7 @@ class LocalizerConfig:
         type=str,
         choices=lambda: INDEX_KINDS,
     )
-    device: str = knob(
-        "auto",
-        "auto (CUDA when present), cpu, cuda or cuda:N.",
-        type=str,
-        choices=lambda: DEVICES,
-        accepts=cuda_index,
-        cli="--device",
-        ros="device",
-    )
+    device: str = device_knob(cli="--device", ros="device")
     backend: str = knob(
         "auto",
         "Global model runtime: auto (TensorRT FP16 on CUDA with an on-disk engine cache, else eager), tensorrt, "

@@ -15,7 +15,7 @@ from typing import Any
 from ..config import add_arguments, knob, knobs, validate
 from ..errors import VprError
 from ..models import GLOBAL_MODELS
-from ..runtime.extractor import DEVICES, cuda_index
+from ..runtime.extractor import device_knob
 from .codec import GRID_CODECS, PQ_DEFAULTS, PQ_M_WITH_SPARSE
 from .search import BUILD_INDEX
 
@@ -91,14 +91,7 @@ class MapBuildConfig:
         choices=lambda: BUILD_INDEX,
         cli="--index",
     )
-    device: str = knob(
-        "auto",
-        "auto (CUDA when present), cpu, cuda or cuda:N.",
-        type=str,
-        choices=lambda: DEVICES,
-        accepts=cuda_index,
-        cli="--device",
-    )
+    device: str = device_knob(cli="--device")
     ray: str = knob(
         "",
         "Describe the images as Ray Data batch inference: 'local' starts Ray here, an address joins a cluster "

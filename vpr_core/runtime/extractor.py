@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import knob
 from ..errors import VprError
 from ..io.images import load_image, resize
 from ..models import GlobalModel, build_global_model
@@ -24,6 +25,14 @@ DEVICES = ("auto", "cpu", "cuda")
 def cuda_index(value: object) -> bool:
     """A device name beside ``DEVICES``: ``cuda:N``."""
     return isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()
+
+
+def device_knob(**surfaces: Any) -> Any:
+    """The ``device`` setting of a config class (``config.knob``), shown on ``surfaces``."""
+    return knob(
+        "auto", "auto (CUDA when present), cpu, cuda or cuda:N.", type=str, choices=lambda: DEVICES,
+        accepts=cuda_index, **surfaces,
+    )  # fmt: skip
 
 
 def _load_all(paths: list[Path]) -> list[np.ndarray]:
