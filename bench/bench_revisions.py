@@ -54,7 +54,8 @@ with tempfile.TemporaryDirectory() as tmp:
             rep, est = evaluate(loc, q, spec["thr"], progress=False)
             ms = float(np.median([e.timings["total"] for e in est]))
             chosen = f"{loc.auto.reranker} K={k0}->{loc.auto.top_k}" if loc.auto else ""
-            out[f"{rr}/{tmp_}" + (f"#{rep_i + 1}" if rr == "auto" else "")] = [rep["recall@1"], rep["recall@5"], ms, chosen]
+            key = f"{rr}/{tmp_}" + (f"#{rep_i + 1}" if rr == "auto" else "")
+            out[key] = [rep["recall@1"], rep["recall@5"], ms, chosen]
 print("RESULT " + json.dumps(out))
 """
 
