@@ -478,8 +478,8 @@ print(json.dumps(out))
 
 
 def test_map_builds_do_not_depend_on_the_thread_count(street):
-    """The determinism table (docs/reliability.md): on one machine, any thread count gives the same vocabulary and top-K, and the
-    same thread count gives bit-identical arrays and estimates."""
+    """The determinism table (docs/reliability.md): on one machine, any thread count gives the same vocabulary and
+    top-K, and the same thread count gives bit-identical arrays and estimates."""
     runs = []
     for n in (1, 2, 2):
         r = subprocess.run(
@@ -488,7 +488,7 @@ def test_map_builds_do_not_depend_on_the_thread_count(street):
         assert r.returncode == 0, r.stderr[-2000:]
         runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert runs[0]["vocab"] == runs[1]["vocab"]  # bit for bit: features and k-means single-threaded
-    # threaded float noise only: the same directions (docs/reliability.md: what is bit-identical and what within tolerance)
+    # threaded float noise only: the same directions (docs/reliability.md: what is bit-identical, what within bounds)
     assert_vectors_close(runs[0]["desc"], runs[1]["desc"], NET_RTOL)
     assert runs[0]["topk"] == runs[1]["topk"]  # which never changes retrieval
     assert runs[1] == runs[2]  # the same thread count: every array and estimate bit for bit
