@@ -53,6 +53,7 @@ setup(
             "osrf-pycommon",
             "lark",
             "ros-jazzy-ament-index-python",
+            "filterpy>=1.4",  # bench/bench_fusion.py's EKF (its test runs the bench on the synthetic street)
         ],
         "export": [
             "onnx>=1.15",

@@ -15,7 +15,7 @@ import numpy as np
 import pymap3d
 import utm
 
-__all__ = ["LocalFrame", "UtmZone", "utm_name_fields", "utm_to_latlon", "valid_latlon"]
+__all__ = ["LocalFrame", "UtmZone", "frame_offset", "utm_name_fields", "utm_to_latlon", "valid_latlon"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ class LocalFrame:
     def at(cls, lat: float, lon: float, h: float = float("nan")) -> LocalFrame:
         """The frame at a point; an unknown height (NaN) puts the origin on the ellipsoid."""
         return cls(float(lat), float(lon), float(h) if np.isfinite(h) else 0.0)
+
+
+def frame_offset(parent: LocalFrame, child: LocalFrame) -> tuple[float, float, float, float]:
+    """The transform parent -> child between two ENU planes, as a static transform takes it: the child's origin in
+    the parent (x, y, z metres) and the yaw of the child's east axis in the parent (radians; the planes' norths
+    differ by about dlon*sin(lat)). What ``map_frame_parent -> vpr_map`` is when the parent frame sits at a datum."""
+    x, y, z = (float(v[0]) for v in parent.enu(child.lat0, child.lon0, child.h0))
+    lat, lon, h = child.lla(100.0, 0.0)  # 100 m along the child's east axis
+    ex, ey, _ = (float(v[0]) for v in parent.enu(lat, lon, h))
+    return x, y, z, float(np.arctan2(ey - y, ex - x))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..models import GLOBAL_MODELS
 from ..rerank import RERANKERS
 from ..runtime.backends import BACKENDS
 from ..runtime.extractor import device_knob
-from .estimate import ESTIMATE_DEFAULTS
+from .estimate import COVARIANCE_MODELS, ESTIMATE_DEFAULTS
 from .retrieval import INDEX_KINDS, RETRIEVALS
 from .temporal import TEMPORAL_DEFAULTS, TEMPORAL_FILTERS
 
@@ -132,6 +132,17 @@ class LocalizerConfig:
         cli="--min-confidence",
         ros="min_confidence",
         runtime=True,
+    )
+    covariance: str = knob(
+        "mixture",
+        "Covariance of the published position: mixture (the estimate's whole error: its place's spread weighted by "
+        "the confidence, plus the rivals' and the map's by the rest; covers the error at every confidence) or "
+        "inlier (the chosen place's spread alone: the error when the match is right; for a Kalman filter that gates "
+        "outliers by Mahalanobis distance, as robot_localization's rejection thresholds do).",
+        type=str,
+        choices=lambda: COVARIANCE_MODELS,
+        cli="--covariance",
+        ros="covariance_model",
     )
     estimate: dict = knob({}, f"Overrides of the estimate's constants ({', '.join(ESTIMATE_DEFAULTS)}).", type=dict)
     temporal: str = knob(

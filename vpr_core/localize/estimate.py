@@ -35,6 +35,11 @@ ESTIMATE_DEFAULTS = {
 }
 
 
+#: Covariance models of a published estimate (``LocalizerConfig.covariance``): mixture (the whole error) or inlier
+#: (the error when the chosen place is right; for gated Kalman filters).
+COVARIANCE_MODELS = ("mixture", "inlier")
+
+
 @dataclass(frozen=True)
 class MapMoments:
     """Mean and covariance of the map's positions: the second moment about any point follows from them."""
@@ -58,8 +63,9 @@ class PositionEstimate:
     index: int  # map row of the chosen place
     east: float
     north: float
-    cov_xy: np.ndarray  # (2, 2) m^2
+    cov_xy: np.ndarray  # (2, 2) m^2, the mixture: right with the confidence, else one of the rivals
     confidence: float
+    cov_inlier: np.ndarray | None = None  # (2, 2) m^2, the chosen place's spread alone (right match)
 
 
 def spatial_margin(scores: np.ndarray, xy: np.ndarray, radius_m: float) -> float:
@@ -97,4 +103,4 @@ def estimate_position(
         wrong = (1.0 - a) * wrong + a * map_moments.about(xy[0])
     cov = confidence * local + (1.0 - confidence) * wrong
     cov = 0.5 * (cov + cov.T) + 1e-9 * np.eye(2)
-    return PositionEstimate(int(ids[0]), float(xy[0, 0]), float(xy[0, 1]), cov, confidence)
+    return PositionEstimate(int(ids[0]), float(xy[0, 0]), float(xy[0, 1]), cov, confidence, 0.5 * (local + local.T))

@@ -227,7 +227,7 @@ class Localizer:
         est.east, est.north = track.east, track.north
         est.enu = (track.east, track.north, 0.0 if math.isnan(alt) else alt - m.origin[2])
         cov = np.zeros((3, 3))
-        cov[:2, :2] = track.cov_xy * self.covariance_scale
+        cov[:2, :2] = track.cov_inlier if self.config.covariance == "inlier" else track.cov_xy * self.covariance_scale
         cov[2, 2] = self.estimate_conf["unknown_alt_var"] if math.isnan(alt) else cov[0, 0]
         est.covariance, est.confidence, est.source = cov, track.confidence, "track"
         lead = Match(int(i), m.names[i], float(m.descriptors[i] @ query), float(m.east[i]), float(m.north[i]))
@@ -260,7 +260,8 @@ class Localizer:
         pos = estimate_position(
             ids[:kk], scores[:kk], xy, self.estimate_conf, confidence=confidence, map_moments=self.map_moments
         )
-        pos.cov_xy = pos.cov_xy * self.covariance_scale
+        # the calibrated scale is fitted to the mixture; the inlier spread is the chosen place's own
+        pos.cov_xy = pos.cov_inlier if self.config.covariance == "inlier" else pos.cov_xy * self.covariance_scale
         i = pos.index
         lat, lon, alt = float(m.lat[i]), float(m.lon[i]), float(m.alt[i])
         cov = np.zeros((3, 3))

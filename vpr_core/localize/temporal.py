@@ -153,9 +153,10 @@ class TemporalOutput:
     index: int  # map place of the mode
     east: float
     north: float
-    cov_xy: np.ndarray  # (2, 2) m^2
+    cov_xy: np.ndarray  # (2, 2) m^2, the mixture (mode with the confidence, rivals and map with the rest)
     confidence: float
     speed: float  # m/s of the leading path
+    cov_inlier: np.ndarray | None = None  # (2, 2) m^2, the mode's spread alone
 
 
 @dataclass
@@ -509,4 +510,5 @@ class HmmFilter:
             cov,
             conf,
             float(np.linalg.norm(b.vel[i0])),
+            0.5 * (local + local.T),
         )

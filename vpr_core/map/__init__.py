@@ -18,6 +18,7 @@ _NAMES = {
     "map_images": ".adapt",
     "map_model": ".model",
     "map_info": ".format",
+    "map_origin": ".format",
     "file_parts": ".format",
     "LocalGrids": ".codec",
     "merge_maps": ".merge",

@@ -24,7 +24,7 @@ from ..io.files import atomic_write
 from ..store.parts import Calibration, DheHead, GridStore, Headings, SparseKeypoints
 from ..store.vmap import VprMap
 
-__all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "save_map", "verify_map"]
+__all__ = ["FORMAT_VERSION", "VprMap", "file_parts", "load_map", "map_info", "map_origin", "save_map", "verify_map"]
 
 FORMAT = "vpr_ros.map"
 #: 2: float16 descriptors, PQ-coded grids and a stored search index may appear. 3: every optional part has its own
@@ -122,6 +122,22 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
 
 def _read_header_meta(path: Path) -> dict[str, str]:
     return _read_header(path)[0].get("__metadata__") or {}
+
+
+def map_origin(path: str | Path) -> tuple[float, float, float]:
+    """The map's ENU origin (lat, lon, h) from the file's header alone (a launch file reads it for a datum); files
+    written before the origin was stored are loaded to find it (their first image)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MapError(f"{path}: map not found; build one with 'vpr map build' or fix the path")
+    try:
+        origin = json.loads(_read_header_meta(path).get("vpr_map", "{}")).get("origin")
+    except json.JSONDecodeError:
+        origin = None
+    if isinstance(origin, list) and len(origin) == 3 and all(_is_number(v) for v in origin):
+        return float(origin[0]), float(origin[1]), float(origin[2])
+    lat, lon, h = load_map(path).origin
+    return float(lat), float(lon), float(h)
 
 
 def _memmap_arrays(path: Path) -> dict[str, np.ndarray]:
