@@ -397,3 +397,26 @@ def test_ros1_bags_work_the_same(street, street_map, tmp_path):
         }
         for c, _, raw in rd.messages():
             rd.deserialize(raw, c.msgtype)  # every copied message decodes as ROS 2 CDR
+
+
+def test_map_headings_from_a_bag(street, tmp_path):
+    """A mapping run with an IMU: the map stores its orientation at each frame (source ``bag``); without the heading
+    topic, the direction of travel (``travel``: the street runs east); a heading topic that is not an Imu is one
+    line."""
+    from vpr_core.map.format import load_map
+
+    g = load_geoset(street / "database")
+    images = [(T0 + i * PERIOD, p.read_bytes()) for i, p in enumerate(g.paths)]
+    fixes = [FixSample(T0 + i * PERIOD, float(g.lat[i]), float(g.lon[i])) for i in range(len(g.paths))]
+    yaws = [(T0 + i * PERIOD + 5_000_000, math.radians(30.0 + i)) for i in range(len(g.paths))]
+    bag = write_run_bag(tmp_path / "run", images, fixes, headings=yaws)
+    common = ["--bag", bag, "--image-topic", "/camera/image", "--fix-topic", "/gps/fix"]
+    vpr("map", "build", *common, "--heading-topic", "/imu/data", "--out", tmp_path / "imu.vprmap")
+    h = load_map(tmp_path / "imu.vprmap").headings
+    assert h.source == "bag" and np.degrees(h.yaw) == pytest.approx(30.0 + np.arange(len(g.paths)), abs=1e-6)
+    vpr("map", "build", *common, "--out", tmp_path / "travel.vprmap")
+    h = load_map(tmp_path / "travel.vprmap").headings
+    assert h.source == "travel" and np.abs(h.yaw).max() < 0.01  # east along the street (names keep 1e-7 deg)
+    r = vpr("map", "build", *common, "--heading-topic", "/gps/fix", "--out", tmp_path / "bad.vprmap", ok=False)
+    assert_one_line_error(r, "/gps/fix")
+    assert not (tmp_path / "bad.vprmap").exists()

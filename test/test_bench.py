@@ -34,6 +34,7 @@ def datasets(street, tmp_path_factory) -> Path:
         ("bench_rerank.py", ["--adapt-iterations", "0", "--k", "8"]),
         ("bench_maps.py", ["--seeds", "0", "--rerankers", "none", "ransac"]),
         ("bench_fusion.py", ["--sets", "corridor"]),
+        ("bench_heading.py", []),
     ],
 )
 def test_bench_runs_to_its_summary(datasets, script, args):

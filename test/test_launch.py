@@ -75,9 +75,9 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
     from vpr_core.io.images import load_image
 
     config = yaml.safe_load((installed / "share/vpr_ros/config/localize.yaml").read_text())
-    config["vpr_localizer"]["ros__parameters"] |= {"reranker": "none", "device": "cpu"}  # a config:= of one's own
+    config["/**"]["ros__parameters"] |= {"reranker": "none", "device": "cpu"}  # a config:= of one's own
     cfg = tmp_path / "mine.yaml"
-    cfg.write_text(yaml.safe_dump({"/**": config}))  # any namespace: the launch argument adds one
+    cfg.write_text(yaml.safe_dump(config))  # keyed /** as shipped: it applies under the namespace below
     domain = new_domain()
     log = tmp_path / "launch.log"
     proc = launch(installed, domain, 90, log, map=str(street_map), config=str(cfg), image_topic="cam/image",
@@ -114,3 +114,34 @@ def test_launch_file_runs_the_managed_node(installed, street_map, street, tmp_pa
     out = bad.read_text()
     lines = [ln for ln in out.splitlines() if "map not found" in ln]
     assert len(lines) == 1 and "cannot configure" in lines[0] and "exit code 1" in out and "Traceback" not in out, out
+
+
+def test_launch_arguments_respawn_autostart_log_level(installed, street_map, tmp_path):
+    """respawn:=true restarts a node that exits (a map that does not load exits 1); autostart:=false leaves it
+    unconfigured for a lifecycle manager; log_level reaches the node (debug lines appear)."""
+    log = tmp_path / "respawn.log"
+    proc = launch(installed, new_domain(), 40, log, map="/nonexistent/route.vprmap", respawn="true")
+    deadline = time.time() + 60
+    while time.time() < deadline and log.read_text().count("map not found") < 2:
+        time.sleep(0.5)
+    stop(proc)
+    out = log.read_text()
+    assert out.count("map not found") >= 2 and "Traceback" not in out, out
+
+    domain = new_domain()
+    log = tmp_path / "manual.log"
+    proc = launch(installed, domain, 60, log, map=str(street_map), autostart="false", log_level="debug")
+    peer = Peer(domain)
+    try:
+        deadline = time.time() + 60
+        state = ""
+        while time.time() < deadline and state != "unconfigured":
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(TimeoutError):
+                state = peer.state("/vpr_localizer")
+            time.sleep(0.5)
+        assert state == "unconfigured"  # nothing configured it
+        assert "[DEBUG]" in log.read_text()
+    finally:
+        peer.close()
+        stop(proc)

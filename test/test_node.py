@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import cv2
@@ -251,6 +252,8 @@ def test_incompatible_qos_is_reported(street_map, tmp_path):
         # rcl refuses these only when subscribing: checked at configure, so autostart exits and respawn acts
         ({"image_topic": "bad topic!"}, "parameter image_topic: 'bad topic!' is not a valid ROS topic name"),
         ({"odom_topic": "1/bad//x", "temporal": "hmm"}, "parameter odom_topic: '1/bad//x' is not a valid ROS"),
+        ({"publish_initial_pose": True}, "parameter publish_initial_pose needs map_frame_parent"),
+        ({"map_frame_parent": "map", "map_datum": "[91.0, 0.0]"}, "parameter map_datum [91.0, 0.0]: give lat,lon"),
     ],
 )
 def test_startup_failures(street_map, tmp_path, params, message):
@@ -487,3 +490,92 @@ def test_temporal_filter_with_odometry(street_map, street, tmp_path):
         peer.pub.publish(peer.raw(images[0], 100))
         assert peer.wait_for(lambda: len(peer.fixes) > len(images))
         assert peer.wait_for(lambda: peer.last_diag().get("temporal_source") == "frame")  # a new track starts
+
+
+def test_frames_initial_pose_and_relocalize_with_a_prior(street_map, street, tmp_path):
+    """The Nav2 start-up path over DDS: map_frame_parent at a datum 100 m south-west of the map origin; the first
+    STATUS_FIX goes to /initialpose in that frame (the pose plus the datum offset, with the heading from matches
+    given camera_fov); a ~/relocalize_pose
+    prior restricts the next frame to the map images inside its ellipse, wherever the camera is; bad priors are
+    refused in one line. Without tf2_ros (the PyPI wheels) base_frame and the static transform are each said once,
+    with the command to run instead."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from std_srvs.srv import Trigger
+
+    from vpr_core.demo import generate
+    from vpr_core.localize.frames import map_to_vpr_map
+
+    q, images = queries(street)
+    vmap = load_map(street_map)
+    lat0, lon0, h0 = vmap.origin_lla
+    datum = [lat0 - 0.0009, lon0 - 0.0012, h0]
+    offset = map_to_vpr_map(tuple(datum), vmap.origin_lla)
+    assert offset[0] > 50 and offset[1] > 50  # the map origin lies north-east of the datum
+    _, truth, _ = generate(street / "unused", seed=3, n_map=24, n_query=10, write=False)
+    with running_node(tmp_path / "node.log", map_path=street_map, image_topic="/cam/image", device="cpu",
+                      reranker="ransac", camera_fov=90.0, map_frame_parent="map", map_datum=str(datum),
+                      publish_initial_pose=True) as (node, peer):  # fmt: skip
+        initial = peer.subscribe(PoseWithCovarianceStamped, "/initialpose")
+        prior_pub = peer.node.create_publisher(PoseWithCovarianceStamped, "/vpr_localizer/relocalize_pose", 10)
+        fix_pub = peer.node.create_publisher(NavSatFix, "/vpr_localizer/relocalize_fix", 10)
+        peer.wait_matched()
+        n = 0
+
+        def send(img) -> tuple[float, float, NavSatFix]:
+            nonlocal n
+            peer.pub.publish(peer.raw(img, n))
+            n += 1
+            assert peer.wait_for(lambda: len(peer.fixes) == n, 30), node.log.read_text()
+            fix = peer.fixes[-1][1]
+            e, nn, _ = vmap.frame.enu(fix.latitude, fix.longitude)
+            return float(e[0]), float(nn[0]), fix
+
+        first = next(i for i, img in enumerate(images) if send(img)[2].status.status == NavSatStatus.STATUS_FIX)
+        assert peer.wait_for(lambda: len(initial) == 1 and len(peer.poses) >= 1, 10)
+        pose, init = peer.poses[-1], initial[0]
+        o = pose.pose.pose.orientation
+        yaw = 2 * math.atan2(o.z, o.w)  # the camera's heading (base_frame has no transform here)
+        assert abs(yaw - truth.yaw[first]) < math.radians(8) and np.array(pose.pose.covariance)[35] < 0.05
+        assert init.header.frame_id == "map" and init.header.stamp == pose.header.stamp
+        got = (init.pose.pose.position.x, init.pose.pose.position.y)
+        want = (pose.pose.pose.position.x + offset[0], pose.pose.pose.position.y + offset[1])
+        assert got == pytest.approx(want, abs=0.05)  # the datum's ENU plane: translation, a negligible rotation
+        cov6 = np.array(init.pose.covariance).reshape(6, 6)
+        assert cov6[5, 5] == pytest.approx(np.array(pose.pose.covariance)[35]) and is_pd(cov6[:2, :2])
+        io = init.pose.pose.orientation
+        assert 2 * math.atan2(io.z, io.w) == pytest.approx(yaw + offset[3], abs=1e-4)
+        send(images[1])
+        assert len(initial) == 1  # once per activation / relocalization
+        assert peer.call(Trigger, "/vpr_localizer/relocalize", Trigger.Request()).success
+        for img in images:
+            if send(img)[2].status.status == NavSatStatus.STATUS_FIX:
+                break
+        assert peer.wait_for(lambda: len(initial) == 2, 10)
+
+        # a prior around map image 20 (sigma 2 m, in the parent frame), then the camera at query 0: the answer is
+        # among the images of the ellipse; the frame after searches the whole map again
+        target = np.array([vmap.east[20], vmap.north[20]])
+        msg = PoseWithCovarianceStamped()
+        msg.header.frame_id = "map"
+        msg.pose.pose.position.x, msg.pose.pose.position.y = target + offset[:2]
+        msg.pose.covariance = list(np.diag([4.0, 4.0, 1e6, 1e6, 1e6, 1e6]).ravel())
+        prior_pub.publish(msg)
+        assert peer.wait_for(lambda: "relocalize near pose in map" in node.log.read_text(), 10)
+        e, nn, _ = send(images[0])
+        assert np.hypot(e - target[0], nn - target[1]) <= np.sqrt(5.99 * 4.0) + 1e-6, (e, nn, target)
+        e, nn, _ = send(images[0])
+        assert np.hypot(e - q.east[0], nn - q.north[0]) < np.hypot(q.east[0] - target[0], q.north[0] - target[1])
+
+        bad = PoseWithCovarianceStamped()
+        bad.header.frame_id = "odom"
+        prior_pub.publish(bad)
+        fix = NavSatFix(latitude=lat0, longitude=lon0)
+        fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_UNKNOWN
+        fix_pub.publish(fix)
+        assert peer.wait_for(lambda: "relocalize_fix ignored: it has no covariance" in node.log.read_text(), 10)
+        log = node.log.read_text()
+        assert "~/relocalize_pose ignored: frame 'odom' is not vpr_map or map" in log
+        assert log.count("static_transform_publisher --x") == 1 and log.count("not base_link's") == 1
+        assert peer.wait_for(lambda: "map_frame_parent" in peer.last_diag(), 10)
+        d = peer.last_diag()
+        assert d["map_frame_parent"].startswith("map -> vpr_map: ") and d["base_frame"] == "base_link"

@@ -170,7 +170,8 @@ def generate(
                 old.unlink()
             lat, lon, _ = frame.lla(xy[:, 0], xy[:, 1])
             for i, img in enumerate(images):
-                fname = vpr_name(lat[i], lon[i], f"{name[:2]}{i:04d}")
+                compass = 90.0 - math.degrees(yaw[i])  # the heading field: degrees clockwise from north
+                fname = vpr_name(lat[i], lon[i], f"{name[:2]}{i:04d}", heading=compass)
                 cv2.imwrite(str(folder / fname), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         runs.append(DemoRun(folder, xy, yaw, images))
     return runs[0], runs[1], frame

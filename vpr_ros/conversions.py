@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
@@ -9,11 +11,24 @@ from std_msgs.msg import Header
 
 from vpr_core.io.camera import decode_compressed, decode_image_msg
 from vpr_core.localize.localizer import Estimate
-from vpr_core.localize.outputs import FixFields, fix_fields, pose_fields
+from vpr_core.localize.outputs import UNOBSERVED_VAR, FixFields, fix_fields, pose_fields
 
 
 def image_to_rgb(msg: Image, topic: str) -> np.ndarray:
     return decode_image_msg(msg, topic)
+
+
+def prior_from_pose(msg: PoseWithCovarianceStamped) -> tuple[tuple[float, float], np.ndarray]:
+    """(x, y) and the 2x2 covariance of a pose message (its frame is the caller's to check)."""
+    p = msg.pose.pose.position
+    cov = np.asarray(msg.pose.covariance, dtype=np.float64).reshape(6, 6)[:2, :2]
+    return (float(p.x), float(p.y)), cov
+
+
+def prior_from_fix(msg: NavSatFix) -> tuple[tuple[float, float, float], np.ndarray]:
+    """(lat, lon, alt) and the east/north covariance of a fix."""
+    cov = np.asarray(msg.position_covariance, dtype=np.float64).reshape(3, 3)[:2, :2]
+    return (float(msg.latitude), float(msg.longitude), float(msg.altitude)), cov
 
 
 def compressed_to_rgb(msg: CompressedImage, topic: str) -> np.ndarray:
@@ -42,10 +57,17 @@ def to_navsatfix(est: Estimate, header: Header, min_confidence: float) -> NavSat
     return navsatfix(fix_fields(est, min_confidence), header)
 
 
-def to_pose(est: Estimate, header: Header) -> PoseWithCovarianceStamped:
-    f = pose_fields(est)
+def to_pose(
+    est: Estimate,
+    header: Header,
+    xy: tuple[float, float] | None = None,
+    cov_xy: np.ndarray | None = None,
+    yaw: tuple[float, float] | None = None,
+    unknown_yaw_var: float = UNOBSERVED_VAR,
+) -> PoseWithCovarianceStamped:
+    f = pose_fields(est, xy, cov_xy, yaw, unknown_yaw_var)
     msg = PoseWithCovarianceStamped(header=header)
     msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = f.position
-    msg.pose.pose.orientation.w = 1.0
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(f.yaw / 2.0), math.cos(f.yaw / 2.0)
     msg.pose.covariance = f.covariance
     return msg

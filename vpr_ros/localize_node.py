@@ -17,6 +17,7 @@ configures and activates itself; a failed configure then exits with status 1.
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import rclpy
 import rclpy.exceptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseWithCovarianceStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -35,12 +36,21 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 from std_msgs.msg import Float32, Header
 from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import ImageError, VprError
 from vpr_core.localize.config import LocalizerConfig
+from vpr_core.localize.frames import (
+    base_from_camera,
+    datum_of,
+    from_parent,
+    map_to_vpr_map,
+    mount_yaw,
+    to_parent,
+)
 from vpr_core.localize.localizer import Estimate, Localizer
 from vpr_core.localize.outputs import (
     STATUS_FIX,
@@ -53,7 +63,15 @@ from vpr_core.online.debug_view import DebugView
 from vpr_core.online.health import Health, ProblemLog
 from vpr_core.online.latest import LatestFrame
 
-from .conversions import compressed_to_rgb, image_to_rgb, navsatfix, rgb_to_image, to_pose
+from .conversions import (
+    compressed_to_rgb,
+    image_to_rgb,
+    navsatfix,
+    prior_from_fix,
+    prior_from_pose,
+    rgb_to_image,
+    to_pose,
+)
 from .lifecycle import current_state, guard_change_state
 from .params import IMAGE_QOS, PARAMETERS, RUNTIME, NodeSettings, declare, read
 
@@ -63,6 +81,18 @@ OUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 #: Retrieval depth of the frame after ~/relocalize (the widest search; capped at the map size).
 RELOCALIZE_K = 100
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+#: Yaw variance of /initialpose while the heading is unknown: AMCL then spreads its particles over every heading.
+INITIAL_POSE_YAW_VAR = math.pi**2
+
+
+def tf2():
+    """tf2_ros when this ROS has it (a ROS install; not the PyPI wheels), else None: frames then degrade, said once."""
+    try:
+        import tf2_ros
+
+        return tf2_ros
+    except ImportError:
+        return None
 
 
 class VprLocalizer(LifecycleNode):
@@ -87,6 +117,12 @@ class VprLocalizer(LifecycleNode):
         self.pubs: dict[str, Any] = {}
         self.enabled = True
         self.relocalize_next = False
+        self.prior: tuple[np.ndarray, np.ndarray] | None = None  # the next relocalization's ellipse (vpr_map)
+        self.extra_subs: list = []
+        self.initial_pose_pending = False
+        self.parent_tf: tuple[float, float, float, float] | None = None  # map_frame_parent -> map_frame
+        self.tf_buffer = self.tf_listener = self.static_tf = None
+        self._said: set[str] = set()  # frame problems said once
         self.worker_error: str | None = None
         self._busy = threading.Lock()  # held while a frame is processed; transitions wait for it
         # Diagnostics in every lifecycle state, on a steady clock (they keep coming when /clock stalls).
@@ -104,6 +140,9 @@ class VprLocalizer(LifecycleNode):
         try:
             s, c = read(self)
             self.localizer = Localizer.from_file(s.map_path, c)
+            origin = self.localizer.map.origin_lla
+            datum = datum_of(s.map_path, s.map_datum, "parameter map_datum") if s.map_datum else origin
+            self.parent_tf = map_to_vpr_map(datum, origin) if s.map_frame_parent else None
         except Exception as e:  # a node never dies silently: anything unexpected is logged as a bug
             text = str(e) if isinstance(e, VprError | OSError) else f"{type(e).__name__}: {e} (a bug; please report it)"
             self.health.config_error = (text.splitlines() or [type(e).__name__])[0]
@@ -138,7 +177,48 @@ class VprLocalizer(LifecycleNode):
         }
         if s.publish_debug_image:
             self.pubs["debug"] = self.create_lifecycle_publisher(Image, "~/debug_image", OUT_QOS)
+        if s.publish_initial_pose:
+            self.pubs["initialpose"] = self.create_lifecycle_publisher(
+                PoseWithCovarianceStamped, "/initialpose", OUT_QOS
+            )
+        self._setup_frames(s)
         return SUCCESS
+
+    def _setup_frames(self, s: NodeSettings) -> None:
+        """TF: a listener for base_frame, the static transform map_frame_parent -> map_frame; without tf2_ros (the
+        PyPI wheels have none) each is said once, with what to do instead."""
+        tf = tf2()
+        if s.base_frame and tf is not None:
+            self.tf_buffer = tf.Buffer()
+            self.tf_listener = tf.TransformListener(self.tf_buffer, self)
+        elif s.base_frame:
+            self._say_once(f"tf2_ros is not importable: ~/pose is the camera's position, not {s.base_frame}'s")
+        if self.parent_tf is None:
+            return
+        x, y, z, yaw = self.parent_tf
+        if tf is not None:
+            t = TransformStamped()
+            t.header.stamp = self.get_clock().now().to_msg()
+            t.header.frame_id, t.child_frame_id = s.map_frame_parent, s.map_frame
+            t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = x, y, z
+            t.transform.rotation.z, t.transform.rotation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+            broadcaster = tf.StaticTransformBroadcaster(self)
+            broadcaster.sendTransform(t)
+            self.static_tf = broadcaster  # kept: the latched message lives as long as its publisher
+            self.get_logger().info(
+                f"static transform {s.map_frame_parent} -> {s.map_frame}: {x:.3f} {y:.3f} {z:.3f} m, yaw {yaw:.6f} rad"
+            )
+        else:
+            self._say_once(
+                f"tf2_ros is not importable: publish {s.map_frame_parent} -> {s.map_frame} yourself: ros2 run tf2_ros "
+                f"static_transform_publisher --x {x:.3f} --y {y:.3f} --z {z:.3f} --yaw {yaw:.6f} "
+                f"--frame-id {s.map_frame_parent} --child-frame-id {s.map_frame}"
+            )
+
+    def _say_once(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self.get_logger().warning(text)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self.settings
@@ -153,6 +233,16 @@ class VprLocalizer(LifecycleNode):
             if want_odom:
                 self.odom = OdomTrack()
                 self.odom_sub = self.create_subscription(Odometry, s.odom_topic, self._on_odom, OUT_QOS)
+            if s.camera_info_topic:
+                self.extra_subs.append(
+                    self.create_subscription(
+                        CameraInfo, s.camera_info_topic, self._on_camera_info, IMAGE_QOS[s.image_qos]
+                    )
+                )
+            self.extra_subs += [
+                self.create_subscription(PoseWithCovarianceStamped, "~/relocalize_pose", self._on_prior_pose, OUT_QOS),
+                self.create_subscription(NavSatFix, "~/relocalize_fix", self._on_prior_fix, OUT_QOS),
+            ]
         except (RCLError, RuntimeError, ValueError, rclpy.exceptions.InvalidTopicNameException) as e:
             self._stop_input()
             self.health.config_error = f"cannot subscribe: {str(e).splitlines()[0]}"
@@ -162,6 +252,7 @@ class VprLocalizer(LifecycleNode):
         if self.localizer is not None:
             self.localizer.reset()  # a track does not survive a pause
         self.prev_stamp = None
+        self.initial_pose_pending = s.publish_initial_pose
         if s.odom_topic and not want_odom:
             self.get_logger().warning(f"odom_topic {s.odom_topic} is ignored: temporal is none")
         self.get_logger().info(
@@ -191,6 +282,9 @@ class VprLocalizer(LifecycleNode):
         if self.odom_sub is not None:
             self.destroy_subscription(self.odom_sub)
             self.odom_sub = None
+        for sub in self.extra_subs:
+            self.destroy_subscription(sub)
+        self.extra_subs = []
         with self._busy:  # the frame in flight finishes first
             self.frames.clear()
 
@@ -242,12 +336,61 @@ class VprLocalizer(LifecycleNode):
             resp.success, resp.message = False, f"node is {self.state}; activate it first"
             return resp
         self.relocalize_next = True
+        self.initial_pose_pending = self.settings.publish_initial_pose
         resp.success = True
         resp.message = f"the next frame is localized with the widest search (top {RELOCALIZE_K} candidates re-ranked)"
         if self.localizer is not None and self.localizer.temporal is not None:
             resp.message += "; the temporal track is reset"
         self.get_logger().info(f"~/relocalize: {resp.message}")
         return resp
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """The field of view for headings, from the calibrated intrinsics (fx and the width)."""
+        fx, w = float(msg.k[0]), int(msg.width)
+        if fx <= 0 or w <= 0 or self.localizer is None:
+            self._say_once(f"{self.settings.camera_info_topic}: CameraInfo without K or width; heading needs them")
+            return
+        fov = math.degrees(2.0 * math.atan(w / (2.0 * fx)))
+        if abs(fov - self.localizer.camera_fov) > 0.01:
+            self.localizer.set_camera_fov(fov)
+            self.get_logger().info(f"camera_fov {fov:.2f} deg from {self.settings.camera_info_topic}")
+
+    def _on_prior_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        """~/relocalize_pose: relocalize among the map images inside this pose's 95 % ellipse (in map_frame, or in
+        map_frame_parent when the node knows that transform)."""
+        s = self.settings
+        xy, cov = prior_from_pose(msg)
+        frame = msg.header.frame_id
+        if frame == s.map_frame_parent and self.parent_tf is not None:
+            xy, cov = from_parent(xy, cov, self.parent_tf)
+        elif frame != s.map_frame:
+            known = " or ".join(f for f in (s.map_frame, s.map_frame_parent) if f)
+            self.get_logger().error(f"~/relocalize_pose ignored: frame '{frame}' is not {known}")
+            return
+        self._relocalize_near(np.asarray(xy), cov, f"pose in {frame}")
+
+    def _on_prior_fix(self, msg: NavSatFix) -> None:
+        """~/relocalize_fix: relocalize among the map images inside this fix's 95 % ellipse."""
+        if msg.position_covariance_type == NavSatFix.COVARIANCE_TYPE_UNKNOWN:
+            self.get_logger().error("~/relocalize_fix ignored: it has no covariance (the search needs an ellipse)")
+            return
+        (lat, lon, _), cov = prior_from_fix(msg)
+        east, north, _ = self.localizer.map.frame.enu(lat, lon)
+        self._relocalize_near(np.array([east[0], north[0]]), cov, f"fix {lat:.6f}, {lon:.6f}")
+
+    def _relocalize_near(self, xy: np.ndarray, cov: np.ndarray, what: str) -> None:
+        cov = 0.5 * (cov + cov.T)
+        if not (np.isfinite(xy).all() and np.isfinite(cov).all() and np.linalg.eigvalsh(cov).min() > 0):
+            self.get_logger().error(f"relocalize prior ignored: {what} needs a finite position and a positive "
+                                    "definite x/y covariance")  # fmt: skip
+            return
+        self.prior = (xy, cov)
+        self.relocalize_next = True
+        self.initial_pose_pending = self.settings.publish_initial_pose
+        self.get_logger().info(
+            f"relocalize near {what}: the next frame searches the map images inside its 95 % ellipse "
+            f"(sigma {math.sqrt(cov[0, 0]):.1f} x {math.sqrt(cov[1, 1]):.1f} m); the temporal track is reset"
+        )
 
     def _on_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
         if self.state != "active":
@@ -306,6 +449,7 @@ class VprLocalizer(LifecycleNode):
     def _process(self, msg: Image | CompressedImage, t_rx: float) -> None:
         t0 = time.monotonic()
         wide, self.relocalize_next = self.relocalize_next, False
+        prior, self.prior = (self.prior, None) if wide else (None, self.prior)
         try:
             rgb = (
                 compressed_to_rgb(msg, self.topic)
@@ -327,6 +471,7 @@ class VprLocalizer(LifecycleNode):
                 **({"k": RELOCALIZE_K, "rerank_k": RELOCALIZE_K} if wide else {}),
                 stamp=stamp,
                 motion=motion,
+                prior=prior,
             )
             self.last_source = est.source
             self.last_motion = "odometry" if motion is not None else "speed prior"
@@ -373,12 +518,50 @@ class VprLocalizer(LifecycleNode):
         fix_header = Header(stamp=header.stamp, frame_id=fix_frame_id(s.fix_frame_id, header.frame_id))
         self.pubs["fix"].publish(navsatfix(ff, fix_header))
         if publishes_pose(ff, s.publish_pose_when_lost):
-            self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame)))
+            xy, cov, yaw = self._base_pose(est, header.frame_id)
+            self.pubs["pose"].publish(to_pose(est, Header(stamp=header.stamp, frame_id=s.map_frame), xy, cov, yaw))
+            if self.initial_pose_pending and ff.status == STATUS_FIX and self.parent_tf is not None:
+                pxy, pcov = to_parent(xy, cov, self.parent_tf)
+                pyaw = None if yaw is None else (yaw[0] + self.parent_tf[3], yaw[1])
+                head = Header(stamp=header.stamp, frame_id=s.map_frame_parent)
+                msg = to_pose(est, head, pxy, pcov, pyaw, unknown_yaw_var=INITIAL_POSE_YAW_VAR)
+                self.pubs["initialpose"].publish(msg)
+                self.initial_pose_pending = False
+                heading = "unknown" if pyaw is None else f"{math.degrees(pyaw[0]):.1f} deg"
+                self.get_logger().info(
+                    f"/initialpose: {pxy[0]:.1f}, {pxy[1]:.1f} m in {s.map_frame_parent} "
+                    f"(sigma {math.sqrt(pcov[0, 0]):.1f} x {math.sqrt(pcov[1, 1]):.1f} m, yaw {heading})"
+                )
         self.pubs["confidence"].publish(Float32(data=ff.confidence))
         if "debug" in self.pubs:
             view = self.debug_view.render(rgb, est, min_conf, self.localizer.reranker.name)
             self.pubs["debug"].publish(rgb_to_image(view, header))
         return ff.status == STATUS_FIX
+
+    def _base_pose(
+        self, est: Estimate, camera_frame: str
+    ) -> tuple[tuple[float, float], np.ndarray, tuple[float, float] | None]:
+        """The base's position, covariance and heading (value, variance; None when unknown) from the camera's
+        (TF base_frame -> camera: the lever arm, and the mount's yaw); the camera's, said once, when that transform
+        is missing."""
+        s = self.settings
+        xy, cov = (float(est.enu[0]), float(est.enu[1])), np.asarray(est.covariance, dtype=np.float64)[:2, :2]
+        yaw = (est.yaw, est.yaw_var) if math.isfinite(est.yaw) else None
+        if not s.base_frame or not camera_frame or camera_frame == s.base_frame or self.tf_buffer is None:
+            return xy, cov, yaw
+        try:
+            t = self.tf_buffer.lookup_transform(s.base_frame, camera_frame, Time())
+        except Exception as e:  # tf2 raises LookupException, ConnectivityException, ExtrapolationException...
+            self._say_once(
+                f"no transform {s.base_frame} -> {camera_frame} ({type(e).__name__}): ~/pose is the camera's "
+                f"pose; publish it (robot_state_publisher, static_transform_publisher) or set base_frame empty"
+            )
+            return xy, cov, yaw
+        v, r = t.transform.translation, t.transform.rotation
+        if yaw is not None:  # the base's heading: the camera's minus its mount's
+            yaw = (yaw[0] - mount_yaw((r.x, r.y, r.z, r.w), optical="optical" in camera_frame), yaw[1])
+        bxy, bcov = base_from_camera(xy, cov, (v.x, v.y), *(yaw if yaw is not None else (None, 0.0)))
+        return bxy, bcov, yaw
 
     # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -393,6 +576,13 @@ class VprLocalizer(LifecycleNode):
                 "map_path": self.settings.map_path,
                 "map_size": str(len(loc.map)),
                 "map_origin_lla": ", ".join(f"{v:.7f}" for v in loc.map.origin_lla),
+                "base_frame": self.settings.base_frame or "none (camera)",
+                "map_frame_parent": (
+                    f"{self.settings.map_frame_parent} -> {self.settings.map_frame}: "
+                    + " ".join(f"{v:.3f}" for v in self.parent_tf)
+                    if self.parent_tf is not None
+                    else "none"
+                ),
                 "model": loc.map.model,
                 "reranker": loc.reranker.name,
                 "reranker_top_k": str(loc.rerank_depth),

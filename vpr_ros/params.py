@@ -27,7 +27,7 @@ from vpr_core.errors import VprError
 from vpr_core.localize.config import LocalizerConfig
 from vpr_core.localize.outputs import MAP_FRAME
 
-__all__ = ["IMAGE_QOS", "INPUTS", "PARAMETERS", "RUNTIME", "NodeSettings", "declare", "read"]
+__all__ = ["IMAGE_QOS", "INPUTS", "OPTIONAL", "PARAMETERS", "RUNTIME", "NodeSettings", "declare", "read"]
 
 IMAGE_QOS = {
     # Reliable keep-last-1: newest frame only, and large frames survive Fast DDS defaults
@@ -70,6 +70,13 @@ class NodeSettings:
         type=str,
         ros="odom_topic",
     )
+    camera_info_topic: str = knob(
+        "",
+        "sensor_msgs/CameraInfo of the camera: its field of view (K, width) sets camera_fov for the heading from "
+        "matches; empty = camera_fov as given.",
+        type=str,
+        ros="camera_info_topic",
+    )
     autostart: bool = knob(
         True,
         "Configure and activate at start-up (ros2 run, the launch file); false: wait for lifecycle_manager or "
@@ -83,6 +90,36 @@ class NodeSettings:
         "map/odom tree to it (README: Fusing with robot_localization / Nav2).",
         type=str,
         ros="map_frame",
+    )
+    base_frame: str = knob(
+        "base_link",
+        "The robot's base frame: ~/pose is its position, from the camera's by TF (base_frame -> the image's "
+        "frame_id). Without that transform (or tf2_ros) the node says so once and publishes the camera's position; "
+        "empty: always the camera's.",
+        type=str,
+        ros="base_frame",
+    )
+    map_frame_parent: str = knob(
+        "",
+        "Parent frame of map_frame (e.g. map, your Nav2 map): the node broadcasts the static transform "
+        "map_frame_parent -> map_frame from map_datum, and publish_initial_pose and ~/relocalize_pose use it. "
+        "Empty: no transform (give one yourself).",
+        type=str,
+        ros="map_frame_parent",
+    )
+    map_datum: list = knob(
+        [],
+        "[lat, lon] or [lat, lon, alt] of map_frame_parent's origin (an ENU plane there); empty: the map's origin "
+        "(then the transform is the identity).",
+        type=list,
+        ros="map_datum",
+    )
+    publish_initial_pose: bool = knob(
+        False,
+        "Publish the first STATUS_FIX pose after activation and after each ~/relocalize to /initialpose in "
+        "map_frame_parent (Nav2's AMCL takes it; yaw unknown: its variance is pi^2).",
+        type=bool,
+        ros="publish_initial_pose",
     )
     fix_frame_id: str = knob(
         "", "frame_id of ~/fix; empty = the camera image's frame_id.", type=str, ros="fix_frame_id"
@@ -120,6 +157,7 @@ class NodeSettings:
 
 
 _TYPES = {
+    list: ParameterType.PARAMETER_DOUBLE_ARRAY,
     str: ParameterType.PARAMETER_STRING,
     int: ParameterType.PARAMETER_INTEGER,
     float: ParameterType.PARAMETER_DOUBLE,
@@ -157,9 +195,26 @@ PARAMETERS = _parameters()
 RUNTIME = {k.on("ros").name for cls in (NodeSettings, LocalizerConfig) for k in knobs(cls, "ros") if k.runtime}
 
 
+#: Array parameters whose default is empty: declared by type (rclpy cannot type an empty list), unset until given;
+#: config/localize.yaml shows them commented out (rcl's YAML parser refuses an empty array).
+OPTIONAL = {name for name, (default, _) in PARAMETERS.items() if default == []}
+
+
 def declare(node) -> None:
+    from rclpy.parameter import Parameter
+
     for name, (default, desc) in PARAMETERS.items():
-        node.declare_parameter(name, default, desc)
+        node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY if name in OPTIONAL else default, desc)
+
+
+def _value(node, name: str) -> Any:
+    from rclpy.exceptions import ParameterUninitializedException
+
+    try:
+        value = node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return []
+    return list(value) if name in OPTIONAL else value
 
 
 def check_topics(node, settings: NodeSettings) -> None:
@@ -185,7 +240,7 @@ def check_topics(node, settings: NodeSettings) -> None:
 
 def read(node) -> tuple[NodeSettings, LocalizerConfig]:
     """The declared parameters as the two config objects, validated (one-line VprError naming the parameter)."""
-    values = {name: node.get_parameter(name).value for name in PARAMETERS}
+    values = {name: _value(node, name) for name in PARAMETERS}
     settings = from_surface(NodeSettings, values, "ros")
     validate(settings, "ros")
     if not settings.map_path:
@@ -193,4 +248,9 @@ def read(node) -> tuple[NodeSettings, LocalizerConfig]:
             "parameter map_path is empty; pass -p map_path:=/path/to/route.vprmap (build one with 'vpr map build')"
         )
     check_topics(node, settings)
+    if settings.publish_initial_pose and not settings.map_frame_parent:
+        raise VprError(
+            "parameter publish_initial_pose needs map_frame_parent (the frame of your Nav2 map, e.g. map): "
+            "/initialpose must be in that frame"
+        )
     return settings, from_surface(LocalizerConfig, values, "ros").validate("ros")

@@ -113,6 +113,13 @@ def add_geo_args(
             metavar="T",
             help="with --bag: sensor_msgs/NavSatFix topic (interpolated at each image stamp)",
         )
+        if many_bags:  # building a map: the images' headings
+            sp.add_argument(
+                "--heading-topic",
+                metavar="T",
+                help="with --bag: sensor_msgs/Imu whose orientation (ENU, REP-145) gives each map image's heading; "
+                "without it, the direction of travel",
+            )
         sp.add_argument(
             "--max-fix-age",
             type=positive_float,

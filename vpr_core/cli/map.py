@@ -51,6 +51,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             max_fix_std=args.max_fix_std,
             conf=conf,
             like=like,
+            heading_topic=args.heading_topic or "",
         )
         print(
             f"bag {' '.join(args.bag)}: {seen} images on {args.image_topic}, kept {len(m)}, skipped {skips.total()} "

@@ -33,11 +33,13 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 NAVSATFIX = "sensor_msgs/msg/NavSatFix"
 ODOMETRY = "nav_msgs/msg/Odometry"
+IMU = "sensor_msgs/msg/Imu"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 _ROS1_NAMES = {
     "sensor_msgs/Image": IMAGE,
     "sensor_msgs/CompressedImage": COMPRESSED,
     "sensor_msgs/NavSatFix": NAVSATFIX,
+    "sensor_msgs/Imu": IMU,
 }
 
 
@@ -212,6 +214,31 @@ def read_odometry(bag: str | Path, topic: str) -> np.ndarray:
     return out[np.argsort(out[:, 0], kind="stable")]
 
 
+def read_headings(reader, conns, bag: str | Path, skips: Skips) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps ns, ENU yaw rad) of the sensor_msgs/Imu orientations on ``conns``, by stamp: an IMU's orientation is
+    ENU when it has a magnetometer (REP-145); messages marking it unknown (orientation_covariance[0] == -1) are
+    left out."""
+    t, yaw = [], []
+    for _, tl, msg in _messages(reader, conns, skips, bag):
+        if float(msg.orientation_covariance[0]) == -1.0:
+            continue
+        q = msg.orientation
+        t.append(_stamp_ns(msg, tl))
+        yaw.append(math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+    if not t:
+        raise BagError(f"{bag}: no IMU orientation on {conns[0].topic}; pass --heading-topic with a sensor_msgs/Imu")
+    order = np.argsort(np.array(t, dtype=np.int64), kind="stable")
+    return np.array(t, dtype=np.int64)[order], np.array(yaw, dtype=np.float64)[order]
+
+
+def heading_at(track: tuple[np.ndarray, np.ndarray], t: int, max_age_ns: int) -> float:
+    """The nearest heading to stamp ``t`` (NaN when none is within ``max_age_ns``)."""
+    ts, yaw = track
+    i = int(np.searchsorted(ts, t))
+    best = min((j for j in (i - 1, i) if 0 <= j < len(ts)), key=lambda j: abs(int(ts[j]) - t), default=None)
+    return float(yaw[best]) if best is not None and abs(int(ts[best]) - t) <= max_age_ns else math.nan
+
+
 @dataclass
 class FixTrack:
     """All fixes of a topic, by stamp; ``reason`` is '' for usable fixes."""
@@ -293,6 +320,7 @@ class GeoFrame:
     east: float
     north: float
     alt: float
+    yaw: float = math.nan  # ENU heading from the heading topic, radians; NaN without one
 
 
 class GeoFrames:
@@ -306,16 +334,21 @@ class GeoFrames:
         max_fix_age: float = 1.0,
         max_fix_std: float = 10.0,
         frame: LocalFrame | None = None,
+        heading_topic: str = "",
     ) -> None:
         self.bag, self.image_topic, self.fix_topic = Path(bag), image_topic, fix_topic
         self.max_age_ns = int(max_fix_age * 1e9)
         self.skips = Skips()
         self.frames_read = 0
+        self.headings: tuple[np.ndarray, np.ndarray] | None = None
         with open_bag(bag) as reader:
             image_conns = topic_connections(reader, bag, image_topic, IMAGE_TYPES, "--image-topic")
             fix_conns = topic_connections(reader, bag, fix_topic, (NAVSATFIX,), "--fix-topic")
             self.num_images = sum(c.msgcount for c in image_conns)
             self.track = read_fixes(reader, fix_conns, bag, max_fix_std, self.skips)
+            if heading_topic:
+                imu_conns = topic_connections(reader, bag, heading_topic, (IMU,), "--heading-topic")
+                self.headings = read_headings(reader, imu_conns, bag, self.skips)
         ok = self.track.usable()
         if not ok.any():
             raise BagError(
@@ -340,7 +373,8 @@ class GeoFrames:
                     self.skips.add(pos)
                     yield f
                 else:
-                    yield GeoFrame(f, *pos)
+                    yaw = heading_at(self.headings, f.stamp, self.max_age_ns) if self.headings else math.nan
+                    yield GeoFrame(f, *pos, yaw)
 
 
 # ---- writing runs -----------------------------------------------------------------
@@ -365,9 +399,11 @@ def write_run_bag(
     fix_topic: str = "/gps/fix",
     storage: str = "mcap",
     frame_id: str = "camera",
+    headings: list[tuple[int, float]] | None = None,
+    heading_topic: str = "/imu/data",
 ) -> Path:
     """A recorded run as a ROS 2 bag: ``(stamp_ns, jpeg/png bytes)`` become CompressedImage, ``(stamp_ns, RGB
-    array)`` rgb8 Image.
+    array)`` rgb8 Image; ``headings`` ``(stamp_ns, ENU yaw rad)`` become sensor_msgs/Imu orientations.
 
     Messages are logged at their stamps (or at an image's optional third element, its receive time).
     Written to a temporary folder, then renamed.
@@ -416,6 +452,22 @@ def write_run_bag(
                 position_covariance_type=2,
             )
             msgs.append((f.stamp, fc, ts.serialize_cdr(m, NAVSATFIX)))
+        if headings:
+            hc = w.add_connection(heading_topic, IMU, typestore=ts)
+            vec = T["geometry_msgs/msg/Vector3"]
+            for stamp, yaw in headings:
+                m = T[IMU](
+                    header=msg_header(T, stamp, "imu"),
+                    orientation=T["geometry_msgs/msg/Quaternion"](
+                        x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)
+                    ),
+                    orientation_covariance=np.diag([1e-3, 1e-3, 1e-2]).reshape(-1),
+                    angular_velocity=vec(x=0.0, y=0.0, z=0.0),
+                    angular_velocity_covariance=np.zeros(9),
+                    linear_acceleration=vec(x=0.0, y=0.0, z=9.81),
+                    linear_acceleration_covariance=np.zeros(9),
+                )
+                msgs.append((stamp, hc, ts.serialize_cdr(m, IMU)))
         for stamp, c, data in sorted(msgs, key=lambda x: x[0]):
             w.write(c, max(stamp, 1), data)
     return out

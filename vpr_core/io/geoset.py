@@ -100,12 +100,13 @@ def parse_vpr_name(path: Path) -> GeoImage:
     return GeoImage(path, lat, lon, alt, heading, utm_tag)
 
 
-def vpr_name(lat: float, lon: float, name: str, ext: str = ".jpg") -> str:
+def vpr_name(lat: float, lon: float, name: str, ext: str = ".jpg", heading: float | None = None) -> str:
     """A file name in the VPR convention: UTM in the point's own zone to the centimetre (NaN beyond UTM's
-    latitudes), lat/lon to 1e-7 degree."""
+    latitudes), lat/lon to 1e-7 degree, and the compass heading (degrees clockwise from north) when given."""
     fields = utm_name_fields(lat, lon)
     east, north, number, letter = fields if fields else (math.nan, math.nan, 0, "Z")
-    return f"@{east:.2f}@{north:.2f}@{number}@{letter}@{lat:.7f}@{lon:.7f}@{name}@@@@@@@@{ext}"
+    head = "" if heading is None else f"{heading % 360.0:.2f}"
+    return f"@{east:.2f}@{north:.2f}@{number}@{letter}@{lat:.7f}@{lon:.7f}@{name}@@{head}@@@@@@{ext}"
 
 
 def read_folder(folder: str | Path) -> list[GeoImage]:
@@ -170,20 +171,27 @@ def make_geoset(images: list[GeoImage], frame: LocalFrame | None = None) -> GeoS
     return GeoSet(images, frame, east, north)
 
 
-def in_sequence(gs: GeoSet, shuffle: int | None = None) -> GeoSet:
-    """The images in the order they were taken, for sequence localization: VPR-convention names by the natural
-    order of their original-name field (the 8th ``@`` field; never by coordinates), anything else (CSV rows) as
-    given; ``shuffle`` a seed for a fixed random order instead (the robustness check for unordered input)."""
+def capture_order(gs: GeoSet) -> np.ndarray | None:
+    """The order the images were taken in, from the natural order of the VPR names' original-name field (the 8th
+    ``@`` field; never from coordinates); None when the names do not carry it (CSV rows keep their order)."""
     import re
 
     def natural(s: str) -> list:
         return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s)]
 
     fields = [g.path.stem.split("@") for g in gs.images]
+    if not fields or not all(len(f) >= 8 and f[7] for f in fields):
+        return None
+    return np.array(sorted(range(len(fields)), key=lambda i: natural(fields[i][7])))
+
+
+def in_sequence(gs: GeoSet, shuffle: int | None = None) -> GeoSet:
+    """The images in the order they were taken, for sequence localization (:func:`capture_order`; anything else,
+    e.g. CSV rows, as given); ``shuffle`` a seed for a fixed random order instead (the robustness check for
+    unordered input)."""
     n = len(gs.images)
-    order = np.arange(n)
-    if n and all(len(f) >= 8 and f[7] for f in fields):
-        order = np.array(sorted(range(n), key=lambda i: natural(fields[i][7])))
+    order = capture_order(gs)
+    order = np.arange(n) if order is None else order
     if shuffle is not None:
         order = order[np.random.default_rng(shuffle).permutation(n)]
     return GeoSet([gs.images[i] for i in order], gs.frame, gs.east[order], gs.north[order])

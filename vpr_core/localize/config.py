@@ -133,6 +133,15 @@ class LocalizerConfig:
         ros="min_confidence",
         runtime=True,
     )
+    camera_fov: float = knob(
+        0.0,
+        "Horizontal field of view of the camera, degrees, for the heading from matches (the map image's heading "
+        "plus the relative rotation); 0 = no heading (the node also takes it from CameraInfo, camera_info_topic).",
+        type=float,
+        range=(0.0, 179.0),
+        cli="--camera-fov",
+        ros="camera_fov",
+    )
     covariance: str = knob(
         "mixture",
         "Covariance of the published position: mixture (the estimate's whole error: its place's spread weighted by "

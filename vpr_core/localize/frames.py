@@ -11,11 +11,26 @@ import numpy as np
 from ..errors import VprError
 from ..geodesy import LocalFrame, frame_offset
 
-__all__ = ["base_from_camera", "datum_of", "map_to_vpr_map", "to_parent"]
+__all__ = [
+    "CHI2_2D_95",
+    "base_from_camera",
+    "datum_of",
+    "from_parent",
+    "inside_ellipse",
+    "map_to_vpr_map",
+    "mount_yaw",
+    "to_parent",
+]
+
+#: Squared Mahalanobis radius of the 95 % ellipse of a 2-D Gaussian (chi-square, 2 degrees of freedom).
+CHI2_2D_95 = -2.0 * math.log(0.05)
 
 
-def datum_of(map_path: str, datum: str | list[float] | tuple[float, ...] = "") -> tuple[float, float, float]:
-    """The datum (lat, lon, alt): ``datum`` as "lat,lon[,alt]" or a sequence, else the map's ENU origin."""
+def datum_of(
+    map_path: str, datum: str | list[float] | tuple[float, ...] = "", label: str = "datum"
+) -> tuple[float, float, float]:
+    """The datum (lat, lon, alt): ``datum`` as "lat,lon[,alt]" or a sequence, else the map's ENU origin; errors
+    name it as ``label`` (the launch argument or the parameter)."""
     vals: list[float]
     if isinstance(datum, str):
         if not datum.strip():
@@ -33,7 +48,7 @@ def datum_of(map_path: str, datum: str | list[float] | tuple[float, ...] = "") -
 
             return map_origin(map_path)
     if len(vals) not in (2, 3) or not all(math.isfinite(v) for v in vals) or abs(vals[0]) > 90 or abs(vals[1]) > 180:
-        raise VprError(f"datum {datum!r}: give lat,lon or lat,lon,alt (degrees, metres), e.g. 45.4642,9.19,120")
+        raise VprError(f"{label} {datum!r}: give lat,lon or lat,lon,alt (degrees, metres), e.g. 45.4642,9.19,120")
     return vals[0], vals[1], vals[2] if len(vals) == 3 else 0.0
 
 
@@ -47,15 +62,34 @@ def map_to_vpr_map(
     return c * x - s * y, s * x + c * y, z, math.atan2(math.sin(rot - map_yaw), math.cos(rot - map_yaw))
 
 
+def _rotation(yaw: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s], [s, c]])
+
+
 def to_parent(
     xy: tuple[float, float], cov_xy: np.ndarray, transform: tuple[float, float, float, float]
 ) -> tuple[tuple[float, float], np.ndarray]:
     """A vpr_map position and its 2x2 covariance in the parent frame of ``transform`` (x, y, z, yaw)."""
-    tx, ty, _, yaw = transform
-    c, s = math.cos(yaw), math.sin(yaw)
-    r = np.array([[c, -s], [s, c]])
-    p = r @ np.asarray(xy, dtype=np.float64) + (tx, ty)
+    r = _rotation(transform[3])
+    p = r @ np.asarray(xy, dtype=np.float64) + transform[:2]
     return (float(p[0]), float(p[1])), r @ np.asarray(cov_xy, dtype=np.float64) @ r.T
+
+
+def from_parent(
+    xy: tuple[float, float], cov_xy: np.ndarray, transform: tuple[float, float, float, float]
+) -> tuple[tuple[float, float], np.ndarray]:
+    """The inverse of :func:`to_parent`: a parent-frame position and covariance in vpr_map."""
+    r = _rotation(transform[3]).T
+    p = r @ (np.asarray(xy, dtype=np.float64) - transform[:2])
+    return (float(p[0]), float(p[1])), r @ np.asarray(cov_xy, dtype=np.float64) @ r.T
+
+
+def inside_ellipse(points: np.ndarray, mean: np.ndarray, cov: np.ndarray, radius2: float = CHI2_2D_95) -> np.ndarray:
+    """Which (N, 2) points lie inside the ellipse of ``mean``/``cov`` (default: its 95 % ellipse)."""
+    d = np.asarray(points, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    inv = np.linalg.inv(np.asarray(cov, dtype=np.float64) + 1e-9 * np.eye(2))
+    return np.einsum("ni,ij,nj->n", d, inv, d) <= radius2
 
 
 def base_from_camera(
@@ -79,3 +113,16 @@ def base_from_camera(
     jac = np.array([-s * tx - c * ty, c * tx - s * ty])  # d lever / d yaw
     cov = cov + np.outer(jac, jac) * float(yaw_var)
     return (float(xy[0] - lever[0]), float(xy[1] - lever[1])), cov
+
+
+def mount_yaw(quaternion: tuple[float, float, float, float], optical: bool = False) -> float:
+    """The heading of a camera's viewing direction in the base frame, from the TF rotation base -> camera (x, y, z,
+    w): the camera looks along its +x (REP-103 body frame) or, for an ``optical`` frame, along +z."""
+    x, y, z, w = quaternion
+    r = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])  # fmt: skip
+    forward = r[:, 2] if optical else r[:, 0]
+    return math.atan2(float(forward[1]), float(forward[0]))

@@ -23,6 +23,7 @@ from ..map.format import load_map
 from ..map.model import map_model
 from ..rerank import build_reranker
 from ..rerank.base import MAP_PART_NAMES, rebuild_hint
+from ..rerank.geometry import grid_keypoints, mutual_nn
 from ..runtime.backends import make_runner
 from ..runtime.extractor import Extractor
 from ..store.parts import Calibration
@@ -31,6 +32,8 @@ from .budget import AUTO, AutoChoice, choose_reranker
 from .calibration import FEATURES, evidence, predict
 from .config import LocalizerConfig
 from .estimate import ESTIMATE_DEFAULTS, MapMoments, estimate_position, margin_confidence, spatial_margin
+from .frames import inside_ellipse
+from .heading import relative_yaw, wrap
 from .retrieval import make_index
 from .temporal import TEMPORAL_FILTERS, Motion
 
@@ -66,6 +69,9 @@ class Estimate:
     inliers: int = 0  # geometric support of the top-1 (0 without a geometric re-ranker)
     evidence: np.ndarray | None = None  # calibration features of this frame
     source: str = "frame"  # "frame": this frame alone; "track": the temporal filter's track
+    yaw: float = math.nan  # ENU heading of the camera, radians (counter-clockwise from east); NaN: unknown
+    yaw_var: float = math.nan  # rad^2, measured (vpr_core.localize.heading)
+    yaw_inliers: int = 0  # matches that agreed on it
 
 
 class Localizer:
@@ -124,6 +130,7 @@ class Localizer:
         # a covariance scale fitted by `vpr calibrate` for this re-ranker (1 = the model as it is)
         self.covariance_scale = cal.covariance_scale
         self.map_moments = MapMoments.of(vmap.xy)
+        self.camera_fov = c.camera_fov
         self.estimate_conf = {**ESTIMATE_DEFAULTS, **c.estimate}
         self.temporal = (
             TEMPORAL_FILTERS.get(c.temporal)(vmap.xy, vmap.descriptors, c.temporal_options)
@@ -164,10 +171,13 @@ class Localizer:
         rerank_k: int | None = None,
         stamp: float | None = None,
         motion: Motion | None = None,
+        prior: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Estimate:
         """Localize one RGB (or gray/RGBA) uint8 image; ``k``/``rerank_k`` widen this frame's search (retrieval and
         re-ranking depth) beyond the configured ones. With a temporal filter, frames must come in order: ``stamp``
-        (seconds; default one second after the previous frame) and ``motion`` (odometry since the previous frame)."""
+        (seconds; default one second after the previous frame) and ``motion`` (odometry since the previous frame).
+        ``prior`` (ENU mean, 2x2 covariance) restricts the candidates to the map images inside its 95 % ellipse
+        (a relocalization near a known pose); an ellipse holding no image leaves the search whole."""
         t0 = time.perf_counter()
         rgb = to_rgb(image)
         x = self.extractor.to_tensor([rgb])
@@ -177,8 +187,15 @@ class Localizer:
         t2 = time.perf_counter()
         reranks = bool(rr.needs)
         depth = rerank_k or self.rerank_depth
-        scores, ids = self.index.search(desc, max(k or self.top_k, depth if reranks else 0))
-        scores, ids = scores[0].astype(np.float64), ids[0]
+        want = max(k or self.top_k, depth if reranks else 0)
+        inside = np.flatnonzero(inside_ellipse(self.map.xy, *prior)) if prior is not None else np.empty(0, int)
+        if len(inside):  # exact scores over the few places the prior allows
+            s = np.asarray(self.map.descriptors[inside], dtype=np.float32) @ desc[0].float().cpu().numpy()
+            top = np.argsort(-s, kind="stable")[:want]
+            scores, ids = s[top].astype(np.float64), inside[top]
+        else:
+            scores, ids = self.index.search(desc, want)
+            scores, ids = scores[0].astype(np.float64), ids[0]
         valid = ids >= 0
         scores, ids = scores[valid], ids[valid]
         t3 = time.perf_counter()
@@ -203,6 +220,10 @@ class Localizer:
             if track is not None:
                 self._apply_track(est, track, q)
         t5 = time.perf_counter()
+        heading = qloc is not None and self.camera_fov > 0 and self.map.headings is not None
+        if heading:
+            self._heading(est, qloc[0])
+        t6 = time.perf_counter()
         est.timings = {
             "preprocess": (t1 - t0) * 1e3,
             "global": (t2 - t1) * 1e3,
@@ -210,11 +231,34 @@ class Localizer:
             "rerank": (t3b - t3) * 1e3,
             "estimate": (t4 - t3b) * 1e3,
             **({"temporal": (t5 - t4) * 1e3} if self.temporal is not None else {}),
-            "total": (t5 - t0) * 1e3,
+            **({"heading": (t6 - t5) * 1e3} if heading else {}),
+            "total": (t6 - t0) * 1e3,
         }
         if self.auto is not None and rerank_k is None:
             self.auto.observe(est.timings["total"])
         return est
+
+    def _heading(self, est: Estimate, qgrid: torch.Tensor) -> None:
+        """The camera's heading: the leading map image's, turned by the relative rotation of the two views
+        (essential matrix from mutual nearest neighbours of their dense grids); unknown without enough support."""
+        i = est.matches[0].index if est.matches else -1
+        if i < 0 or not math.isfinite(float(self.map.headings.yaw[i])):
+            return
+        cand = self.local.gather(np.array([i]), self.reranker.device)
+        q = qgrid.to(cand.device)
+        _, gh, gw = q.shape
+        frame = self.extractor.model.input_size
+        kp = grid_keypoints(gh, gw, frame, cand.device)
+        nn, mask = mutual_nn(q.flatten(1).t().float(), cand.flatten(2).transpose(1, 2).float())
+        idx = torch.nonzero(mask[0]).squeeze(1)
+        rel = relative_yaw(kp[idx].cpu().numpy(), kp[nn[0, idx]].cpu().numpy(), frame, self.camera_fov, frame[0] / gw)
+        if rel is not None:
+            est.yaw = wrap(float(self.map.headings.yaw[i]) + rel.yaw)
+            est.yaw_var, est.yaw_inliers = rel.var, rel.inliers
+
+    def set_camera_fov(self, degrees: float) -> None:
+        """The horizontal field of view for headings (from CameraInfo at run time); 0 turns headings off."""
+        self.camera_fov = float(degrees)
 
     def _apply_track(self, est: Estimate, track, query: np.ndarray) -> None:
         """The filtered position replaces the frame's: ENU, lat/lon, covariance, confidence; its place leads the

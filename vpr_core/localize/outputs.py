@@ -38,6 +38,7 @@ class FixFields:
 class PoseFields:
     position: tuple[float, float, float]
     covariance: list[float]  # 36, row-major (x, y, z, roll, pitch, yaw)
+    yaw: float = 0.0  # ENU heading, radians; 0 with its variance unobserved when unknown
 
 
 def fix_frame_id(configured: str, camera_frame: str) -> str:
@@ -88,11 +89,26 @@ def fix_fields(est: Estimate, min_confidence: float) -> FixFields:
     )
 
 
-def pose_fields(est: Estimate) -> PoseFields:
-    cov = np.diag([0.0, 0.0, 0.0, UNOBSERVED_VAR, UNOBSERVED_VAR, UNOBSERVED_VAR])
+def pose_fields(
+    est: Estimate,
+    xy: tuple[float, float] | None = None,
+    cov_xy: np.ndarray | None = None,
+    yaw: tuple[float, float] | None = None,
+    unknown_yaw_var: float = UNOBSERVED_VAR,
+) -> PoseFields:
+    """The pose of the estimate, or of ``xy``/``cov_xy`` (the base's, a parent frame's) with its altitude. Heading:
+    ``yaw`` (value, variance) when given, else the estimate's when it has one, else 0 with ``unknown_yaw_var``
+    (unobserved; /initialpose uses pi^2 so AMCL spreads its particles over every heading)."""
+    if yaw is None and math.isfinite(est.yaw) and math.isfinite(est.yaw_var):
+        yaw = (est.yaw, est.yaw_var)
+    cov = np.diag([0.0, 0.0, 0.0, UNOBSERVED_VAR, UNOBSERVED_VAR, unknown_yaw_var if yaw is None else yaw[1]])
     cov[:3, :3] = est.covariance
     x, y, z = (float(v) for v in est.enu)
+    if xy is not None:
+        x, y = float(xy[0]), float(xy[1])
+    if cov_xy is not None:
+        cov[:2, :2] = cov_xy
     if not math.isfinite(z):  # no usable altitude: z unobserved
         z, cov[2, 2] = 0.0, UNOBSERVED_VAR
     cov[2, 2] = max(np.nan_to_num(cov[2, 2], nan=UNOBSERVED_VAR), 1e-6)
-    return PoseFields((x, y, z), _finite_cov(cov))
+    return PoseFields((x, y, z), _finite_cov(cov), 0.0 if yaw is None else float(yaw[0]))

@@ -122,10 +122,22 @@ def build_map(
         info=info,
         grids=grids,
         sparse=sparse,
-        headings=Headings.from_compass(np.array([g.heading for g in geo.images], np.float64)),
+        headings=map_headings(geo),
     )
     m.index = stored_index(m.descriptors, {"kind": c.index}, like.index if like is not None else None)
     return m
+
+
+def map_headings(geo) -> Headings | None:
+    """Per-image heading: the geotags' (CSV column, VPR name field) where any is given, else the direction of travel
+    when the names give the capture order; None otherwise (yaw then stays unknown at run time)."""
+    from ..io.geoset import capture_order
+
+    given = Headings.from_compass(np.array([g.heading for g in geo.images], np.float64))
+    if given is not None:
+        return given
+    order = capture_order(geo)
+    return None if order is None else Headings.from_travel(geo.east, geo.north, order)
 
 
 def _one_image_per_name(paths: list[Path]) -> None:
@@ -182,6 +194,7 @@ def extract_map_images(
     max_fix_std: float = 10.0,
     progress: bool = True,
     map_path: str | Path | None = None,
+    heading_topic: str = "",
 ) -> tuple[list[GeoImage], LocalFrame, Skips, int]:
     """Write the kept frames to ``out_dir`` (VPR names; written to a temporary folder, then renamed) -> geotags.
 
@@ -199,7 +212,9 @@ def extract_map_images(
         shutil.rmtree(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise VprError(f"{out_dir}: image folder exists and is not empty; remove it or pass --images-out elsewhere")
-    sources = [GeoFrames(b, image_topic, fix_topic, max_fix_age, max_fix_std) for b in bags]
+    sources = [
+        GeoFrames(b, image_topic, fix_topic, max_fix_age, max_fix_std, heading_topic=heading_topic) for b in bags
+    ]
     images: list[GeoImage] = []
     skips, seen = Skips(), 0
     if out_dir.exists():
@@ -224,7 +239,8 @@ def extract_map_images(
                 if (tmp / name).exists():  # two bags with a frame at the same place and stamp
                     name = f"{Path(name).stem}{len(images)}{Path(name).suffix}"
                 (tmp / name).write_bytes(data)
-                images.append(GeoImage(out_dir / name, lat, lon, gf.alt, math.nan, utm_name_fields(lat, lon)))
+                compass = 90.0 - math.degrees(gf.yaw) if math.isfinite(gf.yaw) else math.nan  # as geotags give it
+                images.append(GeoImage(out_dir / name, lat, lon, gf.alt, compass, utm_name_fields(lat, lon)))
                 last_xy = (gf.east, gf.north)
             skips.counts.update(src.skips.counts)
             seen += src.num_images
@@ -275,18 +291,31 @@ def build_map_from_bag(
     progress: bool = True,
     conf: MapBuildConfig | None = None,
     like: VprMap | None = None,
+    heading_topic: str = "",
     **overrides: Any,
 ):
     """Kept frames go to ``images_out`` (default ``MAP.images/``) - the map's image source for debug views and ``map
-    adapt``."""
+    adapt``. Headings: the IMU orientation on ``heading_topic`` at each frame (source ``bag``), else the direction of
+    travel."""
     out = Path(out)
     images_out = Path(images_out) if images_out else out.with_name(out.name + ".images")
     images, _, skips, seen = extract_map_images(
-        bag, image_topic, fix_topic, images_out, min_spacing, max_fix_age, max_fix_std, progress, map_path=out
+        bag,
+        image_topic,
+        fix_topic,
+        images_out,
+        min_spacing,
+        max_fix_age,
+        max_fix_std,
+        progress,
+        map_path=out,
+        heading_topic=heading_topic,
     )
     conf = dataclasses.replace(conf or MapBuildConfig(), **overrides)
     with ray_parts(out, conf) as parts:
         m = build_map(make_geoset(images), conf, source=str(images_out), like=like, work_dir=parts)
+        if heading_topic and m.headings is not None and m.headings.source == "geotags":
+            m.headings = Headings(m.headings.yaw, "bag")
         _finish_bag_map(m, out, images_out, bag, image_topic, fix_topic, seen, len(images), skips)
     return m, skips, seen
 

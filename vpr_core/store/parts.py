@@ -276,6 +276,24 @@ class Headings:
             return None
         return cls(np.radians(90.0 - deg), source)
 
+    @classmethod
+    def from_travel(
+        cls, east: np.ndarray, north: np.ndarray, order: np.ndarray, min_step_m: float = 0.2
+    ) -> Headings | None:
+        """The direction of travel between consecutive geotags (central differences along the capture ``order``):
+        a forward camera's heading, marked ``travel`` (a side camera's differs by its mount). NaN where the
+        neighbours are closer than ``min_step_m``; None for fewer than two images."""
+        if len(order) < 2:
+            return None
+        xy = np.stack([np.asarray(east, np.float64), np.asarray(north, np.float64)], 1)[order]
+        d = np.empty_like(xy)
+        d[1:-1] = xy[2:] - xy[:-2]
+        d[0], d[-1] = xy[1] - xy[0], xy[-1] - xy[-2]
+        yaw_ordered = np.where(np.hypot(d[:, 0], d[:, 1]) >= min_step_m, np.arctan2(d[:, 1], d[:, 0]), np.nan)
+        yaw = np.full(len(order), np.nan)
+        yaw[order] = yaw_ordered
+        return cls(yaw, "travel") if np.isfinite(yaw).any() else None
+
     def to_tensors(self) -> Arrays:
         return {"heading.yaw": np.ascontiguousarray(self.yaw, dtype=np.float64)}
 
