@@ -335,6 +335,8 @@ def test_lifecycle_services_and_parameters(street_map, street, tmp_path):
         assert peer.wait_for(lambda: len(peer.fixes) == 2)
 
         # silent when lost: NO_FIX fixes come without a pose; min_confidence changes at run time, in range only
+        n_fix = sum(f.status.status == NavSatStatus.STATUS_FIX for _, f in peer.fixes)
+        assert peer.wait_for(lambda: len(peer.poses) == n_fix, 5)  # a fix's pose follows it on its own topic
         poses = len(peer.poses)
         assert peer.set_param("min_confidence", 1.0).successful
         assert not peer.set_param("min_confidence", 1.5).successful
