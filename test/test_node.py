@@ -574,7 +574,10 @@ def test_frames_initial_pose_and_relocalize_with_a_prior(street_map, street, tmp
         fix = NavSatFix(latitude=lat0, longitude=lon0)
         fix.position_covariance_type = NavSatFix.COVARIANCE_TYPE_UNKNOWN
         fix_pub.publish(fix)
+        nan = NavSatFix(latitude=float("nan"), longitude=lon0, position_covariance_type=NavSatFix.COVARIANCE_TYPE_KNOWN)
+        fix_pub.publish(nan)
         assert peer.wait_for(lambda: "relocalize_fix ignored: it has no covariance" in node.log.read_text(), 10)
+        assert peer.wait_for(lambda: "relocalize_fix ignored: latitude nan" in node.log.read_text(), 10)
         log = node.log.read_text()
         assert "~/relocalize_pose ignored: frame 'odom' is not vpr_map or map" in log
         assert log.count("static_transform_publisher --x") == 1 and log.count("not base_link's") == 1

@@ -42,6 +42,7 @@ from std_msgs.msg import Float32, Header
 from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import ImageError, VprError
+from vpr_core.geodesy import valid_latlon
 from vpr_core.localize.config import LocalizerConfig
 from vpr_core.localize.frames import (
     base_from_camera,
@@ -375,6 +376,9 @@ class VprLocalizer(LifecycleNode):
             self.get_logger().error("~/relocalize_fix ignored: it has no covariance (the search needs an ellipse)")
             return
         (lat, lon, _), cov = prior_from_fix(msg)
+        if not valid_latlon(lat, lon):
+            self.get_logger().error(f"~/relocalize_fix ignored: latitude {lat}, longitude {lon} is not a position")
+            return
         east, north, _ = self.localizer.map.frame.enu(lat, lon)
         self._relocalize_near(np.array([east[0], north[0]]), cov, f"fix {lat:.6f}, {lon:.6f}")
 
