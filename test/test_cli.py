@@ -190,3 +190,25 @@ def test_eval_rerank_and_calibrate(street, street_map, tmp_path):
         "nothing to calibrate",
     )
     assert not (tmp_path / "x.vprmap").exists()
+
+
+def test_default_model_follows_the_image_size(tmp_path, street):
+    """`vpr map build` without --model: the weight-free thumbnail for tiny frames (64x32, as nordland's), xfeat-vlad
+    for camera images (the street's 320x240); --set without --model is one line."""
+    import cv2
+    import numpy as np
+
+    from vpr_core.io.geoset import vpr_name
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
+        cv2.imwrite(str(tiny / vpr_name(45.0 + i * 1e-4, 9.0, f"f{i:03d}", ".png")), img)
+    r = vpr("map", "build", "--images", tiny, "--out", tmp_path / "tiny.vprmap")
+    assert "model thumbnail" in r.stdout and "median shorter side 32 px < 64" in r.stdout, r.stdout
+    r = vpr("map", "build", "--images", street / "database", "--local", "none", "--out", tmp_path / "s.vprmap")
+    assert "model xfeat-vlad" in r.stdout and "median shorter side 240 px >= 64" in r.stdout, r.stdout
+    r = vpr("map", "build", "--images", tiny, "--set", "patch=4", "--out", tmp_path / "x.vprmap", ok=False)
+    assert_one_line_error(r, "--model NAME")

@@ -118,3 +118,19 @@ def test_map_headings_from_the_direction_of_travel():
     assert h.source == "travel" and np.allclose(h.yaw, math.pi / 4)
     standing = Headings.from_travel(np.zeros(3), np.zeros(3), np.arange(3))
     assert standing is None  # no motion, no heading
+
+
+def test_unknown_headings_survive_the_map_file(street_map, tmp_path):
+    """NaN is "unknown" in heading.yaw (travel headings where the camera stood still): the map saves, verifies and
+    loads with them (a map with a pair of images at one place once failed to load)."""
+    from vpr_core.map.format import load_map, save_map, verify_map
+    from vpr_core.store.parts import Headings
+
+    m = load_map(street_map)
+    yaw = np.zeros(len(m))
+    yaw[[0, 5]] = np.nan
+    m.headings = Headings(yaw, "travel")
+    save_map(m, tmp_path / "m.vprmap")
+    verify_map(tmp_path / "m.vprmap")
+    back = load_map(tmp_path / "m.vprmap").headings
+    assert back.source == "travel" and np.isnan(back.yaw[[0, 5]]).all() and np.isfinite(back.yaw).sum() == len(m) - 2

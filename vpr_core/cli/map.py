@@ -72,8 +72,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         m = build_and_save(geoset(args, args.images), out, conf, source=str(args.images or args.csv), like=like)
     print(
-        f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}), "
-        f"ENU origin lat {m.origin[0]:.7f} lon {m.origin[1]:.7f} h {m.origin[2]:.1f}"
+        f"map {out}: {len(m)} images, model {m.model} ({m.descriptors.shape[1]}-d, fingerprint {m.fingerprint}"
+        + (f"; auto: {m.info['model_choice']}" if m.info.get("model_choice") else "")
+        + f"), ENU origin lat {m.origin[0]:.7f} lon {m.origin[1]:.7f} h {m.origin[2]:.1f}"
     )
     return 0
 

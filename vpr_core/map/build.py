@@ -25,7 +25,7 @@ from ..io.bags import BagError, GeoFrame, GeoFrames, Skips
 from ..io.files import atomic_write, staged
 from ..io.geoset import GeoImage, GeoSet, make_geoset, vpr_name
 from ..store.parts import GridStore, Headings
-from .config import MapBuildConfig
+from .config import AUTO_MODEL, TINY_SIDE_PX, MapBuildConfig
 from .describe import describe_share, prepare_model
 from .format import IMAGES_MARKER, VprMap, save_map
 from .search import stored_index
@@ -67,11 +67,17 @@ def build_map(
         else (conf or MapBuildConfig()).validate()
     )
     model_name = like.model if like is not None else c.model
+    paths = list(geo.paths)
+    choice = ""
+    if model_name == AUTO_MODEL:
+        if c.model_options:
+            raise VprError("--set options belong to one model: give --model NAME with them (see 'vpr models')")
+        model_name, choice = choose_model(paths)
+        log.info("model auto: %s", choice)
     if c.ray and c.ray != "local":
         from .distributed import reachable
 
         reachable(c.ray)  # before the vocabulary pass, not after it
-    paths = list(geo.paths)
     _one_image_per_name(paths)
     grid_codec = c.grid_codec if c.stores_grid else None
     ex, codec = prepare_model(paths, model_name, c.model_options, c.device, grid_codec, c.pq_conf(), like)
@@ -94,6 +100,7 @@ def build_map(
             sparse = extract_sparse((load_image(p) for p in paths), c.sparse_conf(), str(ex.device), bar)
     info = {
         "source": source,
+        **({"model_choice": choice} if choice else {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_images": len(paths),
         "trained_weights": bool(model.trained),
@@ -138,6 +145,27 @@ def map_headings(geo) -> Headings | None:
         return given
     order = capture_order(geo)
     return None if order is None else Headings.from_travel(geo.east, geo.north, order)
+
+
+def choose_model(paths: list[Path], sample: int = 32) -> tuple[str, str]:
+    """``--model auto``: thumbnail for tiny images (median shorter side of up to ``sample`` evenly spaced database
+    images under ``TINY_SIDE_PX``), else xfeat-vlad; returns the model and why (recorded in the map's info)."""
+    from ..io.images import encoded_size
+
+    picks = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int)]
+    sides = []
+    for p in picks:
+        try:
+            size = encoded_size(p.read_bytes())
+        except OSError:
+            size = None
+        if size is not None:
+            sides.append(min(size))
+    if not sides:
+        return "xfeat-vlad", "image sizes unreadable: xfeat-vlad"
+    side = float(np.median(sides))
+    model = "thumbnail" if side < TINY_SIDE_PX else "xfeat-vlad"
+    return model, f"median shorter side {side:.0f} px {'<' if side < TINY_SIDE_PX else '>='} {TINY_SIDE_PX}: {model}"
 
 
 def _one_image_per_name(paths: list[Path]) -> None:

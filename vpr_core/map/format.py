@@ -342,7 +342,8 @@ def _check_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray
                 "restore the map from a copy or rebuild it"
             )
         own_check = name.startswith(("calibration.", "extra.calibration.", "extra.covariance."))  # a named message
-        if name != "geo.alt" and not own_check and arr.dtype.kind == "f" and not _finite(arr):
+        # NaN is "unknown" in geo.alt and heading.yaw (Headings checks its own: no Inf, within 4 pi)
+        if name not in ("geo.alt", "heading.yaw") and not own_check and arr.dtype.kind == "f" and not _finite(arr):
             raise MapError(f"{path}: array '{name}' holds NaN or Inf; rebuild the map")
 
 

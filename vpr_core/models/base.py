@@ -48,6 +48,8 @@ PAIRS = {"input_size": 32, "local_grid": 1}
 
 class GlobalModel(nn.Module):
     name: ClassVar[str] = ""
+    #: What the model suits, for `vpr models` (measured where a figure is given).
+    suits: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:

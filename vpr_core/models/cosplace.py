@@ -33,6 +33,7 @@ def make_trunk(backbone: str) -> tuple[nn.Sequential, int]:
 @GLOBAL_MODELS.register("cosplace")
 class CosPlace(GlobalModel):
     name = "cosplace"
+    suits = "outdoor street views, with the official CosPlace weights you download (--set weights=...)"
     default_conf = {
         "backbone": "ResNet50",
         "fc_output_dim": 2048,

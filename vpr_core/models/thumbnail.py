@@ -26,6 +26,10 @@ class Thumbnail(GlobalModel):
     """SeqSLAM-style 64x32 patch-normalised grey thumbnail; no weights, no vocabulary."""
 
     name = "thumbnail"
+    suits = (
+        "tiny or low-texture frames (64x32 nordland: R@1 23.8 single, 95.2 with --temporal hmm); weak on camera "
+        "images (corridor 43.2 with hmm)"
+    )
     default_conf = {
         "input_size": [64, 32],
         "keep_aspect": False,  # every thumbnail has the same cells
