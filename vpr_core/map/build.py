@@ -69,9 +69,7 @@ def build_map(
     model_name = like.model if like is not None else c.model
     paths = list(geo.paths)
     choice = ""
-    if model_name == AUTO_MODEL:
-        if c.model_options:
-            raise VprError("--set options belong to one model: give --model NAME with them (see 'vpr models')")
+    if model_name == AUTO_MODEL:  # --set options then apply to the model chosen, and are checked against it
         model_name, choice = choose_model(paths)
         log.info("model auto: %s", choice)
     if c.ray and c.ray != "local":
