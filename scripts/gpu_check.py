@@ -55,6 +55,37 @@ def timed(fn, n: int) -> tuple[float, float]:
     return float(np.percentile(out, 50)), float(np.percentile(out, 95))
 
 
+#: The official architectures at their papers' sizes (random weights: the cost, not the recall, is measured).
+MODELS = [("eigenplaces", {}), ("mixvpr", {}), ("salad", {}), ("boq", {}), ("boq", {"backbone": "dinov2"})]
+
+
+def model_rows(device: str, smoke: bool, frames: int) -> list[tuple[str, str]]:
+    """ms per image (batch 1) of each global model in fp32 and fp16 autocast, and how far fp16 moves the descriptor."""
+    import torch
+
+    from vpr_core.models import build_global_model
+
+    rows = []
+    for name, conf in MODELS:
+        model = build_global_model(name, conf).to(device).eval()
+        w, h = (126, 126) if smoke and model.size_multiple == 14 else model.input_size  # smoke: a small ViT input
+        if smoke and name != "mixvpr" and model.size_multiple != 14:
+            w, h = 160, 160
+        x = torch.rand(1, 3, h, w, device=device)
+        out = {}
+        for label, dtype in (("fp32", None), ("fp16", torch.float16)):
+            with torch.inference_mode(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None
+                                                         and device == "cuda"):  # fmt: skip
+                out[label] = model(x).float()
+                out[label + "ms"] = timed(lambda m=model, x=x: m(x), max(2, frames // 3 if smoke else frames))[0]
+        cos = float(torch.nn.functional.cosine_similarity(out["fp32"], out["fp16"]).min())
+        label = f"model {name}{'-' + conf['backbone'] if conf else ''} {w}x{h}"
+        rows.append(
+            (label, f"fp32 {out['fp32ms']:.1f} ms, fp16 {out['fp16ms']:.1f} ms per image; fp16 cosine {cos:.4f}")
+        )
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-smoke", action="store_true", help="run the same code on the CPU (no timings worth reading)")
@@ -147,6 +178,7 @@ def main() -> int:
         )
     auto = Localizer.from_file(both_path, device=device, reranker="auto")
     rows.append(("re-ranker auto at 10 Hz", auto.auto.summary()))
+    rows += model_rows(device, args.cpu_smoke, args.frames)
     rng = np.random.default_rng(0)
     db_desc = rng.standard_normal((100_000, 2048), dtype=np.float32)
     db_desc /= np.linalg.norm(db_desc, axis=1, keepdims=True)

@@ -189,4 +189,6 @@ def test_gpu_check_script_runs(tmp_path):
     for method in ("ransac", "dhe", "lighterglue", "dhe+lighterglue"):
         assert re.search(rf"re-rank {re.escape(method)} K=10 +p50 [0-9.]+ ms", r.stdout), method
     assert "reranker auto -> " in r.stdout
+    for model in ("eigenplaces", "mixvpr", "salad", "boq", "boq-dinov2"):
+        assert re.search(rf"model {model} \d+x\d+ +fp32 [0-9.]+ ms, fp16 [0-9.]+ ms", r.stdout), model
     assert "top-1 agreement with faiss 1.00" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("summary:")

@@ -102,3 +102,24 @@ def vgg16_features(drop_last: int = 2) -> tuple[nn.Sequential, int]:
             mods += [nn.Conv2d(c, int(v), 3, padding=1), nn.ReLU(inplace=True)]
             c = int(v)
     return nn.Sequential(*(mods[: len(mods) - drop_last] if drop_last else mods)), 512
+
+
+class NamedResNet(nn.Module):
+    """torchvision ``resnetN`` with its attribute names (``conv1``, ``bn1``, ``layer1``...), cut after
+    ``layer{last_layer}``: the layout of checkpoints that keep the torchvision model itself (MixVPR's
+    ``backbone.model.*``), as opposed to CosPlace's Sequential of its children."""
+
+    def __init__(self, depth: int, last_layer: int = 4) -> None:
+        super().__init__()
+        trunk, self.out_channels = resnet_trunk(depth, last_layer)
+        children = list(trunk)
+        self.conv1, self.bn1, self.relu, self.maxpool = children[:4]
+        self.layers = [f"layer{i + 1}" for i in range(len(children) - 4)]
+        for name, layer in zip(self.layers, children[4:]):
+            self.add_module(name, layer)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in self.layers:
+            x = getattr(self, name)(x)
+        return x

@@ -51,6 +51,8 @@ class GlobalModel(nn.Module):
     #: What the model suits, for `vpr models` (measured where a figure is given).
     suits: ClassVar[str] = ""
     default_conf: ClassVar[dict[str, Any]] = {}
+    #: Network sides are rounded to this (a ViT/14 needs whole patches) when ``keep_aspect`` sizes the input.
+    size_multiple: int = 8
 
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__()

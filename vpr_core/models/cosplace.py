@@ -34,6 +34,8 @@ def make_trunk(backbone: str) -> tuple[nn.Sequential, int]:
 class CosPlace(GlobalModel):
     name = "cosplace"
     suits = "outdoor street views, with the official CosPlace weights you download (--set weights=...)"
+    weights_name = "CosPlace"
+    layout_hint = "{backbone}_{dim}_cosplace.pth: backbone.N.*, aggregation.1.p, aggregation.3.weight/bias"
     default_conf = {
         "backbone": "ResNet50",
         "fc_output_dim": 2048,
@@ -48,14 +50,17 @@ class CosPlace(GlobalModel):
         super().__init__(conf)
         if self.conf["backbone"] not in BACKBONES:
             raise VprError(
-                f"cosplace: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}"
+                f"{self.name}: backbone '{self.conf['backbone']}' unknown; choose one of {', '.join(BACKBONES)}"
             )
         self.backbone, channels = make_trunk(self.conf["backbone"])
         self.aggregation = nn.Sequential(
             L2Norm(), GeM(), Flatten(), nn.Linear(channels, int(self.conf["fc_output_dim"])), L2Norm()
         )
         self.use_imagenet_normalization()
-        self.load_weights_or_mark_untrained(f"CosPlace {self.conf['backbone']}/{self.conf['fc_output_dim']}")
+        bb, dim = self.conf["backbone"], self.conf["fc_output_dim"]
+        self.load_weights_or_mark_untrained(
+            f"{self.weights_name} {bb}/{dim} ({self.layout_hint.format(backbone=bb, dim=dim)})"
+        )
 
     @property
     def dim(self) -> int:

@@ -9,11 +9,13 @@ Both ``vpr export`` and the inference backends build on this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,12 +92,25 @@ def global_exported(model: nn.Module, shape: tuple[int, ...]) -> Exported:
     return Exported("global", GlobalNet(model).eval(), (torch.rand(shape),), ["image"], ["descriptor", "local"], {})
 
 
+@contextlib.contextmanager
+def eager_attention() -> Iterator[None]:
+    """Trace nn.TransformerEncoderLayer/MultiheadAttention through their plain ops: their fused inference kernel
+    (``_transformer_encoder_layer_fwd``) has no ONNX or TensorRT form."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def to_onnx(ex: Exported, out: str | Path, opset: int = 18) -> Path:
     """Write ONNX atomically (legacy TorchScript exporter: no onnxscript needed, stable op coverage)."""
     out = Path(out)
 
     def write(tmp: Path) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), eager_attention():
+            ex.module(*ex.inputs)  # warm-up: per-size constants (a ViT's resized positional grid) get cached
             torch.onnx.export(
                 ex.module,
                 ex.inputs,
@@ -211,7 +226,8 @@ def compile_tensorrt(
     mod = module.cuda().eval()
     cuda_inputs = [x.cuda() for x in inputs]
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), eager_attention():
+        mod(*cuda_inputs)  # warm-up, as for ONNX: per-size constants are cached before tracing
         trt = torch_tensorrt.compile(
             mod,
             ir="dynamo",

@@ -64,14 +64,15 @@ class Extractor:
         """(width, height) fed to the network for an image of this size.
 
         With ``keep_aspect`` the image keeps its aspect ratio and gets the pixel budget
-        of ``input_size`` (sides rounded to multiples of 8): a 16:9 camera is not
+        of ``input_size`` (sides rounded to the model's ``size_multiple``, 8 or a ViT's patch): a 16:9 camera is not
         squeezed into 4:3, which measurably helps retrieval across cameras.
         """
         w, h = self.model.input_size
         if not self.model.conf.get("keep_aspect", False):
             return w, h
-        s = (w * h / (width * height)) ** 0.5
-        return max(32, round(width * s / 8) * 8), max(32, round(height * s / 8) * 8)
+        s, m = (w * h / (width * height)) ** 0.5, int(self.model.size_multiple)
+        lo = -(-32 // m) * m
+        return max(lo, round(width * s / m) * m), max(lo, round(height * s / m) * m)
 
     def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Resize for the network; -> float32 (B, 3, H, W) in [0, 1] on the device (one size per call)."""
