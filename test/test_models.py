@@ -108,7 +108,9 @@ def test_cosplace_loads_checkpoint_strictly(tmp_path):
         assert torch.equal(v, sd[k]), k
     d = model(torch.rand(2, 3, 96, 128))
     assert d.shape == (2, 128) and torch.allclose(d.norm(dim=1), torch.ones(2), rtol=0, atol=reduction_atol(128))
-    with pytest.raises(VprError, match=r"does not match the CosPlace ResNet18/256 \(ResNet18_256_cosplace.pth: backbone"):
+    with pytest.raises(
+        VprError, match=r"does not match the CosPlace ResNet18/256 \(ResNet18_256_cosplace.pth: backbone"
+    ):
         build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 256, "weights": str(ckpt)})
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")

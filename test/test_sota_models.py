@@ -248,3 +248,32 @@ def test_onnx_export_parity(name, conf, tmp_path):
     assert rec["max_error"] <= 1e-3, rec  # relative L2 per descriptor and per grid cell
     w, h = model.input_size
     assert rec["inputs"]["image"] == [1, 3, h, w]
+
+
+def test_export_refuses_sizes_the_model_cannot_run():
+    from vpr_core.runtime.export import global_module
+
+    with pytest.raises(
+        VprError, match=r"'salad': input size 320x240 is not a multiple of its 14 px patch; use e.g. 308x238"
+    ):
+        global_module(build_global_model("salad"), (320, 240))
+    with pytest.raises(VprError, match="mixvpr: its mixer is sized for 320x320 inputs"):
+        global_module(build_global_model("mixvpr"), (640, 480))
+
+
+def test_cli_exports_a_downloaded_checkpoint(tmp_path):
+    """`vpr export --model NAME --set weights=FILE`: the user's official file, exported with its parity check."""
+    from conftest import assert_one_line_error, vpr
+
+    conf = {"backbone": "ResNet18", "fc_output_dim": 256}
+    ckpt = tmp_path / "ResNet18_256_eigenplaces.pth"
+    official_checkpoint(build_global_model("eigenplaces", conf), ckpt)
+    sets = ["--set", "backbone=ResNet18", "--set", "fc_output_dim=256", "--set", f"weights={ckpt}"]
+    out = tmp_path / "eig.onnx"
+    r = vpr("export", "--model", "eigenplaces", *sets, "--input-size", 160, 120, "--format", "onnx", "--check",
+            "--out", out)  # fmt: skip
+    assert out.is_file() and "max error" in r.stdout
+    r = vpr("export", "--model", "salad", "--input-size", 320, 240, "--format", "onnx", "--out", out, ok=False)
+    assert_one_line_error(r, "not a multiple of its 14 px patch")
+    r = vpr("export", "--model", "boq", "--set", f"weights={ckpt}", "--format", "onnx", "--out", out, ok=False)
+    assert_one_line_error(r, "does not match the BoQ resnet50 16384-d", "resnet50_16384.pth")

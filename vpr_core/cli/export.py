@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import parse_sets
 from ..errors import VprError
 from .common import add_device_arg, image_side
 
@@ -24,7 +25,7 @@ def resolve(module: str, args: argparse.Namespace):
     if module == "global":
         if vmap is not None:
             return global_module(map_model(vmap), size)
-        model = build_global_model(args.model)
+        model = build_global_model(args.model, parse_sets(args.set))
         if model.needs_fit:
             raise VprError(f"'{model.name}' learns its vocabulary from a map; export with --map MAP")
         return global_module(model, size)
@@ -46,6 +47,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not (args.model or args.map):
         raise VprError("give --model NAME or --map MAP (a map bakes in its vocabulary)")
+    if args.set and args.map:
+        raise VprError("--set applies to --model; a map's model options are the ones it was built with")
     out = Path(args.out)
     modules = list(MODULES) if args.module == "all" else [args.module]
     suffix = ".onnx" if args.format == "onnx" else ".ep"
@@ -80,6 +83,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     src = x.add_mutually_exclusive_group()
     src.add_argument("--model", help="global model by name (models that learn a vocabulary need --map)")
     src.add_argument("--map", metavar="MAP", help="export the map's model with its vocabulary (and its DHE head)")
+    x.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model option with --model, e.g. --set weights=dino_salad.ckpt (a map carries its own)",
+    )
     x.add_argument("--format", choices=["onnx", "tensorrt"], required=True)
     x.add_argument(
         "--out",

@@ -71,6 +71,15 @@ class GlobalModel(nn.Module):
     def dim(self) -> int:
         raise NotImplementedError
 
+    def check_input_size(self, size: tuple[int, int]) -> None:
+        """Refuse, in one line, a network size (width, height) this model cannot run at (export --input-size)."""
+        if self.size_multiple != 8 and (size[0] % self.size_multiple or size[1] % self.size_multiple):
+            raise VprError(
+                f"global model '{self.name}': input size {size[0]}x{size[1]} is not a multiple of its "
+                f"{self.size_multiple} px patch; use e.g. {size[0] // self.size_multiple * self.size_multiple}x"
+                f"{size[1] // self.size_multiple * self.size_multiple}"
+            )
+
     # ---- map-specific state ------------------------------------------------------
     @property
     def needs_fit(self) -> bool:

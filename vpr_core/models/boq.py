@@ -61,6 +61,8 @@ class BoQHead(nn.Module):
 
 @GLOBAL_MODELS.register("boq")
 class BoQ(GlobalModel):
+    """BoQ: ResNet-50 (16384-d, 384x384) or DINOv2 ViT-B/14 (12288-d, 322x322) + two bag-of-queries blocks."""
+
     name = "boq"
     suits = "outdoor streets, night and seasons, with official BoQ weights (--set backbone=dinov2 weights=...)"
     default_conf = {

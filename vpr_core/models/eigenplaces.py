@@ -18,6 +18,8 @@ RELEASED_DIMS = {"VGG16": (512,), "ResNet18": (256, 512), "ResNet50": (128, 256,
 
 @GLOBAL_MODELS.register("eigenplaces")
 class EigenPlaces(CosPlace):
+    """EigenPlaces: CosPlace's network trained for viewpoint robustness (ResNet-18/50/101, VGG16)."""
+
     name = "eigenplaces"
     suits = "outdoor streets seen from other angles, with official EigenPlaces weights (--set weights=...)"
     weights_name = "EigenPlaces"

@@ -47,6 +47,8 @@ class MixVPRHead(nn.Module):
 
 @GLOBAL_MODELS.register("mixvpr")
 class MixVPR(GlobalModel):
+    """MixVPR: ResNet-50 to layer3 + 4 feature mixers; 4096-d at a fixed 320x320."""
+
     name = "mixvpr"
     suits = "outdoor streets, with the official MixVPR ResNet-50 4096-d weights (--set weights=...)"
     default_conf = {
@@ -76,6 +78,13 @@ class MixVPR(GlobalModel):
             f"{self.conf['row_out']}).ckpt: backbone.model.*, aggregator.mix.*, aggregator.channel_proj, "
             "aggregator.row_proj)"
         )
+
+    def check_input_size(self, size: tuple[int, int]) -> None:
+        if tuple(size) != self.input_size:
+            w, h = self.input_size
+            raise VprError(
+                f"mixvpr: its mixer is sized for {w}x{h} inputs; export it at that size (not {size[0]}x{size[1]})"
+            )
 
     @property
     def dim(self) -> int:

@@ -55,6 +55,8 @@ class SaladHead(nn.Module):
 
 @GLOBAL_MODELS.register("salad")
 class Salad(GlobalModel):
+    """SALAD: DINOv2 ViT-B/14 tokens + optimal-transport aggregation; 8448-d at 322x322."""
+
     name = "salad"
     suits = "outdoor streets and seasons, with the official DINOv2 SALAD weights (--set weights=dino_salad.ckpt)"
     default_conf = {

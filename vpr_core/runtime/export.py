@@ -36,6 +36,7 @@ def global_module(model: GlobalModel, input_size: tuple[int, int] | None = None)
     """The global model at its configured (or the given) input size; its map state must already be loaded."""
     model.eval()
     w, h = input_size or model.input_size
+    model.check_input_size((int(w), int(h)))
     return global_exported(model, (1, 3, int(h), int(w)))
 
 
