@@ -229,7 +229,10 @@ def main() -> int:
     print(f"{'xfeat-vlad':14s} " + " ".join(f"{ref[s]:>20.1f}" for s in args.sets))
     for name, row in table.items():
         print(f"{name:14s} " + " ".join(f"{row[s][0]:>13.1f}/{row[s][1]:5.1f}" for s in args.sets))
-    print("ViT ms/img (2 CPU threads, blocks up to the deepest layer): " + ", ".join(f"{s} {v:.0f}" for s, v in cost.items()))
+    print(
+        "ViT ms/img (2 CPU threads, blocks up to the deepest layer): "
+        + ", ".join(f"{s} {v:.0f}" for s, v in cost.items())
+    )
     wins = {name: sum(row[s][0] > ref[s] for s in args.sets) for name, row in table.items()}
     best = max(table, key=lambda n: (wins[n], np.mean([table[n][s][0] for s in args.sets])))
     if args.json:

@@ -69,6 +69,23 @@ def vpr(*args, ok: bool = True, timeout: float = 600, **kw) -> subprocess.Comple
     return r
 
 
+def official_checkpoint(model, path, seed: int = 0, wrap: str | None = None, **fixed) -> dict:
+    """Random but well-conditioned weights under a model's (official) key names, saved as the releases are: a plain
+    state_dict, or nested under ``wrap`` as Lightning writes it; ``fixed`` sets named tensors (e.g. GeM's p)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("running_var"):
+            sd[k] = 0.5 + torch.rand(v.shape, generator=g)
+        elif v.is_floating_point():
+            sd[k] = v + 0.02 * torch.randn(v.shape, generator=g)
+        else:
+            sd[k] = v.clone()
+    sd.update(fixed)
+    torch.save({wrap: sd} if wrap else sd, path)
+    return sd
+
+
 def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
     """A user's mistake: exit ``code``, no traceback, exactly one ``error:`` line on stderr naming every needle."""
     assert r.returncode == code, (r.returncode, r.stdout[-500:], r.stderr[-2000:])

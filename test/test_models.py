@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import assert_vectors_close, reduction_atol
+from conftest import assert_vectors_close, official_checkpoint, reduction_atol
 
 from vpr_core.errors import VprError
 from vpr_core.models import GLOBAL_MODELS, build_global_model
@@ -80,26 +80,14 @@ def test_cosplace_key_layout(backbone, dim):
     assert not model.trained
 
 
-def make_official_checkpoint(model, path, seed=0):
-    """Random but well-conditioned weights under the official key names (what a trained file looks like)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.endswith("running_var"):
-            sd[k] = 0.5 + torch.rand(v.shape, generator=g)
-        elif v.is_floating_point():
-            sd[k] = v + 0.01 * torch.randn(v.shape, generator=g)
-        else:
-            sd[k] = v.clone()
-    sd["aggregation.1.p"] = torch.tensor([3.0])
-    torch.save(sd, path)  # the release files are plain state_dicts saved with torch.save
-    return sd
+#: GeM's exponent as trained files have it (a random p would be meaningless).
+P3 = {"aggregation.1.p": torch.tensor([3.0])}
 
 
 def test_cosplace_loads_checkpoint_strictly(tmp_path):
     ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 128})
     ckpt = tmp_path / "ResNet18_128_cosplace.pth"
-    sd = make_official_checkpoint(ref, ckpt)
+    sd = official_checkpoint(ref, ckpt, **P3)
     model = build_global_model(
         "cosplace", {"backbone": "ResNet18", "fc_output_dim": 128, "weights": str(ckpt), "input_size": [128, 96]}
     )
@@ -127,7 +115,7 @@ def test_cosplace_map_round_trip(street, tmp_path):
 
     ref = build_global_model("cosplace", {"backbone": "ResNet18", "fc_output_dim": 64})
     ckpt = tmp_path / "ResNet18_64_cosplace.pth"
-    make_official_checkpoint(ref, ckpt)
+    official_checkpoint(ref, ckpt, **P3)
     conf = {"backbone": "ResNet18", "fc_output_dim": 64, "weights": str(ckpt), "input_size": [160, 120]}
     db = load_geoset(street / "database")
     out = tmp_path / "cos.vprmap"
@@ -141,7 +129,7 @@ def test_cosplace_map_round_trip(street, tmp_path):
     est = loc.localize(load_image(db.paths[5]))
     assert est.matches[0].index == 5  # a map image finds itself
     other = tmp_path / "other.pth"
-    make_official_checkpoint(ref, other, seed=1)
+    official_checkpoint(ref, other, seed=1, **P3)
     with pytest.raises(MapError, match="fingerprint"):
         Localizer(m, device="cpu", model_options={"weights": str(other)})
 

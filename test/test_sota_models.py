@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import reduction_atol
+from conftest import official_checkpoint, reduction_atol
 
 from vpr_core.errors import VprError
 from vpr_core.models import GLOBAL_MODELS, build_global_model
@@ -125,22 +125,6 @@ CASES = [
 IDS = ["eigenplaces-r18", "mixvpr", "salad", "boq-r50", "boq-dinov2"]
 #: Small inputs that keep CPU tests quick (the fixed-size MixVPR keeps its 320).
 SMALL = {"eigenplaces": [160, 120], "salad": [126, 126], "boq": [224, 224]}
-
-
-def official_checkpoint(model: torch.nn.Module, path, seed: int = 0, wrap: str | None = None) -> dict:
-    """Random, well-conditioned weights under the official names, saved as the releases are (plain state_dict;
-    ``wrap`` nests it as Lightning checkpoints do)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.endswith("running_var"):
-            sd[k] = 0.5 + torch.rand(v.shape, generator=g)
-        elif v.is_floating_point():
-            sd[k] = v + 0.02 * torch.randn(v.shape, generator=g)
-        else:
-            sd[k] = v.clone()
-    torch.save({wrap: sd} if wrap else sd, path)
-    return sd
 
 
 @pytest.mark.parametrize("name,conf,dim,shapes", CASES, ids=IDS)

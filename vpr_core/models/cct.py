@@ -19,21 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import GLOBAL_MODELS, GlobalModel
-from .layers import Flatten, GeM, L2Norm
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+from .layers import Flatten, GeM, L2Norm, SelfAttention
 
 
 class Block(nn.Module):
@@ -42,7 +28,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, ffn: int) -> None:
         super().__init__()
         self.pre_norm = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, heads)
+        self.self_attn = SelfAttention(dim, heads, qkv_bias=False)
         self.linear1 = nn.Linear(dim, ffn)
         self.norm1 = nn.LayerNorm(dim)
         self.linear2 = nn.Linear(ffn, dim)

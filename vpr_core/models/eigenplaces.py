@@ -2,18 +2,15 @@
 
 The official ``GeoLocalizationNet_`` is the same module tree as CosPlace (``backbone.N.*`` torchvision children,
 ``aggregation.1.p`` GeM, ``aggregation.3`` FC), so the released ``{backbone}_{dim}_eigenplaces.pth`` files load
-strictly into it. The official evaluation feeds full-resolution, ImageNet-normalised images; here the image keeps its
-aspect ratio at CosPlace's pixel budget.
+strictly into it (released: ResNet-18 256/512, ResNet-50 and -101 128 to 2048, VGG16 512). The official
+evaluation feeds full-resolution, ImageNet-normalised images; here the image keeps its aspect ratio at CosPlace's
+pixel budget.
 """
 
 from __future__ import annotations
 
 from .base import GLOBAL_MODELS
 from .cosplace import CosPlace
-
-#: Released descriptor dimensions per backbone (hubconf ``AVAILABLE_TRAINED_MODELS``).
-RELEASED_DIMS = {"VGG16": (512,), "ResNet18": (256, 512), "ResNet50": (128, 256, 512, 1024, 2048),
-                 "ResNet101": (128, 256, 512, 1024, 2048)}  # fmt: skip
 
 
 @GLOBAL_MODELS.register("eigenplaces")

@@ -34,6 +34,23 @@ class L2Norm(nn.Module):
         return F.normalize(x, p=2.0, dim=self.dim)
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused ``qkv`` projection and ``proj``: the parameter names that CCT (DHE)
+    and DINOv2 checkpoints share (CCT has no qkv bias)."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
 class Flatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
