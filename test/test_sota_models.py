@@ -261,3 +261,29 @@ def test_cli_exports_a_downloaded_checkpoint(tmp_path):
     assert_one_line_error(r, "not a multiple of its 14 px patch")
     r = vpr("export", "--model", "boq", "--set", f"weights={ckpt}", "--format", "onnx", "--out", out, ok=False)
     assert_one_line_error(r, "does not match the BoQ resnet50 16384-d", "resnet50_16384.pth")
+
+
+def test_vit_model_builds_a_map_and_localizes(street, tmp_path):
+    """A downloaded SALAD file through the whole library: map build, reload, fingerprint, localize (a map image finds
+    itself), and the map refuses other weights."""
+    from vpr_core.errors import MapError
+    from vpr_core.io.geoset import load_geoset
+    from vpr_core.io.images import load_image
+    from vpr_core.localize.localizer import Localizer
+    from vpr_core.map.build import build_and_save
+    from vpr_core.map.format import load_map
+
+    ckpt = tmp_path / "dino_salad.ckpt"
+    official_checkpoint(build_global_model("salad"), ckpt)
+    conf = {"weights": str(ckpt), "input_size": [126, 126]}
+    db = load_geoset(street / "database")
+    out = tmp_path / "salad.vprmap"
+    built = build_and_save(db, out, model="salad", model_options=conf, device="cpu")
+    m = load_map(out)
+    assert m.model == "salad" and m.fingerprint == built.fingerprint and m.descriptors.shape == (len(db.paths), 8448)
+    est = Localizer(m, device="cpu").localize(load_image(db.paths[7]))
+    assert est.matches[0].index == 7
+    other = tmp_path / "other.ckpt"
+    official_checkpoint(build_global_model("salad"), other, seed=1)
+    with pytest.raises(MapError, match="fingerprint"):
+        Localizer(m, device="cpu", model_options={"weights": str(other)})

@@ -64,7 +64,10 @@ class BoQ(GlobalModel):
     """BoQ: ResNet-50 (16384-d, 384x384) or DINOv2 ViT-B/14 (12288-d, 322x322) + two bag-of-queries blocks."""
 
     name = "boq"
-    suits = "outdoor streets, night and seasons, with official BoQ weights (--set backbone=dinov2 weights=...)"
+    suits = (
+        "outdoor streets, night and seasons, with official BoQ weights (--set backbone=dinov2 "
+        "weights=...); per image on 2 CPU cores ResNet-50 0.13 s, DINOv2 0.56 s"
+    )
     default_conf = {
         "weights": None,  # resnet50_16384.pth or dinov2_12288.pth; None = random (labelled untrained)
         "backbone": "resnet50",

@@ -48,7 +48,9 @@ class SaladHead(nn.Module):
 
     def forward(self, f: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         local = self.cluster_features(f).flatten(2)  # (B, l, n)
-        plan = sinkhorn_with_dustbin(self.score(f).flatten(2), self.dust_bin, 3).exp()[:, :-1]  # (B, m, n)
+        # the transport plan in float32 even under fp16 autocast: log-sum-exp over hundreds of tokens
+        scores = self.score(f).flatten(2).float()
+        plan = sinkhorn_with_dustbin(scores, self.dust_bin.float(), 3).exp()[:, :-1].to(local.dtype)  # (B, m, n)
         agg = F.normalize(torch.einsum("bln,bmn->blm", local, plan), dim=1).flatten(1)
         return F.normalize(torch.cat([F.normalize(self.token_features(t), dim=-1), agg], dim=-1), dim=-1)
 
@@ -58,7 +60,10 @@ class Salad(GlobalModel):
     """SALAD: DINOv2 ViT-B/14 tokens + optimal-transport aggregation; 8448-d at 322x322."""
 
     name = "salad"
-    suits = "outdoor streets and seasons, with the official DINOv2 SALAD weights (--set weights=dino_salad.ckpt)"
+    suits = (
+        "outdoor streets and seasons, with the official DINOv2 SALAD weights (--set "
+        "weights=dino_salad.ckpt); 0.5 s/image on 2 CPU cores: a GPU model"
+    )
     default_conf = {
         "weights": None,  # dino_salad.ckpt; None = random (labelled untrained)
         "arch": "vitb14",
